@@ -1,0 +1,158 @@
+"""Recipe schema (pydantic, unknown keys are errors) and load_recipe()."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import RecipeError
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0, lt=1)]
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(Section):
+    source: str = Field(
+        description="Where the base model comes from: 'package:PKG/sub/folder' (a folder shipped inside an "
+        "installed pip package), a local folder, or a Hugging Face hub id."
+    )
+    trust_remote_code: bool = False
+
+    @field_validator("source")
+    @classmethod
+    def _not_empty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+class DatasetConfig(Section):
+    train: str = Field(description="Training file (.jsonl or .csv), relative to the recipe file.")
+    eval: str | None = Field(None, description="Held-out evaluation file; if absent, eval_fraction of train is held out.")
+    eval_fraction: Fraction = 0.2
+    seed: int = 0
+    format: Literal["auto", "jsonl", "csv"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+class LoraConfig(Section):
+    r: PositiveInt = 8
+    alpha: Annotated[float, Field(gt=0)] = 16
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: list[str] | None = Field(
+        None, description="Module names to adapt; default: peft's per-architecture default."
+    )
+
+
+class TrainingConfig(Section):
+    epochs: Annotated[int, Field(gt=0, le=1000)] = 3
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 5e-4
+    batch_size: Annotated[int, Field(gt=0, le=4096)] = 16
+    max_length: Annotated[int, Field(gt=0, le=8192)] = 64
+    weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
+    warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.06
+    seed: int = 0
+
+
+class ExportConfig(Section):
+    opset: Annotated[int, Field(ge=14, le=23)] = 17
+    optimize: bool = Field(True, description="Apply ONNX Runtime transformer fusions (attention, GELU, LayerNorm).")
+
+
+class QuantizeConfig(Section):
+    mode: Literal["dynamic", "static"] = "dynamic"
+    per_channel: bool = Field(True, description="One scale per output channel: measured far closer to fp32 than per-tensor.")
+    calibration_samples: Annotated[int, Field(gt=0, le=100_000)] = 128
+
+
+class VerifyConfig(Section):
+    fp32_max_abs_diff: Annotated[float, Field(ge=0)] = 1e-4
+    fp32_min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.99999
+    int8_min_top1_agreement: Annotated[float, Field(ge=0, le=1)] = 0.98
+    int8_max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
+    int8_min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.99
+    merge_max_abs_diff: Annotated[float, Field(ge=0)] = 1e-5
+
+
+class BenchmarkConfig(Section):
+    threads: Annotated[int, Field(gt=0, le=256)] = 2
+    batch_size: Annotated[int, Field(gt=0, le=1024)] = 1
+    sequence_lengths: Annotated[list[Annotated[int, Field(gt=0, le=8192)]], Field(min_length=1)] = [16, 32, 128]
+    warmup: Annotated[int, Field(ge=0, le=100_000)] = 20
+    runs: Annotated[int, Field(gt=0, le=1_000_000)] = 100
+
+
+class Recipe(Section):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+    task: Literal["classification"]
+    model: ModelConfig
+    dataset: DatasetConfig
+    lora: LoraConfig = LoraConfig()
+    training: TrainingConfig = TrainingConfig()
+    export: ExportConfig = ExportConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    verify: VerifyConfig = VerifyConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+    # Not part of the YAML: the folder the recipe's relative paths are resolved against.
+    base_dir: Path = Field(Path("."), exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_base_dir_in_yaml(cls, data: object) -> object:
+        if isinstance(data, dict) and "base_dir" in data:
+            raise ValueError("'base_dir' is not a recipe key")
+        return data
+
+    def path(self, relative: str) -> Path:
+        """Resolve a path written in the recipe against the recipe's folder."""
+        p = Path(relative).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    more = len(err.errors()) - 1
+    tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
+    return f"{source}: {loc}: {msg}{tail}"
+
+
+def parse_recipe(data: object, source: str = "recipe", base_dir: Path = Path(".")) -> Recipe:
+    """Validate a recipe mapping; raise RecipeError naming the bad field."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"{source}: a recipe must be a YAML mapping, got {type(data).__name__}")
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RecipeError(_format_error(source, e)) from None
+    return recipe.model_copy(update={"base_dir": base_dir})
+
+
+def load_recipe(path: Path | str) -> Recipe:
+    """Read and validate a recipe YAML file; raise RecipeError on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise RecipeError(f"{path}: cannot read recipe: {e}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise RecipeError(f"{path}: YAML syntax error: {where}{problem}") from None
+    return parse_recipe(data, str(path), path.resolve().parent)

@@ -1,0 +1,1 @@
+"""One module per stage, each with one public function; pipeline.py wires them."""

@@ -1,0 +1,243 @@
+"""Latency benchmark: PyTorch eager fp32 baseline and each ONNX model, each in its own fresh process."""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import Benchmark, MergedModel, OnnxModel
+from ..errors import EdgetuneError
+from ..recipe import BenchmarkConfig
+from ..rundir import atomic_write_json
+
+BASELINE = "pytorch_fp32"
+
+
+def _stats(times_s: list[float], batch: int) -> dict:
+    ms = np.array(times_s) * 1000
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "throughput_per_s": float(batch * 1000 / ms.mean()),
+    }
+
+
+def _index_bounds(path: str) -> dict[str, int]:
+    """For graph inputs used as indices into a weight table (token ids), the table's row count."""
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    tables = {t.name: t.dims[0] for t in graph.initializer if len(t.dims) >= 2}
+    inputs = {i.name for i in graph.input}
+    bounds: dict[str, int] = {}
+    for node in graph.node:
+        used = [x for x in node.input if x in inputs]
+        rows = [tables[x] for x in node.input if x in tables]
+        for name in used:
+            if rows:
+                bounds[name] = min(bounds.get(name, rows[0]), *rows)
+    return bounds
+
+
+def _generated_inputs(sess: Any, batch: int, seq: int, bounds: dict[str, int]) -> dict[str, np.ndarray]:
+    """Inputs for any ONNX model from its metadata: symbolic dims become batch, then sequence."""
+    rng = np.random.default_rng(seq)
+    feeds = {}
+    for i in sess.get_inputs():
+        dims, sym_seen = [], 0
+        for d in i.shape:
+            if isinstance(d, int) and d > 0:
+                dims.append(d)
+            else:
+                dims.append(batch if sym_seen == 0 else seq)
+                sym_seen += 1
+        name = i.name.lower()
+        if "int" in i.type:
+            dtype = np.int64 if "int64" in i.type else np.int32
+            if "mask" in name:
+                feeds[i.name] = np.ones(dims, dtype=dtype)
+            elif "type" in name or "position" in name:
+                feeds[i.name] = np.zeros(dims, dtype=dtype)
+            else:
+                high = bounds.get(i.name, 100)
+                feeds[i.name] = rng.integers(min(1000, high // 2), high, size=dims).astype(dtype)
+        elif "bool" in i.type:
+            feeds[i.name] = np.ones(dims, dtype=bool)
+        else:
+            dtype = np.float16 if "float16" in i.type else np.float32
+            feeds[i.name] = rng.standard_normal(dims).astype(dtype)
+    return feeds
+
+
+def _worker(job: dict, conn: Any) -> None:
+    """Runs in a fresh process so load time and peak RSS belong to one model."""
+    import resource
+
+    try:
+        threads, batch = job["threads"], job["batch"]
+        t0 = time.perf_counter()
+        if job["kind"] == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+            from ..tasks import TaskData, get_task
+
+            task = get_task(job["task"])
+            model = task.load_model(Path(job["path"]), TaskData([], [], labels=job["labels"]))
+            tok = task.load_tokenizer(Path(job["path"]))
+
+            def make(seq: int) -> Any:
+                feeds = {k: torch.from_numpy(v) for k, v in task.dummy_inputs(tok, batch, seq).items()}
+                return lambda: model(**feeds)
+
+            ctx = torch.inference_mode()
+        else:
+            from ..runtime import ort_session
+
+            sess = ort_session(job["path"], threads)
+            if job.get("task"):
+                from ..tasks import get_task
+
+                task = get_task(job["task"])
+                tok = task.load_tokenizer(Path(job["tokenizer"]))
+                wanted = [i.name for i in sess.get_inputs()]
+
+                def feeds_for(seq: int) -> dict:
+                    d = task.dummy_inputs(tok, batch, seq)
+                    return {n: d[n] for n in wanted}
+            else:
+                bounds = _index_bounds(job["path"])
+
+                def feeds_for(seq: int) -> dict:
+                    return _generated_inputs(sess, batch, seq, bounds)
+
+            def make(seq: int) -> Any:
+                feeds = feeds_for(seq)
+                return lambda: sess.run(None, feeds)
+
+            import contextlib
+
+            ctx = contextlib.nullcontext()
+        load_s = time.perf_counter() - t0
+        per_seq = []
+        with ctx:
+            for i, seq in enumerate(job["seqs"]):
+                fn = make(seq)
+                t = time.perf_counter()
+                fn()
+                first_ms = (time.perf_counter() - t) * 1000
+                for _ in range(job["warmup"]):
+                    fn()
+                times = []
+                for _ in range(job["runs"]):
+                    t = time.perf_counter()
+                    fn()
+                    times.append(time.perf_counter() - t)
+                per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
+        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        conn.send({"ok": True, "load_seconds": load_s, "peak_rss_mb": peak_kb / 1024, "per_seq": per_seq})
+    except Exception as e:  # reported to the parent, which raises a one-line error
+        conn.send({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+    finally:
+        conn.close()
+
+
+def _run_job(job: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_worker, args=(job, child), daemon=True)
+    p.start()
+    child.close()
+    try:
+        msg = parent.recv()
+    except EOFError:
+        p.join()
+        raise EdgetuneError(f"bench: worker for {job['name']} died (exit code {p.exitcode})") from None
+    p.join()
+    if not msg["ok"]:
+        raise EdgetuneError(f"bench: {job['name']} ({job['path']}): {msg['error']}")
+    return msg
+
+
+def machine_info(threads: int) -> dict:
+    import onnxruntime
+
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
+            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+    except ImportError:
+        pass
+    return info
+
+
+def bench(
+    models: list[OnnxModel],
+    cfg: BenchmarkConfig,
+    out: Path | None = None,
+    merged: MergedModel | None = None,
+    task_name: str | None = None,
+    labels: list[str] | None = None,
+    log: Any = lambda s: None,
+) -> Benchmark:
+    """Time every model at batch cfg.batch_size for each sequence length; the PyTorch merged model is the baseline."""
+    common = {"threads": cfg.threads, "batch": cfg.batch_size, "seqs": list(cfg.sequence_lengths),
+              "warmup": cfg.warmup, "runs": cfg.runs, "task": task_name}
+    jobs = []
+    if merged is not None:
+        jobs.append({**common, "name": BASELINE, "kind": "torch", "path": str(merged.path), "labels": labels,
+                     "size_bytes": merged.size_bytes})
+    for m in models:
+        jobs.append({**common, "name": f"onnx_{m.precision}" if task_name else m.path.name, "kind": "onnx",
+                     "path": str(m.path), "tokenizer": str(m.path.parent), "size_bytes": m.size_bytes})
+    results, summary = [], {}
+    for job in jobs:
+        log(f"bench: {job['name']} ...")
+        msg = _run_job(job)
+        summary[job["name"]] = {"load_seconds": msg["load_seconds"], "peak_rss_mb": msg["peak_rss_mb"],
+                                "size_bytes": job["size_bytes"], "path": job["path"]}
+        for row in msg["per_seq"]:
+            results.append({"model": job["name"], "batch_size": cfg.batch_size, **row})
+    base = {r["seq_len"]: r for r in results if r["model"] == BASELINE}
+    for r in results:
+        b = base.get(r["seq_len"])
+        if b:
+            r["p50_ratio_to_baseline"] = r["p50_ms"] / b["p50_ms"]
+            r["speedup_vs_baseline"] = b["p50_ms"] / r["p50_ms"]
+    record = Benchmark(results=results, models=summary, settings=cfg.model_dump(), machine=machine_info(cfg.threads),
+                       baseline=BASELINE if merged is not None else "")
+    if out is not None:
+        atomic_write_json(out / "bench.json", dataclasses.asdict(record))
+    return record
+
+
+def format_benchmark(b: Benchmark) -> str:
+    """A fixed-width table of a Benchmark, as the CLI prints it."""
+    head = f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'x base':>8}{'RSS MB':>8}{'size MB':>9}"
+    lines = [f"machine: {b.machine.get('cpu')} | threads {b.settings.get('threads')} | batch {b.settings.get('batch_size')}",
+             head, "-" * len(head)]
+    for r in b.results:
+        m = b.models[r["model"]]
+        ratio = f"{r['p50_ratio_to_baseline']:.2f}" if "p50_ratio_to_baseline" in r else "-"
+        lines.append(f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+                     f"{r['throughput_per_s']:>9.1f}{ratio:>8}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}")
+    return "\n".join(lines)

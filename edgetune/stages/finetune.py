@@ -1,0 +1,124 @@
+"""LoRA fine-tuning with peft: a plain loop, resumable at epoch boundaries."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from ..artifacts import Adapter
+from ..recipe import LoraConfig, TrainingConfig
+from ..sources import ModelSource
+from ..tasks.base import Task, TaskData
+
+
+def evaluate(model: Any, task: Task, data: list[dict], tokenizer: Any, batch_size: int, max_length: int) -> tuple[np.ndarray, dict]:
+    """Stacked model outputs on `data` and the task's metrics of them."""
+    model.eval()
+    outs = [task.logits(model, b) for b in task.batches(data, tokenizer, batch_size, max_length)]
+    stacked = np.concatenate(outs)
+    return stacked, task.score(stacked, data)
+
+
+def finetune(
+    base: ModelSource,
+    data: TaskData,
+    lora: LoraConfig,
+    training: TrainingConfig,
+    task: Task,
+    out: Path,
+    checkpoint_dir: Path,
+    trust_remote_code: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda s: None,
+) -> Adapter:
+    """Train a LoRA adapter on `data.train`, evaluate each epoch on `data.eval`; save it to `out/adapter`."""
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model, set_peft_model_state_dict, get_peft_model_state_dict
+    from tqdm.auto import tqdm
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.manual_seed(training.seed)
+    tokenizer = task.load_tokenizer(base.path, trust_remote_code)
+    model = task.load_model(base.path, data, trust_remote_code)
+    peft_cfg = PeftLoraConfig(
+        task_type=task.peft_task_type,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=lora.target_modules,
+    )
+    model = get_peft_model(model, peft_cfg)
+    trainable, total = model.get_nb_trainable_parameters()
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=training.weight_decay)
+    steps_per_epoch = -(-len(data.train) // training.batch_size)
+    total_steps = steps_per_epoch * training.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * training.warmup_fraction), total_steps)
+
+    history: list[dict] = []
+    start_epoch = 0
+    ckpt = checkpoint_dir / "state.pt"
+    if ckpt.exists():
+        state = torch.load(ckpt, weights_only=False)  # our own file, written below
+        set_peft_model_state_dict(model, state["adapter"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        torch.set_rng_state(state["torch_rng"])
+        history, start_epoch = state["history"], state["epoch"]
+        log(f"finetune: resuming after epoch {start_epoch}/{training.epochs} from {ckpt}")
+
+    for epoch in range(start_epoch, training.epochs):
+        model.train()
+        t0, losses = time.perf_counter(), []
+        batches = task.batches(data.train, tokenizer, training.batch_size, training.max_length,
+                               shuffle_seed=training.seed * 100_003 + epoch)
+        bar = tqdm(batches, total=steps_per_epoch, desc=f"finetune epoch {epoch + 1}/{training.epochs}",
+                   disable=not progress, leave=False)
+        for batch in bar:
+            loss = model(**batch).loss
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        _, metrics = evaluate(model, task, data.eval, tokenizer, training.batch_size * 2, training.max_length)
+        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), **{f"eval_{k}": v for k, v in metrics.items()},
+               "seconds": round(time.perf_counter() - t0, 2)}
+        history.append(row)
+        log("finetune: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        _save_checkpoint(ckpt, {
+            "adapter": get_peft_model_state_dict(model),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "history": history,
+            "epoch": epoch + 1,
+        })
+
+    adapter_dir = out / "adapter"
+    model.save_pretrained(adapter_dir)
+    tokenizer.save_pretrained(adapter_dir)
+    return Adapter(
+        path=adapter_dir,
+        epochs=history,
+        eval_metrics={k[len("eval_"):]: v for k, v in history[-1].items() if k.startswith("eval_")},
+        trainable_params=int(trainable),
+        total_params=int(total),
+        train_examples=len(data.train),
+        eval_examples=len(data.eval),
+    )
+
+
+def _save_checkpoint(path: Path, state: dict) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)

@@ -1,0 +1,55 @@
+"""Merge the LoRA adapter into the base weights and prove the merged model computes the same outputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..artifacts import Adapter, MergedModel
+from ..errors import CheckFailed, EdgetuneError
+from ..sources import ModelSource
+from ..tasks.base import Task, TaskData
+from .finetune import evaluate
+
+
+def merge(
+    adapter: Adapter,
+    base: ModelSource,
+    data: TaskData,
+    task: Task,
+    out: Path,
+    max_abs_diff: float = 1e-5,
+    batch_size: int = 32,
+    max_length: int = 128,
+    trust_remote_code: bool = False,
+) -> MergedModel:
+    """`merge_and_unload` the adapter; fail if merged outputs differ from the adapter model's by > max_abs_diff."""
+    from peft import PeftModel
+
+    tokenizer = task.load_tokenizer(adapter.path, trust_remote_code)
+    model = task.load_model(base.path, data, trust_remote_code)
+    try:
+        peft_model = PeftModel.from_pretrained(model, adapter.path)
+    except Exception as e:  # a mismatched adapter surfaces as shape or key errors deep in peft
+        raise EdgetuneError(f"merge: cannot load adapter {adapter.path} onto {base.spec}: {str(e).splitlines()[0]}") from None
+    # The equality check runs in float64 so that it measures the merge, not float32 summation-order noise
+    # (adapter and merged models add the same numbers in a different order). The merged weights are then
+    # rounded to float32 once, and the verify stage compares that float32 model against ONNX Runtime.
+    peft_model.eval().double()
+    before, _ = evaluate(peft_model, task, data.eval, tokenizer, batch_size, max_length)
+    merged = peft_model.merge_and_unload().eval()
+    after, _ = evaluate(merged, task, data.eval, tokenizer, batch_size, max_length)
+    diff = float(np.max(np.abs(after - before)))
+    if not diff <= max_abs_diff:
+        raise CheckFailed(
+            f"merge: max |merged - adapter| = {diff:.3g} > {max_abs_diff:g} on {len(data.eval)} eval rows"
+        )
+    merged = merged.float()
+    after32, metrics = evaluate(merged, task, data.eval, tokenizer, batch_size, max_length)
+    folder = out / "model"
+    merged.save_pretrained(folder, safe_serialization=True)
+    tokenizer.save_pretrained(folder)
+    size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
+    return MergedModel(path=folder, merge_max_abs_diff=diff, eval_metrics=metrics, size_bytes=size,
+                       fp32_max_abs_diff=float(np.max(np.abs(after32 - before))))

@@ -1,0 +1,67 @@
+"""int8 quantization with ONNX Runtime's quantizers (dynamic, or static with calibration)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..artifacts import OnnxModel
+from ..recipe import QuantizeConfig
+from ..tasks.base import Task
+from .common import describe_onnx, quiet
+
+INT8_NAME = "model_int8.onnx"
+
+
+def quantize(
+    model: OnnxModel,
+    cfg: QuantizeConfig,
+    task: Task,
+    out: Path,
+    calibration: list[dict] | None = None,
+    tokenizer: Any = None,
+    max_length: int = 128,
+) -> OnnxModel:
+    """Quantize `model` to int8 weights (and activations, for static) into `out/model_int8.onnx`."""
+    import onnx
+
+    target = out / INT8_NAME
+    # Fused contrib ops (Attention, BiasGelu) defeat ONNX shape inference; their outputs are float.
+    extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    with quiet():
+        _run(cfg, model, target, task, calibration, tokenizer, max_length, extra)
+    for f in model.path.parent.iterdir():  # tokenizer and config travel with the model
+        if f.is_file() and f.suffix != ".onnx" and not f.name.endswith(".data"):
+            shutil.copy2(f, out / f.name)
+    notes = {"quantizer": f"onnxruntime.quantization.quantize_{cfg.mode}", "per_channel": cfg.per_channel,
+             "weights": "int8", "activations": "uint8 (dynamic, per batch)" if cfg.mode == "dynamic" else "uint8 (calibrated)"}
+    return describe_onnx(target, "int8", notes)
+
+
+def _run(cfg: QuantizeConfig, model: OnnxModel, target: Path, task: Task, calibration: list[dict] | None,
+         tokenizer: Any, max_length: int, extra: dict) -> None:
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+
+    if cfg.mode == "dynamic":
+        quantize_dynamic(model.path, target, weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
+                         extra_options=extra)
+    else:
+        examples = (calibration or [])[: cfg.calibration_samples]
+        if not examples:
+            raise ValueError("static quantization needs calibration examples")
+        feeds = [
+            {k: v.numpy() for k, v in task.model_inputs(b).items()}
+            for b in task.batches(examples, tokenizer, 1, max_length)
+        ]
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self._it = iter(feeds)
+
+            def get_next(self) -> dict | None:
+                return next(self._it, None)
+
+        quantize_static(model.path, target, Reader(), quant_format=QuantFormat.QOperator,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                        per_channel=cfg.per_channel, extra_options=extra)

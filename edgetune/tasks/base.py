@@ -1,0 +1,52 @@
+"""The small interface every task implements; stages call only these methods."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TaskData:
+    """Validated training and held-out examples, plus what identifies them for caching."""
+
+    train: list[dict]
+    eval: list[dict]
+    labels: list[str] = field(default_factory=list)
+    fingerprint: str = ""
+    sources: dict[str, str] = field(default_factory=dict)  # file -> sha256
+
+
+class Task(Protocol):
+    name: str
+    onnx_task: str  # optimum-onnx export task name
+    peft_task_type: str  # peft.TaskType value
+
+    def load_data(self, cfg: Any, base_dir: Path) -> TaskData:
+        """Read and validate the dataset section; raise RecipeError on bad input."""
+
+    def load_model(self, path: Path, data: TaskData, trust_remote_code: bool = False) -> Any:
+        """Load the base (or merged) model for this task, in eval mode."""
+
+    def load_tokenizer(self, path: Path, trust_remote_code: bool = False) -> Any:
+        """Load the tokenizer that goes with the model at `path`."""
+
+    def batches(
+        self, examples: list[dict], tokenizer: Any, batch_size: int, max_length: int, shuffle_seed: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Yield torch tensors the model takes (with `labels` for training)."""
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """The subset of a batch the exported model takes (no labels)."""
+
+    def logits(self, model: Any, batch: dict[str, Any]) -> np.ndarray:
+        """Run the PyTorch model on a batch; return its output as numpy (float64 for a float64 model, else float32)."""
+
+    def score(self, outputs: np.ndarray, examples: list[dict]) -> dict[str, float]:
+        """Task metrics (e.g. accuracy) of stacked outputs against the examples."""
+
+    def dummy_inputs(self, tokenizer: Any, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+        """Inputs of a given shape for benchmarking."""

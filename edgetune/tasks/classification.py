@@ -1,0 +1,146 @@
+"""Sequence classification (BERT-family encoders): text in, one label out."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+
+from ..data import Row, file_sha256, read_rows
+from ..errors import RecipeError
+from .base import TaskData
+
+
+class ClassificationTask:
+    name = "classification"
+    onnx_task = "text-classification"
+    peft_task_type = "SEQ_CLS"
+
+    # -- data -----------------------------------------------------------------------------------
+    def _examples(self, rows: list[Row], text_col: str, label_col: str) -> list[dict]:
+        first = rows[0]
+        for col, what in ((text_col, "dataset.text_column"), (label_col, "dataset.label_column")):
+            if col not in first.fields:
+                have = ", ".join(sorted(first.fields)) or "none"
+                raise RecipeError(f"{what}: column '{col}' not found in {first.file} (columns: {have})")
+        out = []
+        for r in rows:
+            text, label = r.fields.get(text_col), r.fields.get(label_col)
+            if not isinstance(text, str) or not text.strip():
+                raise RecipeError(f"{r.where}: '{text_col}' is empty or not a string")
+            if label is None or isinstance(label, (dict, list)) or str(label).strip() == "":
+                raise RecipeError(f"{r.where}: '{label_col}' is missing or not a scalar")
+            out.append({"text": text.strip(), "label_name": str(label).strip(), "where": r.where})
+        return out
+
+    def load_data(self, cfg: Any, base_dir: Path) -> TaskData:
+        def resolve(p: str) -> Path:
+            q = Path(p).expanduser()
+            return q if q.is_absolute() else base_dir / q
+
+        train_path = resolve(cfg.train)
+        train = self._examples(read_rows(train_path, cfg.format, "dataset.train"), cfg.text_column, cfg.label_column)
+        sources = {str(train_path): file_sha256(train_path)}
+        if cfg.eval:
+            eval_path = resolve(cfg.eval)
+            evals = self._examples(read_rows(eval_path, cfg.format, "dataset.eval"), cfg.text_column, cfg.label_column)
+            sources[str(eval_path)] = file_sha256(eval_path)
+        else:
+            rng = random.Random(cfg.seed)
+            order = list(range(len(train)))
+            rng.shuffle(order)
+            n_eval = max(1, round(len(train) * cfg.eval_fraction))
+            if n_eval >= len(train):
+                raise RecipeError(f"dataset.eval_fraction: leaves no training rows ({len(train)} rows in {train_path})")
+            held = set(order[:n_eval])
+            evals = [e for i, e in enumerate(train) if i in held]
+            train = [e for i, e in enumerate(train) if i not in held]
+        labels = sorted({e["label_name"] for e in train})
+        if len(labels) < 2:
+            raise RecipeError(f"dataset.train: needs at least 2 distinct labels, found {len(labels)} in {train_path}")
+        index = {name: i for i, name in enumerate(labels)}
+        for e in evals:
+            if e["label_name"] not in index:
+                raise RecipeError(f"{e['where']}: eval label '{e['label_name']}' never occurs in the training data")
+        for e in train + evals:
+            e["label"] = index[e["label_name"]]
+        fp = hashlib.sha256(
+            json.dumps([self.name, sources, cfg.model_dump(), labels], sort_keys=True).encode()
+        ).hexdigest()
+        return TaskData(train=train, eval=evals, labels=labels, fingerprint=fp, sources=sources)
+
+    # -- model ----------------------------------------------------------------------------------
+    def load_model(self, path: Path, data: TaskData, trust_remote_code: bool = False) -> Any:
+        from transformers import AutoModelForSequenceClassification
+        from transformers.utils import logging as hf_logging
+
+        labels = data.labels
+        verbosity = hf_logging.get_verbosity()
+        hf_logging.set_verbosity_error()  # "classifier newly initialized" is expected for a base encoder
+        try:
+            model = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                num_labels=len(labels),
+                id2label=dict(enumerate(labels)),
+                label2id={n: i for i, n in enumerate(labels)},
+                ignore_mismatched_sizes=True,
+                trust_remote_code=trust_remote_code,
+                use_safetensors=_has_safetensors(path),
+            )
+        finally:
+            hf_logging.set_verbosity(verbosity)
+        return model.eval()
+
+    def load_tokenizer(self, path: Path, trust_remote_code: bool = False) -> Any:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+
+    def batches(
+        self, examples: list[dict], tokenizer: Any, batch_size: int, max_length: int, shuffle_seed: int | None = None
+    ) -> Iterator[dict[str, Any]]:
+        import torch
+
+        order = list(range(len(examples)))
+        if shuffle_seed is not None:
+            random.Random(shuffle_seed).shuffle(order)
+        for start in range(0, len(order), batch_size):
+            chunk = [examples[i] for i in order[start : start + batch_size]]
+            enc = tokenizer(
+                [e["text"] for e in chunk], padding=True, truncation=True, max_length=max_length, return_tensors="pt"
+            )
+            batch = dict(enc)
+            batch["labels"] = torch.tensor([e["label"] for e in chunk], dtype=torch.long)
+            yield batch
+
+    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in batch.items() if k != "labels"}
+
+    def logits(self, model: Any, batch: dict[str, Any]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            out = model(**self.model_inputs(batch)).logits
+        return out.numpy() if out.dtype == torch.float64 else out.float().numpy()
+
+    def score(self, outputs: np.ndarray, examples: list[dict]) -> dict[str, float]:
+        gold = np.array([e["label"] for e in examples])
+        return {"accuracy": float((outputs.argmax(-1) == gold).mean())}
+
+    def dummy_inputs(self, tokenizer: Any, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng(seq_len)
+        vocab = int(tokenizer.vocab_size)
+        ids = rng.integers(min(1000, vocab // 2), vocab, size=(batch_size, seq_len), dtype=np.int64)
+        return {
+            "input_ids": ids,
+            "attention_mask": np.ones_like(ids),
+            "token_type_ids": np.zeros_like(ids),
+        }
+
+
+def _has_safetensors(path: Path) -> bool:
+    return any(Path(path).glob("*.safetensors"))

@@ -1,0 +1,83 @@
+"""Tiny random models and datasets built in tmp_path: no downloads, seconds per build."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+import yaml
+
+WORDS = {
+    "lights": "turn on the lights please switch lamp bright room kitchen bedroom",
+    "music": "play some music song jazz rock radio speaker loud",
+    "door": "lock the front door garage secure bolt entrance back",
+}
+
+
+def make_rows(n_per_label: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for label, words in WORDS.items():
+        vocab = words.split()
+        for _ in range(n_per_label):
+            rows.append({"text": " ".join(rng.choices(vocab, k=rng.randint(3, 8))), "label": label})
+    rng.shuffle(rows)
+    return rows
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide random BERT with a word-level WordPiece vocab, saved like a hub folder."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    root = tmp_path_factory.mktemp("models") / "bert"
+    root.mkdir()
+    words = sorted({w for ws in WORDS.values() for w in ws.split()})
+    (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
+    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    tok.save_pretrained(root)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=37, max_position_embeddings=64)
+    BertModel(cfg).save_pretrained(root)  # a base encoder: the classifier head is new, as with all-MiniLM
+    return root
+
+
+@pytest.fixture
+def tiny_recipe(tmp_path, tiny_bert) -> Path:
+    """A recipe (and its data) for the tiny BERT; returns the recipe path."""
+    write_jsonl(tmp_path / "data" / "train.jsonl", make_rows(16, seed=1))
+    write_jsonl(tmp_path / "data" / "eval.jsonl", make_rows(6, seed=2))
+    recipe = {
+        "name": "tiny",
+        "task": "classification",
+        "model": {"source": str(tiny_bert)},
+        "dataset": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"},
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]},
+        "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
+        "benchmark": {"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 3},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def edit_recipe(path: Path, **sections) -> Path:
+    """Update sections of a recipe file in place, e.g. edit_recipe(p, training={"epochs": 3})."""
+    data = yaml.safe_load(path.read_text())
+    for k, v in sections.items():
+        if isinstance(v, dict) and isinstance(data.get(k), dict):
+            data[k].update(v)
+        else:
+            data[k] = v
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
