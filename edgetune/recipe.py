@@ -50,6 +50,9 @@ class LoraConfig(Section):
     target_modules: list[str] | None = Field(
         None, description="Module names to adapt; default: peft's per-architecture default."
     )
+    modules_to_save: list[str] | None = Field(
+        None, description="Modules trained in full and saved with the adapter (the task head always is)."
+    )
 
 
 class TrainingConfig(Section):

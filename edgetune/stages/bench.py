@@ -78,13 +78,26 @@ def _generated_inputs(sess: Any, batch: int, seq: int, bounds: dict[str, int]) -
     return feeds
 
 
-def _worker(job: dict, conn: Any) -> None:
-    """Runs in a fresh process so load time and peak RSS belong to one model."""
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size. VmHWM, because ru_maxrss survives fork+exec on Linux
+    and would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     import resource
 
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(job: dict, conn: Any) -> None:
+    """Runs in a fresh process so load time and peak RSS belong to one model."""
     try:
         threads, batch = job["threads"], job["batch"]
         t0 = time.perf_counter()
+        given = job.get("inputs")  # {seq_len: feeds}, the same arrays for every model in a run
         if job["kind"] == "torch":
             import torch
 
@@ -93,38 +106,24 @@ def _worker(job: dict, conn: Any) -> None:
 
             task = get_task(job["task"])
             model = task.load_model(Path(job["path"]), TaskData([], [], labels=job["labels"]))
-            tok = task.load_tokenizer(Path(job["path"]))
 
             def make(seq: int) -> Any:
-                feeds = {k: torch.from_numpy(v) for k, v in task.dummy_inputs(tok, batch, seq).items()}
+                feeds = {k: torch.from_numpy(v) for k, v in given[seq].items()}
                 return lambda: model(**feeds)
 
             ctx = torch.inference_mode()
         else:
+            import contextlib
+
             from ..runtime import ort_session
 
             sess = ort_session(job["path"], threads)
-            if job.get("task"):
-                from ..tasks import get_task
-
-                task = get_task(job["task"])
-                tok = task.load_tokenizer(Path(job["tokenizer"]))
-                wanted = [i.name for i in sess.get_inputs()]
-
-                def feeds_for(seq: int) -> dict:
-                    d = task.dummy_inputs(tok, batch, seq)
-                    return {n: d[n] for n in wanted}
-            else:
-                bounds = _index_bounds(job["path"])
-
-                def feeds_for(seq: int) -> dict:
-                    return _generated_inputs(sess, batch, seq, bounds)
+            wanted = [i.name for i in sess.get_inputs()]
+            bounds = {} if given else _index_bounds(job["path"])
 
             def make(seq: int) -> Any:
-                feeds = feeds_for(seq)
+                feeds = {n: given[seq][n] for n in wanted} if given else _generated_inputs(sess, batch, seq, bounds)
                 return lambda: sess.run(None, feeds)
-
-            import contextlib
 
             ctx = contextlib.nullcontext()
         load_s = time.perf_counter() - t0
@@ -143,8 +142,7 @@ def _worker(job: dict, conn: Any) -> None:
                     fn()
                     times.append(time.perf_counter() - t)
                 per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
-        peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        conn.send({"ok": True, "load_seconds": load_s, "peak_rss_mb": peak_kb / 1024, "per_seq": per_seq})
+        conn.send({"ok": True, "load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": per_seq})
     except Exception as e:  # reported to the parent, which raises a one-line error
         conn.send({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
     finally:
@@ -200,15 +198,22 @@ def bench(
     log: Any = lambda s: None,
 ) -> Benchmark:
     """Time every model at batch cfg.batch_size for each sequence length; the PyTorch merged model is the baseline."""
+    inputs = None
+    if merged is not None and task_name:
+        from ..tasks import get_task
+
+        task = get_task(task_name)
+        tok = task.load_tokenizer(merged.path)
+        inputs = {seq: task.dummy_inputs(tok, cfg.batch_size, seq) for seq in cfg.sequence_lengths}
     common = {"threads": cfg.threads, "batch": cfg.batch_size, "seqs": list(cfg.sequence_lengths),
-              "warmup": cfg.warmup, "runs": cfg.runs, "task": task_name}
+              "warmup": cfg.warmup, "runs": cfg.runs, "task": task_name, "inputs": inputs}
     jobs = []
     if merged is not None:
         jobs.append({**common, "name": BASELINE, "kind": "torch", "path": str(merged.path), "labels": labels,
                      "size_bytes": merged.size_bytes})
     for m in models:
         jobs.append({**common, "name": f"onnx_{m.precision}" if task_name else m.path.name, "kind": "onnx",
-                     "path": str(m.path), "tokenizer": str(m.path.parent), "size_bytes": m.size_bytes})
+                     "path": str(m.path), "size_bytes": m.size_bytes})
     results, summary = [], {}
     for job in jobs:
         log(f"bench: {job['name']} ...")
@@ -232,12 +237,12 @@ def bench(
 
 def format_benchmark(b: Benchmark) -> str:
     """A fixed-width table of a Benchmark, as the CLI prints it."""
-    head = f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'x base':>8}{'RSS MB':>8}{'size MB':>9}"
+    head = f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'p50/base':>9}{'RSS MB':>8}{'size MB':>9}"
     lines = [f"machine: {b.machine.get('cpu')} | threads {b.settings.get('threads')} | batch {b.settings.get('batch_size')}",
              head, "-" * len(head)]
     for r in b.results:
         m = b.models[r["model"]]
         ratio = f"{r['p50_ratio_to_baseline']:.2f}" if "p50_ratio_to_baseline" in r else "-"
         lines.append(f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                     f"{r['throughput_per_s']:>9.1f}{ratio:>8}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}")
+                     f"{r['throughput_per_s']:>9.1f}{ratio:>9}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}")
     return "\n".join(lines)

@@ -51,6 +51,7 @@ def finetune(
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
         target_modules=lora.target_modules,
+        modules_to_save=lora.modules_to_save,
     )
     model = get_peft_model(model, peft_cfg)
     trainable, total = model.get_nb_trainable_parameters()
