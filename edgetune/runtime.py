@@ -6,7 +6,7 @@ from pathlib import Path
 
 # Measured on a 2-core Xeon (AVX512-VNNI) with onnxruntime 1.32, all-MiniLM-L6 int8 at batch 1 x seq 32:
 # the runtime SkipLayerNormalization fusion made inference slower (1.89 ms) than leaving Add + LayerNormalization
-# unfused (1.55 ms). See benchmarks/ort_fusions.py to re-measure on other hardware.
+# unfused (1.55 ms). Re-measure on other hardware with benchmarks/int8_variants.py.
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 

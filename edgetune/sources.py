@@ -61,7 +61,8 @@ def _hub_snapshot(spec: str) -> Path:
     try:
         return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.gguf"]))
     except Exception as e:
-        reason = str(e).splitlines()[0][:160] if str(e) else type(e).__name__
+        first = str(e).split(". ")[0].splitlines()[0] if str(e) else ""
+        reason = f"{type(e).__name__}: {first[:100]}" if first else type(e).__name__
         raise RecipeError(
             f"model.source: unknown model '{spec}': not a local folder, not 'package:NAME/folder', "
             f"and not downloadable from the hub ({reason})"

@@ -117,3 +117,17 @@ def test_bench_any_onnx_file(built):
                                  "--warmup", "1", "--threads", "1"])
     assert r.exit_code == 0, r.output
     assert "model_int8.onnx" in r.output and "p50 ms" in r.output
+
+
+def test_static_int8_with_calibration(tiny_recipe, tmp_path):
+    from conftest import edit_recipe
+
+    edit_recipe(tiny_recipe, quantize={"mode": "static", "calibration_samples": 16})
+    result = build(load_recipe(tiny_recipe), tmp_path / "run", until="verify", progress=False)
+    assert result.verification is not None
+    import onnx as _onnx
+
+    ops = {n.op_type for n in _onnx.load(tmp_path / "run" / "quantize" / "model_int8.onnx").graph.node}
+    assert "QLinearMatMul" in ops or "QAttention" in ops or "MatMulInteger" in ops, ops
+    m = result.verification.models["onnx_int8"]
+    assert 0 <= m["top1_agreement"] <= 1 and m["mean_cosine"] > 0.5

@@ -79,7 +79,7 @@ def finetune(
         batches = task.batches(data.train, tokenizer, training.batch_size, training.max_length,
                                shuffle_seed=training.seed * 100_003 + epoch)
         bar = tqdm(batches, total=steps_per_epoch, desc=f"finetune epoch {epoch + 1}/{training.epochs}",
-                   disable=not progress, leave=False)
+                   disable=None if progress else True, leave=False)  # None: only on a terminal
         for batch in bar:
             loss = model(**batch).loss
             loss.backward()

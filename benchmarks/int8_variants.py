@@ -1,0 +1,115 @@
+"""Measure the export and int8 choices edgetune makes, against PyTorch eager fp32 in the same process.
+
+Usage: python benchmarks/int8_variants.py RECIPE [--out RUN_DIR] [--threads 2] [--seq 32] [--runs 300]
+
+Needs a finished `edgetune build` of RECIPE (it reads merge/model). For each variant it prints export
+seconds, file size, p50 latency at batch 1 and the ratio to PyTorch, and top-1 agreement and minimum
+cosine against PyTorch on the recipe's held-out split. Variants:
+  torch.onnx.export vs optimum-onnx main_export (both fp32, unoptimized);
+  ONNX Runtime transformer fusions with and without SkipLayerNormalization, sessions with and without the
+  runtime SkipLayerNormFusion;
+  int8 dynamic per-tensor vs per-channel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def p50_ms(fn, warmup: int, runs: int) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return float(np.median(times) * 1000)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("recipe", type=Path)
+    ap.add_argument("--out", type=Path, default=None)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seq", type=int, default=32)
+    ap.add_argument("--runs", type=int, default=300)
+    args = ap.parse_args()
+
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from optimum.exporters.onnx import main_export
+    from optimum.onnxruntime import ORTOptimizer
+    from optimum.onnxruntime.configuration import OptimizationConfig
+
+    from edgetune.pipeline import prepare
+    from edgetune.recipe import load_recipe
+    from edgetune.runtime import DISABLED_OPTIMIZERS
+    from edgetune.stages.common import quiet
+
+    p = prepare(load_recipe(args.recipe))
+    run = args.out or Path("runs") / p.recipe.name
+    merged_dir = run / "merge" / "model"
+    task = p.task
+    torch.set_num_threads(args.threads)
+    tok = task.load_tokenizer(merged_dir)
+    model = task.load_model(merged_dir, p.data)
+    feeds_np = task.dummy_inputs(tok, 1, args.seq)
+    feeds_pt = {k: torch.from_numpy(v) for k, v in feeds_np.items()}
+    batches = list(task.batches(p.data.eval, tok, 32, p.recipe.training.max_length))
+    ref = np.concatenate([task.logits(model, b) for b in batches])
+    with torch.inference_mode():
+        base = p50_ms(lambda: model(**feeds_pt), 20, args.runs)
+    print(f"PyTorch eager fp32: p50 {base:.2f} ms at batch 1 x seq {args.seq}, {args.threads} threads\n")
+
+    tmp = Path(tempfile.mkdtemp(prefix="edgetune-variants-"))
+    files: dict[str, tuple[Path, float]] = {}
+
+    t = time.perf_counter()
+    torch.onnx.export(model, (), str(tmp / "torch_onnx.onnx"), kwargs=dict(feeds_pt), dynamo=False, opset_version=17,
+                      input_names=list(feeds_pt), output_names=["logits"],
+                      dynamic_axes={k: {0: "batch", 1: "seq"} for k in feeds_pt})
+    files["fp32 torch.onnx.export"] = (tmp / "torch_onnx.onnx", time.perf_counter() - t)
+    t = time.perf_counter()
+    with quiet():
+        main_export(str(merged_dir), tmp / "optimum", task=task.onnx_task, opset=17, do_validation=False)
+    files["fp32 optimum main_export"] = (tmp / "optimum" / "model.onnx", time.perf_counter() - t)
+    for name, skip in (("fused, SkipLayerNorm fused", False), ("fused, SkipLayerNorm unfused", True)):
+        cfg = OptimizationConfig(optimization_level=1, disable_skip_layer_norm_fusion=skip,
+                                 disable_bias_skip_layer_norm_fusion=skip)
+        out = tmp / name.replace(" ", "_").replace(",", "")
+        t = time.perf_counter()
+        with quiet():
+            ORTOptimizer.from_pretrained(tmp / "optimum", file_names=["model.onnx"]).optimize(cfg, out, file_suffix=None)
+        files[f"fp32 {name}"] = (out / "model.onnx", time.perf_counter() - t)
+        for pc in (False, True):
+            q = out / f"int8_pc{int(pc)}.onnx"
+            t = time.perf_counter()
+            with quiet():
+                quantize_dynamic(out / "model.onnx", q, weight_type=QuantType.QInt8, per_channel=pc,
+                                 extra_options={"DefaultTensorType": 1})
+            files[f"int8 {'per-channel' if pc else 'per-tensor'}, {name}"] = (q, time.perf_counter() - t)
+
+    print(f"{'variant':<58}{'runtime SLN':>12}{'secs':>6}{'MB':>7}{'p50 ms':>8}{'ratio':>7}{'top1':>7}{'min cos':>8}")
+    for name, (path, secs) in files.items():
+        for disabled in ([], DISABLED_OPTIMIZERS):
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = args.threads
+            sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
+            wanted = [i.name for i in sess.get_inputs()]
+            ms = p50_ms(lambda: sess.run(None, {n: feeds_np[n] for n in wanted}), 20, args.runs)
+            got = np.concatenate([sess.run(None, {n: b[n].numpy() for n in wanted})[0] for b in batches])
+            cos = (got * ref).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
+            agree = (got.argmax(-1) == ref.argmax(-1)).mean()
+            print(f"{name:<58}{'off' if disabled else 'on':>12}{secs:>6.1f}{path.stat().st_size / 1e6:>7.1f}"
+                  f"{ms:>8.2f}{ms / base:>7.3f}{agree:>7.3f}{cos.min():>8.4f}")
+
+
+if __name__ == "__main__":
+    main()
