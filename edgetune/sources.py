@@ -21,12 +21,14 @@ class ModelSource:
     kind: str  # "package" | "local" | "hub"
 
     def fingerprint(self) -> str:
-        """A cheap identity for caching: file names, sizes and mtimes under the source."""
-        h = hashlib.sha256(self.spec.encode())
+        """The identity of the model for caching: names and contents of its files (not where they live)."""
+        from .data import file_sha256
+
+        h = hashlib.sha256()
+        root = self.path if self.path.is_dir() else self.path.parent
         files = [self.path] if self.path.is_file() else sorted(p for p in self.path.rglob("*") if p.is_file())
         for f in files:
-            st = f.stat()
-            h.update(f"{f.name}:{st.st_size}:{int(st.st_mtime)}".encode())
+            h.update(f"{f.relative_to(root).as_posix()}:{file_sha256(f)}".encode())
         return h.hexdigest()
 
 

@@ -35,7 +35,7 @@ def quantize(
         if f.is_file() and f.suffix != ".onnx" and not f.name.endswith(".data"):
             shutil.copy2(f, out / f.name)
     notes = {"quantizer": f"onnxruntime.quantization.quantize_{cfg.mode}", "per_channel": cfg.per_channel,
-             "weights": "int8", "activations": "uint8 (dynamic, per batch)" if cfg.mode == "dynamic" else "uint8 (calibrated)"}
+             "weights": "int8", "activations": "uint8 (dynamic, per batch)" if cfg.mode == "dynamic" else "uint8 (calibrated, QDQ)"}
     return describe_onnx(target, "int8", notes)
 
 
@@ -62,6 +62,8 @@ def _run(cfg: QuantizeConfig, model: OnnxModel, target: Path, task: Task, calibr
             def get_next(self) -> dict | None:
                 return next(self._it, None)
 
-        quantize_static(model.path, target, Reader(), quant_format=QuantFormat.QOperator,
+        # QDQ: QOperator static quantization fails on graphs with fused Attention (onnxruntime 1.32), and QDQ
+        # is the form mobile execution providers (XNNPACK, NNAPI) consume.
+        quantize_static(model.path, target, Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         per_channel=cfg.per_channel, extra_options=extra)

@@ -68,8 +68,10 @@ class ClassificationTask:
                 raise RecipeError(f"{e['where']}: eval label '{e['label_name']}' never occurs in the training data")
         for e in train + evals:
             e["label"] = index[e["label_name"]]
+        # Content, not location: a moved checkout or recipe keeps its finished stages.
+        settings = cfg.model_dump(exclude={"train", "eval"})
         fp = hashlib.sha256(
-            json.dumps([self.name, sources, cfg.model_dump(), labels], sort_keys=True).encode()
+            json.dumps([self.name, list(sources.values()), bool(cfg.eval), settings, labels], sort_keys=True).encode()
         ).hexdigest()
         return TaskData(train=train, eval=evals, labels=labels, fingerprint=fp, sources=sources)
 
