@@ -54,7 +54,7 @@ def prepare(recipe: Recipe) -> Prepared:
     """Resolve the model source and read and validate the dataset; raise RecipeError on bad input."""
     task = get_task(recipe.task)
     source = resolve_model_source(recipe.model.source, recipe.base_dir)
-    data = task.load_data(recipe.dataset, recipe.base_dir)
+    data = task.load_data(recipe.dataset, recipe.base_dir, source)
     return Prepared(recipe, task, data, source)
 
 

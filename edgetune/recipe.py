@@ -39,8 +39,12 @@ class DatasetConfig(Section):
     eval_fraction: Fraction = 0.2
     seed: int = 0
     format: Literal["auto", "jsonl", "csv"] = "auto"
-    text_column: str = "text"
-    label_column: str = "label"
+    text_column: str = Field("text", description="classification: the column with the text.")
+    label_column: str = Field("label", description="classification: the column with the label.")
+    system_prompt: str | None = Field(None, description="causal-lm: system message put before every conversation.")
+    response_format: Literal["text", "json"] = Field(
+        "text", description="causal-lm: 'json' scores generations by exact match of the parsed JSON."
+    )
 
 
 class LoraConfig(Section):
@@ -71,9 +75,15 @@ class ExportConfig(Section):
 
 
 class QuantizeConfig(Section):
-    mode: Literal["dynamic", "static"] = "dynamic"
+    precisions: Annotated[list[Literal["int8", "int4"]], Field(min_length=1)] = ["int8"]
+    mode: Literal["dynamic", "static"] = Field("dynamic", description="int8 activations: per batch, or calibrated.")
     per_channel: bool = Field(True, description="One scale per output channel: measured far closer to fp32 than per-tensor.")
     calibration_samples: Annotated[int, Field(gt=0, le=100_000)] = 128
+    int4_block_size: Literal[16, 32, 64, 128, 256] = 32
+    int4_accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
+        4, description="MatMulNBits compute type: 0 default, 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on CPU)."
+    )
+    int4_keep_lm_head: bool = Field(True, description="Keep the output projection (lm_head) at higher precision.")
 
 
 class VerifyConfig(Section):
@@ -83,6 +93,10 @@ class VerifyConfig(Section):
     int8_max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
     int8_min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.99
     merge_max_abs_diff: Annotated[float, Field(ge=0)] = 1e-5
+    int4_max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
+    greedy_tokens: Annotated[int, Field(gt=0, le=4096)] = 32
+    greedy_min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.95
+    max_perplexity_ratio: Annotated[float, Field(ge=1)] = 1.25
 
 
 class BenchmarkConfig(Section):
@@ -91,11 +105,12 @@ class BenchmarkConfig(Section):
     sequence_lengths: Annotated[list[Annotated[int, Field(gt=0, le=8192)]], Field(min_length=1)] = [16, 32, 128]
     warmup: Annotated[int, Field(ge=0, le=100_000)] = 20
     runs: Annotated[int, Field(gt=0, le=1_000_000)] = 100
+    new_tokens: Annotated[int, Field(gt=0, le=4096)] = 64
 
 
 class Recipe(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-    task: Literal["classification"]
+    task: Literal["classification", "causal-lm"]
     model: ModelConfig
     dataset: DatasetConfig
     lora: LoraConfig = LoraConfig()

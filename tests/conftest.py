@@ -81,3 +81,69 @@ def edit_recipe(path: Path, **sections) -> Path:
             data[k] = v
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
+
+
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory) -> Path:
+    """A 2-layer random LLaMA with a byte-level tokenizer and a ChatML template, saved like a hub folder."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    root = tmp_path_factory.mktemp("models") / "llama"
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {ch: i for i, ch in enumerate(sorted(alphabet))}
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tk.decoder = decoders.ByteLevel()
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", bos_token="<|im_start|>",
+                                  pad_token="<|im_end|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok.chat_template = CHATML
+    tok.save_pretrained(root)
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(root)
+    return root
+
+
+def make_chats(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rooms, devices = ["kitchen", "bedroom", "office"], ["light", "fan", "tv"]
+    out = []
+    for _ in range(n):
+        room, dev, on = rng.choice(rooms), rng.choice(devices), rng.random() < 0.5
+        user = f"turn {'on' if on else 'off'} the {room} {dev}"
+        answer = json.dumps({"device": dev, "room": room, "action": "on" if on else "off", "value": None})
+        out.append({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]})
+    return out
+
+
+@pytest.fixture
+def tiny_chat_recipe(tmp_path, tiny_llama) -> Path:
+    """A causal-lm recipe (and its chat data) for the tiny LLaMA; returns the recipe path."""
+    write_jsonl(tmp_path / "data" / "train.jsonl", make_chats(24, seed=1))
+    write_jsonl(tmp_path / "data" / "eval.jsonl", make_chats(6, seed=2))
+    recipe = {
+        "name": "tiny-chat",
+        "task": "causal-lm",
+        "model": {"source": str(tiny_llama)},
+        "dataset": {"train": "data/train.jsonl", "eval": "data/eval.jsonl", "system_prompt": "Reply with JSON.",
+                    "response_format": "json"},
+        "lora": {"r": 4, "alpha": 8},
+        "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
+        "quantize": {"precisions": ["int8", "int4"], "int4_block_size": 16},
+        "verify": {"greedy_tokens": 8},
+        "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path

@@ -15,14 +15,6 @@ from ..sources import ModelSource
 from ..tasks.base import Task, TaskData
 
 
-def evaluate(model: Any, task: Task, data: list[dict], tokenizer: Any, batch_size: int, max_length: int) -> tuple[np.ndarray, dict]:
-    """Stacked model outputs on `data` and the task's metrics of them."""
-    model.eval()
-    outs = [task.logits(model, b) for b in task.batches(data, tokenizer, batch_size, max_length)]
-    stacked = np.concatenate(outs)
-    return stacked, task.score(stacked, data)
-
-
 def finetune(
     base: ModelSource,
     data: TaskData,
@@ -88,7 +80,7 @@ def finetune(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        _, metrics = evaluate(model, task, data.eval, tokenizer, training.batch_size * 2, training.max_length)
+        _, metrics = task.evaluate(model, tokenizer, data.eval, training.batch_size * 2, training.max_length)
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), **{f"eval_{k}": v for k, v in metrics.items()},
                "seconds": round(time.perf_counter() - t0, 2)}
         history.append(row)

@@ -10,7 +10,6 @@ from ..artifacts import Adapter, MergedModel
 from ..errors import CheckFailed, EdgetuneError
 from ..sources import ModelSource
 from ..tasks.base import Task, TaskData
-from .finetune import evaluate
 
 
 def merge(
@@ -37,16 +36,16 @@ def merge(
     # (adapter and merged models add the same numbers in a different order). The merged weights are then
     # rounded to float32 once, and the verify stage compares that float32 model against ONNX Runtime.
     peft_model.eval().double()
-    before, _ = evaluate(peft_model, task, data.eval, tokenizer, batch_size, max_length)
+    before, _ = task.evaluate(peft_model, tokenizer, data.eval, batch_size, max_length)
     merged = peft_model.merge_and_unload().eval()
-    after, _ = evaluate(merged, task, data.eval, tokenizer, batch_size, max_length)
+    after, _ = task.evaluate(merged, tokenizer, data.eval, batch_size, max_length)
     diff = float(np.max(np.abs(after - before)))
     if not diff <= max_abs_diff:
         raise CheckFailed(
             f"merge: max |merged - adapter| = {diff:.3g} > {max_abs_diff:g} on {len(data.eval)} eval rows"
         )
     merged = merged.float()
-    after32, metrics = evaluate(merged, task, data.eval, tokenizer, batch_size, max_length)
+    after32, metrics = task.evaluate(merged, tokenizer, data.eval, batch_size, max_length)
     folder = out / "model"
     merged.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)

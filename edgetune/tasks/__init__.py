@@ -10,6 +10,10 @@ def get_task(name: str) -> Task:
         from .classification import ClassificationTask
 
         return ClassificationTask()
+    if name == "causal-lm":
+        from .causal_lm import CausalLMTask
+
+        return CausalLMTask()
     raise ValueError(f"unknown task {name!r}")
 
 

@@ -25,8 +25,8 @@ class Task(Protocol):
     onnx_task: str  # optimum-onnx export task name
     peft_task_type: str  # peft.TaskType value
 
-    def load_data(self, cfg: Any, base_dir: Path) -> TaskData:
-        """Read and validate the dataset section; raise RecipeError on bad input."""
+    def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
+        """Read and validate the dataset section (against the model `source` where it matters); raise RecipeError."""
 
     def load_model(self, path: Path, data: TaskData, trust_remote_code: bool = False) -> Any:
         """Load the base (or merged) model for this task, in eval mode."""
@@ -42,11 +42,8 @@ class Task(Protocol):
     def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The subset of a batch the exported model takes (no labels)."""
 
-    def logits(self, model: Any, batch: dict[str, Any]) -> np.ndarray:
-        """Run the PyTorch model on a batch; return its output as numpy (float64 for a float64 model, else float32)."""
-
-    def score(self, outputs: np.ndarray, examples: list[dict]) -> dict[str, float]:
-        """Task metrics (e.g. accuracy) of stacked outputs against the examples."""
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int) -> tuple[np.ndarray, dict]:
+        """Comparable outputs of `model` on `examples` (float64 for a float64 model) and the task's metrics."""
 
     def dummy_inputs(self, tokenizer: Any, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
         """Inputs of a given shape for benchmarking."""

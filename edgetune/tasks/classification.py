@@ -37,7 +37,7 @@ class ClassificationTask:
             out.append({"text": text.strip(), "label_name": str(label).strip(), "where": r.where})
         return out
 
-    def load_data(self, cfg: Any, base_dir: Path) -> TaskData:
+    def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
         def resolve(p: str) -> Path:
             q = Path(p).expanduser()
             return q if q.is_absolute() else base_dir / q
@@ -129,6 +129,36 @@ class ClassificationTask:
             out = model(**self.model_inputs(batch)).logits
         return out.numpy() if out.dtype == torch.float64 else out.float().numpy()
 
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int) -> tuple[np.ndarray, dict]:
+        """Stacked logits on `examples` and the accuracy they give."""
+        model.eval()
+        stacked = np.concatenate([self.logits(model, b) for b in self.batches(examples, tokenizer, batch_size, max_length)])
+        return stacked, self.score(stacked, examples)
+
+    def load_onnx(self, path: Path, threads: int = 0) -> "OrtClassifier":
+        """An ONNX Runtime session that `evaluate` can use in place of the PyTorch model."""
+        return OrtClassifier(path, threads)
+
+    def compare(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+        """How far ONNX logits are from PyTorch's: max/mean abs diff, cosine per row, top-1 agreement."""
+        cos = _cosine(got, ref)
+        return {
+            "max_abs_diff": float(np.abs(got - ref).max()),
+            "mean_abs_diff": float(np.abs(got - ref).mean()),
+            "min_cosine": float(cos.min()),
+            "mean_cosine": float(cos.mean()),
+            "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
+        }
+
+    def checks(self, precision: str, cfg: Any, ref_metrics: dict, metrics: dict) -> list[tuple[str, float, float, str]]:
+        """The gates for one ONNX model: (name, value, threshold, op)."""
+        if precision == "fp32":
+            return [("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="),
+                    ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">=")]
+        return [("top1_agreement", metrics["top1_agreement"], cfg.int8_min_top1_agreement, ">="),
+                ("accuracy_drop", ref_metrics["accuracy"] - metrics["accuracy"], cfg.int8_max_accuracy_drop, "<="),
+                ("mean_cosine", metrics["mean_cosine"], cfg.int8_min_cosine, ">=")]
+
     def score(self, outputs: np.ndarray, examples: list[dict]) -> dict[str, float]:
         gold = np.array([e["label"] for e in examples])
         return {"accuracy": float((outputs.argmax(-1) == gold).mean())}
@@ -146,3 +176,40 @@ class ClassificationTask:
 
 def _has_safetensors(path: Path) -> bool:
     return any(Path(path).glob("*.safetensors"))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    num = (a * b).sum(-1)
+    return num / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+
+
+class OrtClassifier:
+    """Wraps an InferenceSession so it can be called like a transformers classifier (returns .logits)."""
+
+    def __init__(self, path: Path, threads: int = 0) -> None:
+        from ..errors import EdgetuneError
+        from ..runtime import ort_session
+
+        self.path = Path(path)
+        try:
+            self.session = ort_session(path, threads)
+        except Exception as e:
+            raise EdgetuneError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
+        self.inputs = [i.name for i in self.session.get_inputs()]
+
+    def eval(self) -> "OrtClassifier":
+        return self
+
+    def __call__(self, **batch: Any) -> Any:
+        import torch
+
+        from ..errors import EdgetuneError
+
+        missing = [n for n in self.inputs if n not in batch]
+        if missing:
+            raise EdgetuneError(f"{self.path.name} wants inputs {missing}; the task gives {sorted(batch)}")
+        try:
+            out = self.session.run(None, {n: batch[n].numpy() for n in self.inputs})[0]
+        except Exception as e:
+            raise EdgetuneError(f"onnxruntime failed on {self.path.name}: {str(e).splitlines()[0][:200]}") from None
+        return type("Output", (), {"logits": torch.from_numpy(np.asarray(out, dtype=np.float32))})()
