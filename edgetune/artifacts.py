@@ -47,6 +47,13 @@ class OnnxModel:
 
 
 @dataclass(frozen=True)
+class Quantized:
+    """The quantized models of one run, one per precision the recipe asks for."""
+
+    models: list[OnnxModel]
+
+
+@dataclass(frozen=True)
 class Check:
     """One verification gate: a measured figure against its threshold."""
 
@@ -106,6 +113,8 @@ def to_json(record: Any, root: Path) -> dict:
         v = getattr(record, f.name)
         if f.name in paths and v is not None:
             out[f.name] = Path(v).resolve().relative_to(root.resolve()).as_posix()
+        elif isinstance(v, list) and v and isinstance(v[0], OnnxModel):
+            out[f.name] = [to_json(m, root) for m in v]
         else:
             out[f.name] = _plain(v)
     return out
@@ -131,11 +140,15 @@ def from_json(cls: type, data: dict, root: Path) -> Any:
             kwargs[name] = root / kwargs[name]
     if cls is Verification:
         kwargs["checks"] = [Check(**c) for c in kwargs["checks"]]
+    if cls is Quantized:
+        kwargs["models"] = [from_json(OnnxModel, m, root) for m in kwargs["models"]]
     return cls(**kwargs)
 
 
 def rebase(record: Any, old: Path, new: Path) -> Any:
     """Return `record` with Path fields under `old` moved under `new` (after a stage dir is renamed)."""
+    if isinstance(record, Quantized):
+        return Quantized([rebase(m, old, new) for m in record.models])
     changes = {}
     for name in _path_fields(type(record)):
         v = getattr(record, name)

@@ -9,8 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import Adapter, Benchmark, MergedModel, OnnxModel, Report, Verification, from_json, rebase, to_json
-from .errors import CheckFailed, EdgetuneError
+from .artifacts import Adapter, Benchmark, MergedModel, OnnxModel, Quantized, Report, Verification, from_json, rebase, to_json
+from .errors import CheckFailed, EdgetuneError, RecipeError
 from .recipe import Recipe
 from .rundir import RunDir, StageEntry, config_key
 from .sources import ModelSource, resolve_model_source
@@ -53,6 +53,8 @@ class Prepared:
 def prepare(recipe: Recipe) -> Prepared:
     """Resolve the model source and read and validate the dataset; raise RecipeError on bad input."""
     task = get_task(recipe.task)
+    if task.exporter == "optimum" and recipe.quantize.precisions != ["int8"]:
+        raise RecipeError(f"quantize.precisions: the {recipe.task} task supports [int8] only")
     source = resolve_model_source(recipe.model.source, recipe.base_dir)
     data = task.load_data(recipe.dataset, recipe.base_dir, source)
     return Prepared(recipe, task, data, source)
@@ -117,6 +119,9 @@ def build(
     force_from = 0 if force else (STAGES.index(from_stage) if from_stage else None)
     last = STAGES.index(until) if until else len(STAGES) - 1
     with RunDir(out) as run:
+        from .rundir import atomic_write_json
+
+        atomic_write_json(run.root / "recipe.json", recipe.model_dump(mode="json"))
         stage = _Runner(run, force_from, until, log)
         r, task, data, source = p.recipe, p.task, p.data, p.source
         remote = r.model.trust_remote_code
@@ -160,16 +165,18 @@ def build(
             from .stages.quantize import quantize
 
             tok = task.load_tokenizer(merged.path) if r.quantize.mode == "static" else None
-            return quantize(fp32, r.quantize, task, tmp, data.train, tok, tr.max_length)
+            return quantize(fp32, merged, r.quantize, task, tmp, data.train, tok, tr.max_length)
 
-        int8 = stage("quantize", OnnxModel, [r.quantize.model_dump(), data.fingerprint], ["export"], do_quantize)
+        quantized = stage("quantize", Quantized, [r.quantize.model_dump(), data.fingerprint], ["merge", "export"],
+                          do_quantize)
+        onnx_models = [fp32, *quantized.models]
         if last < 4:
             return stage.result
 
         def do_verify(tmp: Path) -> Verification:
             from .stages.verify import verify
 
-            return verify(merged, [fp32, int8], r.verify, data, task, tmp, tr.max_length, threads=r.benchmark.threads)
+            return verify(merged, onnx_models, r.verify, data, task, tmp, tr.max_length, threads=r.benchmark.threads)
 
         verification = stage("verify", Verification, [r.verify.model_dump(), tr.max_length],
                              ["merge", "export", "quantize", data.fingerprint], do_verify)
@@ -182,7 +189,7 @@ def build(
         def do_bench(tmp: Path) -> Benchmark:
             from .stages.bench import bench
 
-            return bench([fp32, int8], r.benchmark, tmp, merged, task.name, data.labels, log)
+            return bench(onnx_models, r.benchmark, tmp, merged, task.name, data.labels, log)
 
         stage.result.benchmark = stage("bench", Benchmark, r.benchmark.model_dump(),
                                        ["merge", "export", "quantize"], do_bench)

@@ -83,7 +83,7 @@ class QuantizeConfig(Section):
     int4_accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
         4, description="MatMulNBits compute type: 0 default, 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on CPU)."
     )
-    int4_keep_lm_head: bool = Field(True, description="Keep the output projection (lm_head) at higher precision.")
+    int4_keep_lm_head: bool = Field(False, description="Keep the output projection (lm_head) in int8 instead of int4.")
 
 
 class VerifyConfig(Section):
@@ -106,6 +106,9 @@ class BenchmarkConfig(Section):
     warmup: Annotated[int, Field(ge=0, le=100_000)] = 20
     runs: Annotated[int, Field(gt=0, le=1_000_000)] = 100
     new_tokens: Annotated[int, Field(gt=0, le=4096)] = 64
+    threads_sweep: list[Annotated[int, Field(gt=0, le=256)]] = Field(
+        [], description="causal-lm: also measure at these thread counts (e.g. [1])."
+    )
 
 
 class Recipe(Section):

@@ -107,7 +107,8 @@ def tiny_llama(tmp_path_factory) -> Path:
     tok.chat_template = CHATML
     tok.save_pretrained(root)
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+    # head_dim 16: onnxruntime's GroupQueryAttention needs a multiple of 16
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
                       tie_word_embeddings=True)

@@ -149,10 +149,78 @@ def _worker(job: dict, conn: Any) -> None:
         conn.close()
 
 
+def _llm_worker(job: dict, conn: Any) -> None:
+    """Time to first token, prefill and decode speed of one causal LM, in a fresh process."""
+    try:
+        threads, seq, new = job["threads"], job["seqs"][0], job["new_tokens"]
+        prompt = list(np.random.default_rng(seq).integers(100, job["vocab"] - 1, size=seq))
+        prompt = [int(t) for t in prompt]
+        t0 = time.perf_counter()
+        if job["kind"] == "torch":
+            import torch
+            from transformers import AutoModelForCausalLM
+
+            torch.set_num_threads(threads)
+            model = AutoModelForCausalLM.from_pretrained(job["path"], dtype=torch.float32).eval()
+
+            def run() -> list[float]:
+                stamps = [time.perf_counter()]
+                with torch.inference_mode():
+                    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+                    for _ in range(new):
+                        tok = out.logits[:, -1:].argmax(-1)
+                        stamps.append(time.perf_counter())
+                        out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
+                return stamps
+        else:
+            import json as _json
+
+            import onnxruntime_genai as og
+
+            cfg = og.Config(str(Path(job["path"]).parent))
+            cfg.clear_providers()
+            cfg.overlay(_json.dumps({"model": {"decoder": {"session_options": {
+                "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
+            model = og.Model(cfg)
+
+            def run() -> list[float]:
+                params = og.GeneratorParams(model)
+                # min_length = max_length: every run decodes exactly `new` tokens, end token or not
+                params.set_search_options(do_sample=False, max_length=seq + new, min_length=seq + new)
+                gen = og.Generator(model, params)
+                stamps = [time.perf_counter()]
+                gen.append_tokens([prompt])
+                while not gen.is_done():
+                    gen.generate_next_token()
+                    gen.get_next_tokens()
+                    stamps.append(time.perf_counter())
+                return stamps
+        load_s = time.perf_counter() - t0
+        for _ in range(job["warmup"]):
+            run()
+        ttft, decode = [], []
+        for _ in range(job["runs"]):
+            st = run()
+            ttft.append(st[1] - st[0])
+            decode.append((len(st) - 2) / (st[-1] - st[1]))
+        ttft_ms = float(np.median(ttft) * 1000)
+        conn.send({"ok": True, "load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": [{
+            "seq_len": seq, "threads": threads, "new_tokens": new, "ttft_ms": ttft_ms,
+            "prefill_tokens_per_s": seq / (ttft_ms / 1000), "decode_tokens_per_s": float(np.median(decode)),
+            "p50_ms": float(1000 / np.median(decode)), "p90_ms": float(1000 / np.percentile(decode, 10)),
+            "p99_ms": float(1000 / np.percentile(decode, 1)), "mean_ms": float(1000 / np.mean(decode)),
+            "throughput_per_s": float(np.median(decode)), "first_ms": ttft_ms}]})
+    except Exception as e:
+        conn.send({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+    finally:
+        conn.close()
+
+
 def _run_job(job: dict) -> dict:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    p = ctx.Process(target=_worker, args=(job, child), daemon=True)
+    target = _llm_worker if job.get("llm") else _worker
+    p = ctx.Process(target=target, args=(job, child), daemon=True)
     p.start()
     child.close()
     try:
@@ -198,6 +266,8 @@ def bench(
     log: Any = lambda s: None,
 ) -> Benchmark:
     """Time every model at batch cfg.batch_size for each sequence length; the PyTorch merged model is the baseline."""
+    if task_name == "causal-lm" and merged is not None:
+        return _bench_llm(models, cfg, out, merged, log)
     inputs = None
     if merged is not None and task_name:
         from ..tasks import get_task
@@ -235,8 +305,48 @@ def bench(
     return record
 
 
+def _bench_llm(models: list[OnnxModel], cfg: BenchmarkConfig, out: Path | None, merged: MergedModel, log: Any) -> Benchmark:
+    """Decode benchmark: PyTorch eager fp32 and each ONNX model (onnxruntime-genai), at each thread count."""
+    import json as _json
+
+    vocab = _json.loads((merged.path / "config.json").read_text())["vocab_size"]
+    results, summary = [], {}
+    for threads in sorted({*cfg.threads_sweep, cfg.threads}):
+        jobs = [{"name": BASELINE, "kind": "torch", "path": str(merged.path), "size_bytes": merged.size_bytes}]
+        jobs += [{"name": f"onnx_{m.precision}", "kind": "genai", "path": str(m.path), "size_bytes": m.size_bytes}
+                 for m in models]
+        for job in jobs:
+            job.update(llm=True, threads=threads, seqs=list(cfg.sequence_lengths)[:1], new_tokens=cfg.new_tokens,
+                       warmup=cfg.warmup, runs=cfg.runs, vocab=vocab)
+            log(f"bench: {job['name']} at {threads} thread(s) ...")
+            msg = _run_job(job)
+            key = job["name"] if threads == cfg.threads else f"{job['name']}@{threads}t"
+            summary[key] = {"load_seconds": msg["load_seconds"], "peak_rss_mb": msg["peak_rss_mb"],
+                            "size_bytes": job["size_bytes"], "path": job["path"], "threads": threads}
+            for row in msg["per_seq"]:
+                results.append({"model": key, "batch_size": 1, **row})
+    for r in results:
+        base = next(b for b in results if b["model"].split("@")[0] == BASELINE and b["threads"] == r["threads"])
+        r["decode_speedup_vs_baseline"] = r["decode_tokens_per_s"] / base["decode_tokens_per_s"]
+        r["p50_ratio_to_baseline"] = r["p50_ms"] / base["p50_ms"]
+        r["speedup_vs_baseline"] = r["decode_speedup_vs_baseline"]
+    record = Benchmark(results=results, models=summary, settings=cfg.model_dump(), machine=machine_info(cfg.threads),
+                       baseline=BASELINE)
+    if out is not None:
+        atomic_write_json(out / "bench.json", dataclasses.asdict(record))
+    return record
+
+
 def format_benchmark(b: Benchmark) -> str:
     """A fixed-width table of a Benchmark, as the CLI prints it."""
+    if b.results and "decode_tokens_per_s" in b.results[0]:
+        head = f"{'model':<22}{'threads':>8}{'prompt':>7}{'TTFT ms':>9}{'prefill t/s':>12}{'decode t/s':>11}{'x base':>8}{'RSS MB':>8}{'size MB':>9}"
+        lines = [f"machine: {b.machine.get('cpu')}", head, "-" * len(head)]
+        for r in b.results:
+            m = b.models[r["model"]]
+            lines.append(f"{r['model']:<22}{r['threads']:>8}{r['seq_len']:>7}{r['ttft_ms']:>9.1f}{r['prefill_tokens_per_s']:>12.1f}"
+                         f"{r['decode_tokens_per_s']:>11.1f}{r['decode_speedup_vs_baseline']:>8.2f}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}")
+        return "\n".join(lines)
     head = f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'p50/base':>9}{'RSS MB':>8}{'size MB':>9}"
     lines = [f"machine: {b.machine.get('cpu')} | threads {b.settings.get('threads')} | batch {b.settings.get('batch_size')}",
              head, "-" * len(head)]

@@ -15,7 +15,15 @@ FP32_NAME = "model.onnx"
 
 
 def export(merged: MergedModel, cfg: ExportConfig, task: Task, out: Path) -> OnnxModel:
-    """Export `merged` to `out/model.onnx` (dynamic batch and sequence axes) and return its record."""
+    """Export `merged` to `out/model.onnx` and return its record.
+
+    Encoders go through optimum-onnx (dynamic batch and sequence axes) and ONNX Runtime's fusions; decoders
+    through onnxruntime-genai's model builder (KV cache, GroupQueryAttention), which also writes
+    genai_config.json so the folder runs in onnxruntime-genai (Python, Java, Android).
+    """
+    if task.exporter == "genai-builder":
+        build_genai(merged.path, out, "fp32")
+        return describe_onnx(out / FP32_NAME, "fp32", {"exporter": "onnxruntime-genai model builder", "precision": "fp32"})
     from optimum.exporters.onnx import main_export
 
     raw = out / "raw"
@@ -61,3 +69,20 @@ def _optimize(raw: Path, out: Path) -> dict:
     return {k: v for k, v in ops.items() if k in {"Attention", "MultiHeadAttention", "EmbedLayerNormalization",
                                                     "BiasGelu", "FastGelu", "Gelu", "SkipLayerNormalization",
                                                     "LayerNormalization"}}
+
+
+def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = None) -> None:
+    """Run onnxruntime-genai's model builder on a transformers folder; raise EdgetuneError with its last words."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=out) as cache:
+        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(out),
+               "-p", precision, "-e", "cpu", "-c", cache]
+        if extra:
+            cmd += ["--extra_options", *[f"{k}={v}" for k, v in extra.items()]]
+        done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0 or not (out / FP32_NAME).exists():
+        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
+        raise EdgetuneError(f"onnxruntime-genai model builder failed ({precision}): {tail[:400]}")

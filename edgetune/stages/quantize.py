@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import OnnxModel
+from ..artifacts import MergedModel, OnnxModel, Quantized
 from ..recipe import QuantizeConfig
 from ..tasks.base import Task
 from .common import describe_onnx, quiet
@@ -16,14 +16,45 @@ INT8_NAME = "model_int8.onnx"
 
 def quantize(
     model: OnnxModel,
+    merged: MergedModel,
     cfg: QuantizeConfig,
     task: Task,
     out: Path,
     calibration: list[dict] | None = None,
     tokenizer: Any = None,
     max_length: int = 128,
+) -> Quantized:
+    """Quantize to each of cfg.precisions: int8 with ONNX Runtime's quantizers for encoders; weight-only
+    int4/int8 (MatMulNBits) with onnxruntime-genai's model builder for decoders, one folder per precision."""
+    if task.exporter == "genai-builder":
+        from .export import FP32_NAME, build_genai
+
+        models = []
+        for precision in cfg.precisions:
+            folder = out / precision
+            folder.mkdir()
+            # The 0.15 builder breaks tied (shared) embeddings when the lm_head is not int4: keep them apart then.
+            extra: dict = {"block_size": cfg.int4_block_size, "accuracy_level": cfg.int4_accuracy_level}
+            if precision == "int8" or cfg.int4_keep_lm_head:
+                extra["shared_embeddings"] = "false"
+            if precision == "int4" and cfg.int4_keep_lm_head:
+                extra["matmul_mixed_precision"] = "last_matmul:int8"
+            build_genai(merged.path, folder, precision, extra)
+            models.append(describe_onnx(folder / FP32_NAME, precision, {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", **extra}))
+        return Quantized(models)
+    return Quantized([_quantize_int8(model, cfg, task, out, calibration, tokenizer, max_length)])
+
+
+def _quantize_int8(
+    model: OnnxModel,
+    cfg: QuantizeConfig,
+    task: Task,
+    out: Path,
+    calibration: list[dict] | None,
+    tokenizer: Any,
+    max_length: int,
 ) -> OnnxModel:
-    """Quantize `model` to int8 weights (and activations, for static) into `out/model_int8.onnx`."""
+    """int8 weights (and activations, for static) into `out/model_int8.onnx` with onnxruntime.quantization."""
     import onnx
 
     target = out / INT8_NAME

@@ -20,9 +20,10 @@ def _summary(stages: dict[str, dict]) -> dict:
         models.setdefault(name, {})["eval"] = {k: v for k, v in metrics.items()}
     if "merge" in stages:
         models.setdefault("pytorch_fp32", {})["size_bytes"] = stages["merge"]["record"]["size_bytes"]
-    for stage, name in (("export", "onnx_fp32"), ("quantize", "onnx_int8")):
-        if stage in stages:
-            models.setdefault(name, {})["size_bytes"] = stages[stage]["record"]["size_bytes"]
+    if "export" in stages:
+        models.setdefault("onnx_fp32", {})["size_bytes"] = stages["export"]["record"]["size_bytes"]
+    for m in stages.get("quantize", {}).get("record", {}).get("models", []):
+        models.setdefault(f"onnx_{m['precision']}", {})["size_bytes"] = m["size_bytes"]
     bench = stages.get("bench", {}).get("record", {})
     for r in bench.get("results", []):
         m = models.setdefault(r["model"], {})
@@ -115,10 +116,11 @@ def _markdown(doc: dict, plot: Path | None) -> str:
                 f"merged accuracy {_fmt(r['eval_metrics'].get('accuracy'))}; weights {r['size_bytes'] / 1e6:.1f} MB.", ""]
     for stage in ("export", "quantize"):
         if stage in st:
-            r = st[stage]
-            out += [f"## {stage.capitalize()}", "", f"`{r['path']}`: {r['precision']}, {r['size_bytes'] / 1e6:.1f} MB, "
-                    f"inputs {', '.join(r['inputs'])}; outputs {', '.join(r['outputs'])}; sha256 `{r['sha256'][:16]}`.", "",
-                    "Notes: " + ", ".join(f"{k}: {v}" for k, v in r["notes"].items()), ""]
+            out += [f"## {stage.capitalize()}", ""]
+            for r in st[stage].get("models", [st[stage]]):
+                out += [f"`{r['path']}`: {r['precision']}, {r['size_bytes'] / 1e6:.1f} MB, {len(r['inputs'])} inputs "
+                        f"({', '.join(r['inputs'][:3])}{', ...' if len(r['inputs']) > 3 else ''}); sha256 `{r['sha256'][:16]}`.", "",
+                        "Notes: " + ", ".join(f"{k}: {v}" for k, v in r["notes"].items()), ""]
     if "verify" in st:
         r = st["verify"]
         out += ["## Verify (parity on the held-out split)", "", f"{r['rows']} rows. Details: `{r['details_path']}`.", "",
@@ -138,8 +140,15 @@ def _markdown(doc: dict, plot: Path | None) -> str:
                 f"{r['settings']['warmup']} warmup + {r['settings']['runs']} timed runs; each model in a fresh process.", ""]
         if plot:
             out += [f"![latency]({plot.name})", ""]
-        out += ["| model | seq | p50 ms | p90 ms | p99 ms | items/s | p50 / baseline | first ms |", "|---|---|---|---|---|---|---|---|"]
-        for x in r["results"]:
+        if r["results"] and "decode_tokens_per_s" in r["results"][0]:
+            out += ["| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | decode vs PyTorch |",
+                    "|---|---|---|---|---|---|---|"]
+            for x in r["results"]:
+                out.append(f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | {x['prefill_tokens_per_s']:.1f} | "
+                           f"{x['decode_tokens_per_s']:.1f} | {x['decode_speedup_vs_baseline']:.2f}x |")
+        else:
+            out += ["| model | seq | p50 ms | p90 ms | p99 ms | items/s | p50 / baseline | first ms |", "|---|---|---|---|---|---|---|---|"]
+        for x in r["results"] if "decode_tokens_per_s" not in (r["results"] or [{}])[0] else []:
             ratio = f"{x['p50_ratio_to_baseline']:.3f}" if "p50_ratio_to_baseline" in x else "-"
             out.append(f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
                        f"{x['throughput_per_s']:.1f} | {ratio} | {x['first_ms']:.1f} |")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from ..artifacts import Check, MergedModel, OnnxModel, Verification
 from ..errors import EdgetuneError
 from ..recipe import VerifyConfig
@@ -26,18 +28,21 @@ def verify(
     """Compare each ONNX model's outputs and task metrics to the PyTorch merged model; never raises on a failed gate."""
     tokenizer = task.load_tokenizer(merged.path)
     torch_model = task.load_model(merged.path, data)
-    ref, ref_metrics = task.evaluate(torch_model, tokenizer, data.eval, batch_size, max_length)
+    generate = cfg.greedy_tokens if task.generates else 0
+    ref, ref_metrics = task.evaluate(torch_model, tokenizer, data.eval, batch_size, max_length, generate)
     results: dict[str, dict[str, Any]] = {"pytorch_fp32": dict(ref_metrics)}
     checks: list[Check] = []
     for m in models:
         name = f"onnx_{m.precision}"
         runner = task.load_onnx(m.path, threads)
-        got, metrics = task.evaluate(runner, tokenizer, data.eval, batch_size, max_length)
+        got, metrics = task.evaluate(runner, tokenizer, data.eval, batch_size, max_length, generate)
         if got.shape != ref.shape:
             raise EdgetuneError(f"verify: {m.path.name} outputs have shape {got.shape}, PyTorch's {ref.shape}")
-        r = {**metrics, **task.compare(ref, got)}
+        r = {**metrics, **compare(ref, got)}
+        if "generations" in r:
+            r["greedy_agreement"] = task.greedy_agreement(ref_metrics["generations"], r["generations"], cfg.greedy_tokens)
         for key in ref_metrics.keys() & metrics.keys():
-            if key != "tokens":
+            if isinstance(metrics[key], float):
                 r[f"{key}_drop"] = float(ref_metrics[key] - metrics[key])
         results[name] = r
         for check_name, value, threshold, op in task.checks(m.precision, cfg, ref_metrics, r):
@@ -45,5 +50,20 @@ def verify(
             checks.append(Check(f"verify[{name}]", check_name, float(value), float(threshold), op, bool(ok)))
     path = out / "diff.json"
     atomic_write_json(path, {"rows": len(data.eval), "models": results, "checks": [c.__dict__ for c in checks]})
-    return Verification(passed=all(c.passed for c in checks), checks=checks, models=results,
+    # Generated token lists stay in diff.json; the record (and report) keeps the figures.
+    figures = {n: {k: v for k, v in m.items() if not isinstance(v, list)} for n, m in results.items()}
+    return Verification(passed=all(c.passed for c in checks), checks=checks, models=figures,
                         rows=len(data.eval), details_path=path)
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """How far ONNX outputs are from PyTorch's: max/mean abs diff, cosine per row, top-1 agreement."""
+    a, b = got.reshape(len(got), -1).astype(np.float64), ref.reshape(len(ref), -1).astype(np.float64)
+    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    return {
+        "max_abs_diff": float(np.abs(got - ref).max()),
+        "mean_abs_diff": float(np.abs(got - ref).mean()),
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+        "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
+    }

@@ -66,6 +66,8 @@ def parse_json(text: str) -> Any:
 class CausalLMTask:
     name = "causal-lm"
     peft_task_type = "CAUSAL_LM"
+    exporter = "genai-builder"
+    generates = True
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
@@ -150,7 +152,7 @@ class CausalLMTask:
 
         path = Path(path)
         if path.is_file() and path.suffix == ".gguf":
-            tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, trust_remote_code=trust_remote_code)
+            tok = _gguf_tokenizer(path)
         else:
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if tok.pad_token_id is None:
@@ -181,24 +183,175 @@ class CausalLMTask:
                 labels[j, : len(lab)] = torch.tensor(lab)
             yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
-    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int) -> tuple[np.ndarray, dict]:
-        """Log-probabilities of every assistant token (the comparable output) and the perplexity they give."""
-        import torch
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int,
+                 generate: int = 0) -> tuple[np.ndarray, dict]:
+        """Next-token logits after each prompt (the comparable output) and perplexity on the responses.
 
-        model.eval()
-        logps = []
-        for b in self.batches(examples, tokenizer, batch_size, max_length):
-            with torch.inference_mode():
-                logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
-            logits = logits.double() if logits.dtype == torch.float64 else logits.float()
-            target = b["labels"][:, 1:]
-            lp = torch.log_softmax(logits[:, :-1], dim=-1)
+        With `generate` > 0 it also decodes greedily (up to the response length + `generate` tokens) and scores
+        the generations: token lists in metrics['generations'], JSON exact match when responses are JSON.
+        """
+        first, logps, gens, texts = [], [], [], []
+        eos = _end_ids(tokenizer)
+        for ex in examples:
+            ids, labels = ex["ids"][:max_length], ex["labels"][:max_length]
+            logits = _full_logits(model, ids)
+            start = next(i for i, lab in enumerate(labels) if lab != IGNORE)
+            first.append(logits[start - 1])
+            lp = logits[:-1] - _logsumexp(logits[:-1])
+            target = np.array(labels[1:])
             keep = target != IGNORE
-            picked = lp.gather(-1, target.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-            logps.append(picked[keep].numpy())
-        out = np.concatenate(logps)
-        return out, {"perplexity": float(np.exp(-out.mean())), "tokens": int(out.size)}
+            logps.append(lp[np.arange(len(target))[keep], target[keep]])
+            if generate:
+                budget = max(generate, len(ids) - start + 8)
+                if hasattr(model, "greedy"):
+                    toks = model.greedy(ids[:start], budget, eos)
+                else:
+                    toks = greedy_torch(model, ids[:start], budget, eos)
+                gens.append(toks)
+                texts.append(tokenizer.decode([t for t in toks if t not in eos], skip_special_tokens=True))
+        lp_all = np.concatenate(logps)
+        metrics: dict[str, Any] = {"perplexity": float(np.exp(-lp_all.mean())), "tokens": int(lp_all.size)}
+        if generate:
+            metrics["generations"] = gens
+            if all(parse_json(ex["messages"][-1]["content"]) is not None for ex in examples):
+                metrics["json_exact_match"] = json_exact_match(texts, examples)
+        return np.stack(first), metrics
 
+    def load_onnx(self, path: Path, threads: int = 0) -> "GenaiLM":
+        """An onnxruntime-genai model that `evaluate` can use in place of the PyTorch model."""
+        return GenaiLM(Path(path).parent, threads)
+
+    def greedy_agreement(self, ref: list[list[int]], got: list[list[int]], n: int) -> float:
+        """Share of prompts whose first `n` greedy tokens (up to the end token) are identical."""
+        return float(np.mean([a[:n] == b[:n] for a, b in zip(ref, got)]))
+
+    def checks(self, precision: str, cfg: Any, ref_metrics: dict, metrics: dict) -> list[tuple[str, float, float, str]]:
+        """The gates for one ONNX model: (name, value, threshold, op)."""
+        out = []
+        if precision == "fp32":
+            out += [("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="),
+                    ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">="),
+                    ("greedy_agreement", metrics["greedy_agreement"], cfg.greedy_min_agreement, ">=")]
+        else:
+            ratio = metrics["perplexity"] / ref_metrics["perplexity"]
+            out.append(("perplexity_ratio", ratio, cfg.max_perplexity_ratio, "<="))
+            if "json_exact_match" in metrics:
+                limit = cfg.int4_max_accuracy_drop if precision == "int4" else cfg.int8_max_accuracy_drop
+                drop = ref_metrics["json_exact_match"] - metrics["json_exact_match"]
+                out.append(("json_exact_match_drop", drop, limit, "<="))
+        return out
+
+
+def _logsumexp(x: np.ndarray) -> np.ndarray:
+    m = x.max(-1, keepdims=True)
+    return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
+
+
+def _full_logits(model: Any, ids: list[int]) -> np.ndarray:
+    """Logits at every position of `ids`: [len(ids), vocab], float64 for a float64 model."""
+    if hasattr(model, "logits") and not hasattr(model, "config"):
+        return np.asarray(model.logits(ids), dtype=np.float32)
+    import torch
+
+    with torch.inference_mode():
+        out = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits[0]
+    return out.numpy() if out.dtype == torch.float64 else out.float().numpy()
+
+
+def _end_ids(tokenizer: Any) -> set[int]:
+    ids = {tokenizer.eos_token_id}
+    if "<|im_end|>" in tokenizer.get_vocab():
+        ids.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
+    return {i for i in ids if i is not None}
+
+
+def _gguf_string(reader: Any, key: str) -> str:
+    field = reader.fields.get(key)
+    return bytes(field.parts[field.data[0]]).decode() if field else ""
+
+
+def _gguf_tokenizer(path: Path) -> Any:
+    """Load a GGUF file's tokenizer and repair what transformers' GGUF conversion gets wrong for byte-level BPE.
+
+    transformers 4.57 turns a GGUF 'gpt2' (byte-level BPE) vocabulary into a SentencePiece-style tokenizer:
+    byte fallback, a metaspace decoder, BOS added to every encode and the wrong end token; onnxruntime-genai
+    then encodes text to -1 ids. We rebuild the byte-level pieces (digits split one by one, as the 'smollm'
+    pre-tokenizer does) and end turns with the chat template's end token.
+    """
+    import tempfile
+
+    from gguf import GGUFReader
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    reader = GGUFReader(path)
+    if _gguf_string(reader, "tokenizer.ggml.model") != "gpt2":
+        return tok
+    pre = _gguf_string(reader, "tokenizer.ggml.pre")
+    with tempfile.TemporaryDirectory() as d:
+        tok.save_pretrained(d)
+        tj = json.loads((Path(d) / "tokenizer.json").read_text())
+        tj["model"]["byte_fallback"] = False
+        tj["normalizer"] = None
+        byte_level = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True}
+        digits = [{"type": "Digits", "individual_digits": True}] if pre in ("smollm", "llama-bpe", "llama3") else []
+        tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": digits + [byte_level]}
+        tj["decoder"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": True, "use_regex": True}
+        tj["post_processor"] = {"type": "ByteLevel", "add_prefix_space": True, "trim_offsets": False, "use_regex": True}
+        (Path(d) / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
+        cfg = json.loads((Path(d) / "tokenizer_config.json").read_text())
+        end = "<|im_end|>" if "<|im_end|>" in tok.get_vocab() else tok.eos_token
+        cfg.update(tokenizer_class="GPT2Tokenizer", add_bos_token=False, add_eos_token=False, eos_token=end,
+                   pad_token=end)
+        for k in ("legacy", "add_prefix_space", "bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
+            cfg.pop(k, None)
+        (Path(d) / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False))
+        (Path(d) / "special_tokens_map.json").unlink(missing_ok=True)
+        return AutoTokenizer.from_pretrained(d)
+
+
+class GenaiLM:
+    """An onnxruntime-genai model folder (genai_config.json beside model.onnx) with greedy decoding."""
+
+    def __init__(self, folder: Path, threads: int = 0) -> None:
+        import onnxruntime_genai as og
+
+        from ..errors import EdgetuneError
+
+        self.og, self.folder = og, Path(folder)
+        try:
+            cfg = og.Config(str(folder))
+            cfg.clear_providers()
+            if threads:
+                cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {
+                    "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
+            self.model = og.Model(cfg)
+        except Exception as e:
+            raise EdgetuneError(f"onnxruntime-genai cannot load {folder}: {str(e).splitlines()[0][:200]}") from None
+
+    def eval(self) -> "GenaiLM":
+        return self
+
+    def _generator(self, ids: list[int], max_length: int) -> Any:
+        params = self.og.GeneratorParams(self.model)
+        params.set_search_options(do_sample=False, max_length=max_length)
+        gen = self.og.Generator(self.model, params)
+        gen.append_tokens([ids])
+        return gen
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        return np.asarray(self._generator(ids, len(ids) + 1).get_output("logits"))[0]
+
+    def greedy(self, ids: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
+        gen = self._generator(ids, len(ids) + max_new_tokens)
+        out: list[int] = []
+        while not gen.is_done() and len(out) < max_new_tokens:
+            gen.generate_next_token()
+            t = int(gen.get_next_tokens()[0])
+            out.append(t)
+            if t in eos:
+                break
+        return out
 
 def _ids(x: Any) -> list[int]:
     """apply_chat_template returns a list, or a BatchEncoding in newer transformers."""
@@ -216,3 +369,23 @@ def _context_length(path: Path) -> int | None:
     except Exception:
         return None
     return getattr(cfg, "max_position_embeddings", None)
+
+
+def greedy_torch(model: Any, prompt: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
+    """Greedy decoding with the PyTorch model and its KV cache; stops at an end token."""
+    import torch
+
+    with torch.inference_mode():
+        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
+                             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos),
+                             pad_token_id=sorted(eos)[0])
+    return out[0, len(prompt):].tolist()
+
+
+def json_exact_match(texts: list[str], examples: list[dict]) -> float:
+    """Share of generations whose first JSON value equals the reference response's parsed JSON."""
+    hits = 0
+    for text, ex in zip(texts, examples):
+        want = parse_json(ex["messages"][-1]["content"])
+        hits += int(want is not None and parse_json(text) == want)
+    return hits / max(1, len(examples))

@@ -19,6 +19,8 @@ class ClassificationTask:
     name = "classification"
     onnx_task = "text-classification"
     peft_task_type = "SEQ_CLS"
+    exporter = "optimum"
+    generates = False
 
     # -- data -----------------------------------------------------------------------------------
     def _examples(self, rows: list[Row], text_col: str, label_col: str) -> list[dict]:
@@ -129,7 +131,8 @@ class ClassificationTask:
             out = model(**self.model_inputs(batch)).logits
         return out.numpy() if out.dtype == torch.float64 else out.float().numpy()
 
-    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int) -> tuple[np.ndarray, dict]:
+    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int,
+                 generate: int = 0) -> tuple[np.ndarray, dict]:
         """Stacked logits on `examples` and the accuracy they give."""
         model.eval()
         stacked = np.concatenate([self.logits(model, b) for b in self.batches(examples, tokenizer, batch_size, max_length)])
@@ -138,17 +141,6 @@ class ClassificationTask:
     def load_onnx(self, path: Path, threads: int = 0) -> "OrtClassifier":
         """An ONNX Runtime session that `evaluate` can use in place of the PyTorch model."""
         return OrtClassifier(path, threads)
-
-    def compare(self, ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-        """How far ONNX logits are from PyTorch's: max/mean abs diff, cosine per row, top-1 agreement."""
-        cos = _cosine(got, ref)
-        return {
-            "max_abs_diff": float(np.abs(got - ref).max()),
-            "mean_abs_diff": float(np.abs(got - ref).mean()),
-            "min_cosine": float(cos.min()),
-            "mean_cosine": float(cos.mean()),
-            "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
-        }
 
     def checks(self, precision: str, cfg: Any, ref_metrics: dict, metrics: dict) -> list[tuple[str, float, float, str]]:
         """The gates for one ONNX model: (name, value, threshold, op)."""
@@ -176,11 +168,6 @@ class ClassificationTask:
 
 def _has_safetensors(path: Path) -> bool:
     return any(Path(path).glob("*.safetensors"))
-
-
-def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    num = (a * b).sum(-1)
-    return num / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
 
 
 class OrtClassifier:

@@ -1,0 +1,75 @@
+"""Generate text with an exported causal LM (onnxruntime-genai), streaming tokens as they come."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable, Iterator
+
+from .errors import EdgetuneError, RecipeError
+
+PRECISIONS = ("int4", "int8", "fp32")
+
+
+def model_folder(run_dir: Path, precision: str | None = None) -> Path:
+    """The genai folder of a run's exported model: the smallest precision present unless one is named."""
+    run_dir = Path(run_dir)
+    if (run_dir / "genai_config.json").is_file():
+        return run_dir
+    candidates = {"fp32": run_dir / "export", **{p: run_dir / "quantize" / p for p in ("int4", "int8")}}
+    for p in ([precision] if precision else PRECISIONS):
+        if (candidates[p] / "genai_config.json").is_file():
+            return candidates[p]
+    raise RecipeError(f"{run_dir}: no exported causal-LM model{' of precision ' + precision if precision else ''} "
+                      f"(run `edgetune build` on a causal-lm recipe first)")
+
+
+def system_prompt(run_dir: Path) -> str | None:
+    meta = Path(run_dir) / "recipe.json"
+    return json.loads(meta.read_text()).get("dataset", {}).get("system_prompt") if meta.is_file() else None
+
+
+class Chat:
+    """A loaded model plus its tokenizer; `stream` yields text pieces of the assistant's reply."""
+
+    def __init__(self, folder: Path, threads: int = 0) -> None:
+        from transformers import AutoTokenizer
+
+        from .tasks.causal_lm import GenaiLM, _end_ids
+
+        self.model = GenaiLM(folder, threads)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        except Exception as e:
+            raise EdgetuneError(f"{folder}: cannot load the tokenizer: {str(e).splitlines()[0][:160]}") from None
+        self.eos = _end_ids(self.tokenizer)
+
+    def stream(self, messages: list[dict], max_tokens: int = 128) -> Iterator[str]:
+        ids = list(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
+        gen = self.model._generator(ids, len(ids) + max_tokens)
+        out: list[int] = []
+        shown = ""
+        while not gen.is_done() and len(out) < max_tokens:
+            gen.generate_next_token()
+            t = int(gen.get_next_tokens()[0])
+            if t in self.eos:
+                break
+            out.append(t)
+            text = self.tokenizer.decode(out, skip_special_tokens=True)
+            if len(text) > len(shown) and not text.endswith("\ufffd"):  # wait for whole UTF-8 characters
+                yield text[len(shown):]
+                shown = text
+
+
+def generate(run_dir: Path, prompt: str, max_tokens: int = 128, precision: str | None = None, threads: int = 0,
+             system: str | None = None, on_text: Callable[[str], None] | None = None) -> str:
+    """Answer one prompt with the run's exported model; returns the reply (also streamed to `on_text`)."""
+    chat = Chat(model_folder(run_dir, precision), threads)
+    messages = [{"role": "system", "content": s} for s in [system or system_prompt(run_dir)] if s]
+    messages.append({"role": "user", "content": prompt})
+    pieces = []
+    for piece in chat.stream(messages, max_tokens):
+        pieces.append(piece)
+        if on_text:
+            on_text(piece)
+    return "".join(pieces)

@@ -1,0 +1,77 @@
+"""The causal-lm task on a tiny random LLaMA: chat-data errors, and every stage through onnxruntime-genai."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import edit_recipe, make_chats, write_jsonl
+from edgetune.cli import cli
+from edgetune.pipeline import STAGES, build
+from edgetune.recipe import load_recipe
+from test_recipe import assert_one_line_error
+
+
+@pytest.mark.parametrize(
+    "record, fragments",
+    [
+        ({"messages": "hello"}, ["non-empty list"]),
+        ({"text": "no chat here"}, ["needs 'messages'"]),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}, ["unknown role 'robot'"]),
+        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]}, ["empty assistant response"]),
+        ({"messages": [{"role": "user", "content": "hi"}]}, ["last message must be the assistant"]),
+        ({"messages": [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "ok"}]}, ["longer than the model's context of 256"]),
+    ],
+)
+def test_bad_chat_records_name_file_and_line(tiny_chat_recipe, tmp_path, record, fragments):
+    rows = make_chats(3, seed=4) + [record]
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    r = CliRunner().invoke(cli, ["build", str(tiny_chat_recipe), "--out", str(tmp_path / "run")])
+    assert_one_line_error(r, 2, "train.jsonl:4", *fragments)
+    assert not (tmp_path / "run").exists()
+
+
+def test_instruction_response_records_are_accepted(tiny_chat_recipe, tmp_path):
+    rows = [{"instruction": "turn on the fan", "response": '{"device": "fan"}'}] * 4
+    write_jsonl(tmp_path / "data" / "train.jsonl", rows)
+    r = CliRunner().invoke(cli, ["recipe", "validate", str(tiny_chat_recipe)])
+    assert r.exit_code == 0, r.output
+    assert "4 train / 6 eval rows" in r.output
+
+
+def test_int4_is_refused_for_classification(tiny_recipe):
+    edit_recipe(tiny_recipe, quantize={"precisions": ["int8", "int4"]})
+    r = CliRunner().invoke(cli, ["recipe", "validate", str(tiny_recipe)])
+    assert_one_line_error(r, 2, "quantize.precisions")
+
+
+def test_labels_cover_only_assistant_tokens(tiny_chat_recipe):
+    from edgetune.pipeline import prepare
+
+    p = prepare(load_recipe(tiny_chat_recipe))
+    tok = p.task.load_tokenizer(p.source.path)
+    ex = p.data.train[0]
+    trained = tok.decode([t for t in ex["labels"] if t != -100])
+    assert trained == ex["messages"][-1]["content"] + "<|im_end|>\n"
+    assert "Reply with JSON." in tok.decode(ex["ids"])  # the recipe's system prompt is in the context
+
+
+def test_build_exports_genai_folders_and_verifies(tiny_chat_recipe, tmp_path):
+    run = tmp_path / "run"
+    result = build(load_recipe(tiny_chat_recipe), run, progress=False)
+    assert result.ran == list(STAGES)
+    for folder in (run / "export", run / "quantize" / "int4", run / "quantize" / "int8"):
+        assert (folder / "genai_config.json").is_file() and (folder / "model.onnx").is_file(), folder
+        assert (folder / "tokenizer.json").is_file()
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["passed"], report["checks"]
+    fp32 = report["summary"]["models"]["onnx_fp32"]["eval"]
+    assert fp32["greedy_agreement"] == 1.0 and fp32["max_abs_diff"] <= 1e-4
+    names = {c["stage"] + ":" + c["name"] for c in report["checks"]}
+    assert "verify[onnx_int4]:json_exact_match_drop" in names and "verify[onnx_int8]:perplexity_ratio" in names
+    rows = report["stages"]["bench"]["results"]
+    assert {r["model"] for r in rows} == {"pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int4"}
+    assert all(r["decode_tokens_per_s"] > 0 and r["ttft_ms"] > 0 for r in rows)
+
+    r = CliRunner().invoke(cli, ["generate", str(run), "--prompt", "turn on the kitchen light", "--max-tokens", "8"])
+    assert r.exit_code == 0, r.output
