@@ -5,9 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .errors import RecipeError
 
@@ -81,3 +82,36 @@ def read_rows(path: Path, fmt: str = "auto", field: str = "dataset") -> list[Row
     if not rows:
         raise RecipeError(f"{field}: dataset file is empty: {path}")
     return rows
+
+
+def load_splits(cfg: Any, base_dir: Path, parse: Callable[[list[Row]], list[dict]]) -> tuple[list[dict], list[dict], dict[str, str]]:
+    """Train and held-out examples per the dataset section: the `eval` file, or a seeded `eval_fraction` of train.
+
+    `parse` turns a file's rows into a task's examples. Returns (train, eval, {file: sha256}).
+    """
+    def resolve(p: str) -> Path:
+        q = Path(p).expanduser()
+        return q if q.is_absolute() else base_dir / q
+
+    train_path = resolve(cfg.train)
+    train = parse(read_rows(train_path, cfg.format, "dataset.train"))
+    sources = {str(train_path): file_sha256(train_path)}
+    if cfg.eval:
+        eval_path = resolve(cfg.eval)
+        evals = parse(read_rows(eval_path, cfg.format, "dataset.eval"))
+        sources[str(eval_path)] = file_sha256(eval_path)
+        return train, evals, sources
+    order = list(range(len(train)))
+    random.Random(cfg.seed).shuffle(order)
+    n_eval = max(1, round(len(train) * cfg.eval_fraction))
+    if n_eval >= len(train):
+        raise RecipeError(f"dataset.eval_fraction: leaves no training rows ({len(train)} rows in {train_path})")
+    held = set(order[:n_eval])
+    return [e for i, e in enumerate(train) if i not in held], [e for i, e in enumerate(train) if i in held], sources
+
+
+def data_fingerprint(task: str, sources: dict[str, str], cfg: Any, *extra: Any) -> str:
+    """Identity of a task's data for caching: file contents and settings, not file locations."""
+    settings = cfg.model_dump(exclude={"train", "eval"})
+    payload = [task, list(sources.values()), bool(cfg.eval), settings, *extra]
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()

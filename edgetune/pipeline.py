@@ -176,7 +176,8 @@ def build(
         def do_verify(tmp: Path) -> Verification:
             from .stages.verify import verify
 
-            return verify(merged, onnx_models, r.verify, data, task, tmp, tr.max_length, threads=r.benchmark.threads)
+            return verify(merged, onnx_models, r.verify, data, task, tmp, tr.max_length, threads=r.benchmark.threads,
+                          base=source.path)
 
         verification = stage("verify", Verification, [r.verify.model_dump(), tr.max_length],
                              ["merge", "export", "quantize", data.fingerprint], do_verify)

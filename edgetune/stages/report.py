@@ -87,11 +87,11 @@ def _markdown(doc: dict, plot: Path | None) -> str:
     if failed:
         out.append("")
     summary = doc["summary"]["models"]
-    out += ["## Summary", "", "| model | accuracy | size MB | size vs ONNX fp32 | " +
+    out += ["## Summary", "", "| model | accuracy / exact match | size MB | size vs ONNX fp32 | " +
             " | ".join(f"p50 ms seq {s}" for s in _seqs(st)) + " |",
             "|---|---|---|---|" + "---|" * len(_seqs(st))]
     for name, m in summary.items():
-        acc = m.get("eval", {}).get("accuracy")
+        acc = _task_metric(m.get("eval", {}))
         cells = [name, _fmt(acc) if acc is not None else "-", _fmt(m.get("size_bytes", 0) / 1e6) if m.get("size_bytes") else "-",
                  _fmt(m["size_ratio_to_onnx_fp32"]) if "size_ratio_to_onnx_fp32" in m else "-"]
         for s in _seqs(st):
@@ -124,9 +124,9 @@ def _markdown(doc: dict, plot: Path | None) -> str:
     if "verify" in st:
         r = st["verify"]
         out += ["## Verify (parity on the held-out split)", "", f"{r['rows']} rows. Details: `{r['details_path']}`.", "",
-                "| model | accuracy | max abs diff | min cosine | top-1 agreement |", "|---|---|---|---|---|"]
+                "| model | accuracy / exact match | max abs diff | min cosine | top-1 agreement |", "|---|---|---|---|---|"]
         for name, m in r["models"].items():
-            out.append(f"| {name} | {_fmt(m.get('accuracy'))} | {_fmt(m.get('max_abs_diff', 0.0))} | "
+            out.append(f"| {name} | {_fmt(_task_metric(m))} | {_fmt(m.get('max_abs_diff', 0.0))} | "
                        f"{_fmt(m.get('min_cosine', 1.0))} | {_fmt(m.get('top1_agreement', 1.0))} |")
         out += ["", "| check | value | threshold | result |", "|---|---|---|---|"]
         for c in r["checks"]:
@@ -157,6 +157,14 @@ def _markdown(doc: dict, plot: Path | None) -> str:
             out.append(f"| {name} | {x['load_seconds']:.2f} | {x['peak_rss_mb']:.0f} | {x['size_bytes'] / 1e6:.1f} |")
         out.append("")
     return "\n".join(out)
+
+
+def _task_metric(metrics: dict) -> float | None:
+    """The task's headline figure: accuracy (classification) or JSON exact match (causal-lm)."""
+    for key in ("accuracy", "json_exact_match", "perplexity"):
+        if key in metrics:
+            return metrics[key]
+    return None
 
 
 def _seqs(st: dict) -> list[int]:

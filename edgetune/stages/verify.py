@@ -24,13 +24,19 @@ def verify(
     max_length: int = 128,
     batch_size: int = 32,
     threads: int = 0,
+    base: Path | None = None,
 ) -> Verification:
-    """Compare each ONNX model's outputs and task metrics to the PyTorch merged model; never raises on a failed gate."""
+    """Compare each ONNX model's outputs and task metrics to the PyTorch merged model; never raises on a failed gate.
+
+    With `base` (the model before fine-tuning) its task metrics are measured too, for the report."""
     tokenizer = task.load_tokenizer(merged.path)
     torch_model = task.load_model(merged.path, data)
     generate = cfg.greedy_tokens if task.generates else 0
     ref, ref_metrics = task.evaluate(torch_model, tokenizer, data.eval, batch_size, max_length, generate)
     results: dict[str, dict[str, Any]] = {"pytorch_fp32": dict(ref_metrics)}
+    if base is not None:
+        _, base_metrics = task.evaluate(task.load_model(base, data), tokenizer, data.eval, batch_size, max_length, generate)
+        results["pytorch_base"] = base_metrics
     checks: list[Check] = []
     for m in models:
         name = f"onnx_{m.precision}"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 from pathlib import Path
@@ -10,7 +9,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from ..data import Row, file_sha256, read_rows
+from ..data import Row, data_fingerprint, load_splits
 from ..errors import RecipeError
 from .base import TaskData
 
@@ -71,15 +70,10 @@ class CausalLMTask:
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
-        def resolve(p: str) -> Path:
-            q = Path(p).expanduser()
-            return q if q.is_absolute() else base_dir / q
-
         tokenizer = self.load_tokenizer(source.path) if source is not None else None
         context = _context_length(source.path) if source is not None else None
 
-        def load(path: Path, field: str) -> list[dict]:
-            rows = read_rows(path, cfg.format, field)
+        def parse(rows: list[Row]) -> list[dict]:
             out = []
             for r in rows:
                 msgs = _messages(r, cfg.system_prompt)
@@ -92,27 +86,9 @@ class CausalLMTask:
                 out.append(ex)
             return out
 
-        train_path = resolve(cfg.train)
-        train = load(train_path, "dataset.train")
-        sources = {str(train_path): file_sha256(train_path)}
-        if cfg.eval:
-            eval_path = resolve(cfg.eval)
-            evals = load(eval_path, "dataset.eval")
-            sources[str(eval_path)] = file_sha256(eval_path)
-        else:
-            order = list(range(len(train)))
-            random.Random(cfg.seed).shuffle(order)
-            n_eval = max(1, round(len(train) * cfg.eval_fraction))
-            if n_eval >= len(train):
-                raise RecipeError(f"dataset.eval_fraction: leaves no training rows ({len(train)} rows in {train_path})")
-            held = set(order[:n_eval])
-            evals = [e for i, e in enumerate(train) if i in held]
-            train = [e for i, e in enumerate(train) if i not in held]
-        settings = cfg.model_dump(exclude={"train", "eval"})
-        fp = hashlib.sha256(
-            json.dumps([self.name, list(sources.values()), bool(cfg.eval), settings], sort_keys=True).encode()
-        ).hexdigest()
-        return TaskData(train=train, eval=evals, labels=[], fingerprint=fp, sources=sources)
+        train, evals, sources = load_splits(cfg, base_dir, parse)
+        return TaskData(train=train, eval=evals, labels=[], fingerprint=data_fingerprint(self.name, sources, cfg),
+                        sources=sources)
 
     def _encode(self, tokenizer: Any, msgs: list[dict], where: str) -> tuple[list[int], list[int]]:
         """Token ids of the whole chat and labels that keep only assistant tokens (the rest is IGNORE)."""

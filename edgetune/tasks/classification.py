@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import random
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
 
-from ..data import Row, file_sha256, read_rows
+from ..data import Row, data_fingerprint, load_splits
 from ..errors import RecipeError
 from .base import TaskData
 
@@ -40,27 +38,9 @@ class ClassificationTask:
         return out
 
     def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
-        def resolve(p: str) -> Path:
-            q = Path(p).expanduser()
-            return q if q.is_absolute() else base_dir / q
-
-        train_path = resolve(cfg.train)
-        train = self._examples(read_rows(train_path, cfg.format, "dataset.train"), cfg.text_column, cfg.label_column)
-        sources = {str(train_path): file_sha256(train_path)}
-        if cfg.eval:
-            eval_path = resolve(cfg.eval)
-            evals = self._examples(read_rows(eval_path, cfg.format, "dataset.eval"), cfg.text_column, cfg.label_column)
-            sources[str(eval_path)] = file_sha256(eval_path)
-        else:
-            rng = random.Random(cfg.seed)
-            order = list(range(len(train)))
-            rng.shuffle(order)
-            n_eval = max(1, round(len(train) * cfg.eval_fraction))
-            if n_eval >= len(train):
-                raise RecipeError(f"dataset.eval_fraction: leaves no training rows ({len(train)} rows in {train_path})")
-            held = set(order[:n_eval])
-            evals = [e for i, e in enumerate(train) if i in held]
-            train = [e for i, e in enumerate(train) if i not in held]
+        train, evals, sources = load_splits(
+            cfg, base_dir, lambda rows: self._examples(rows, cfg.text_column, cfg.label_column))
+        train_path = next(iter(sources))
         labels = sorted({e["label_name"] for e in train})
         if len(labels) < 2:
             raise RecipeError(f"dataset.train: needs at least 2 distinct labels, found {len(labels)} in {train_path}")
@@ -70,11 +50,7 @@ class ClassificationTask:
                 raise RecipeError(f"{e['where']}: eval label '{e['label_name']}' never occurs in the training data")
         for e in train + evals:
             e["label"] = index[e["label_name"]]
-        # Content, not location: a moved checkout or recipe keeps its finished stages.
-        settings = cfg.model_dump(exclude={"train", "eval"})
-        fp = hashlib.sha256(
-            json.dumps([self.name, list(sources.values()), bool(cfg.eval), settings, labels], sort_keys=True).encode()
-        ).hexdigest()
+        fp = data_fingerprint(self.name, sources, cfg, labels)
         return TaskData(train=train, eval=evals, labels=labels, fingerprint=fp, sources=sources)
 
     # -- model ----------------------------------------------------------------------------------
