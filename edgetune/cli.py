@@ -162,6 +162,9 @@ def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs
     if target.suffix == ".onnx":
         if not target.is_file():
             raise RecipeError(f"ONNX file not found: {target}")
+        if (target.parent / "genai_config.json").is_file():
+            raise RecipeError(f"{target} is a causal LM with a KV cache: benchmark it through its recipe "
+                              f"(edgetune bench RECIPE), which measures tokens/s against PyTorch")
         from .stages.common import describe_onnx
 
         model = describe_onnx(target, "onnx")

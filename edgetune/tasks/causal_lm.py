@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import random
 from pathlib import Path
@@ -246,6 +247,7 @@ def _gguf_string(reader: Any, key: str) -> str:
     return bytes(field.parts[field.data[0]]).decode() if field else ""
 
 
+@functools.lru_cache(maxsize=4)
 def _gguf_tokenizer(path: Path) -> Any:
     """Load a GGUF file's tokenizer and repair what transformers' GGUF conversion gets wrong for byte-level BPE.
 
@@ -337,14 +339,17 @@ def _ids(x: Any) -> list[int]:
 
 
 def _context_length(path: Path) -> int | None:
-    from transformers import AutoConfig
-
+    """The model's context length, from GGUF metadata or config.json, without loading weights."""
     path = Path(path)
-    try:
-        cfg = AutoConfig.from_pretrained(path.parent, gguf_file=path.name) if path.suffix == ".gguf" else AutoConfig.from_pretrained(path)
-    except Exception:
-        return None
-    return getattr(cfg, "max_position_embeddings", None)
+    if path.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        reader = GGUFReader(path)
+        arch = _gguf_string(reader, "general.architecture")
+        field = reader.fields.get(f"{arch}.context_length")
+        return int(field.parts[field.data[0]][0]) if field else None
+    cfg = path / "config.json"
+    return json.loads(cfg.read_text()).get("max_position_embeddings") if cfg.is_file() else None
 
 
 def greedy_torch(model: Any, prompt: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
