@@ -55,19 +55,23 @@ def tiny_bert(tmp_path_factory) -> Path:
 @pytest.fixture
 def tiny_recipe(tmp_path, tiny_bert) -> Path:
     """A recipe (and its data) for the tiny BERT; returns the recipe path."""
-    write_jsonl(tmp_path / "data" / "train.jsonl", make_rows(16, seed=1))
-    write_jsonl(tmp_path / "data" / "eval.jsonl", make_rows(6, seed=2))
-    recipe = {
+    return write_recipe(tmp_path, make_rows(16, seed=1), make_rows(6, seed=2), {
         "name": "tiny",
         "task": "classification",
         "model": {"source": str(tiny_bert)},
-        "dataset": {"train": "data/train.jsonl", "eval": "data/eval.jsonl"},
         "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]},
         "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
         "benchmark": {"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 3},
-    }
+    })
+
+
+def write_recipe(tmp_path: Path, train: list[dict], evals: list[dict], recipe: dict) -> Path:
+    """Write data/train.jsonl, data/eval.jsonl and recipe.yaml (which points at them) into tmp_path."""
+    write_jsonl(tmp_path / "data" / "train.jsonl", train)
+    write_jsonl(tmp_path / "data" / "eval.jsonl", evals)
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    path.write_text(yaml.safe_dump({**recipe, "dataset": {"train": "data/train.jsonl", "eval": "data/eval.jsonl",
+                                                          **recipe.get("dataset", {})}}, sort_keys=False))
     return path
 
 
@@ -131,20 +135,14 @@ def make_chats(n: int, seed: int) -> list[dict]:
 @pytest.fixture
 def tiny_chat_recipe(tmp_path, tiny_llama) -> Path:
     """A causal-lm recipe (and its chat data) for the tiny LLaMA; returns the recipe path."""
-    write_jsonl(tmp_path / "data" / "train.jsonl", make_chats(24, seed=1))
-    write_jsonl(tmp_path / "data" / "eval.jsonl", make_chats(6, seed=2))
-    recipe = {
+    return write_recipe(tmp_path, make_chats(24, seed=1), make_chats(6, seed=2), {
         "name": "tiny-chat",
         "task": "causal-lm",
         "model": {"source": str(tiny_llama)},
-        "dataset": {"train": "data/train.jsonl", "eval": "data/eval.jsonl", "system_prompt": "Reply with JSON.",
-                    "response_format": "json"},
+        "dataset": {"system_prompt": "Reply with JSON.", "response_format": "json"},
         "lora": {"r": 4, "alpha": 8},
         "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
         "quantize": {"precisions": ["int8", "int4"], "int4_block_size": 16},
         "verify": {"greedy_tokens": 8},
         "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2},
-    }
-    path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return path
+    })
