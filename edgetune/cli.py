@@ -100,9 +100,11 @@ def _print_result(result) -> None:
         click.echo(format_benchmark(result.benchmark))
     if result.verification is not None:
         v = result.verification
+        from .stages.report import headline
+
         for name, m in v.models.items():
-            acc = m.get("accuracy")
-            click.echo(f"{name:<14} accuracy {acc:.4f}" + (f"  max|diff| {m['max_abs_diff']:.2e}  top-1 agree {m['top1_agreement']:.4f}"
+            key, value = headline(m) or ("-", float("nan"))
+            click.echo(f"{name:<14} {key} {value:.4f}" + (f"  max|diff| {m['max_abs_diff']:.2e}  top-1 agree {m['top1_agreement']:.4f}"
                                                           if "max_abs_diff" in m else ""))
     if result.report is not None:
         click.echo(f"report: {result.report.markdown_path}")

@@ -84,6 +84,9 @@ class QuantizeConfig(Section):
         4, description="MatMulNBits compute type: 0 default, 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on CPU)."
     )
     int4_keep_lm_head: bool = Field(False, description="Keep the output projection (lm_head) in int8 instead of int4.")
+    int4_int8_layers: bool = Field(
+        False, description="Keep the quantization-sensitive layers (the builder's 'mixed_layers') in int8."
+    )
 
 
 class VerifyConfig(Section):

@@ -37,8 +37,10 @@ def quantize(
             extra: dict = {"block_size": cfg.int4_block_size, "accuracy_level": cfg.int4_accuracy_level}
             if precision == "int8" or cfg.int4_keep_lm_head:
                 extra["shared_embeddings"] = "false"
-            if precision == "int4" and cfg.int4_keep_lm_head:
-                extra["matmul_mixed_precision"] = "last_matmul:int8"
+            mixed = [g for g, on in (("last_matmul:int8", cfg.int4_keep_lm_head),
+                                     ("mixed_layers:int8", cfg.int4_int8_layers)) if on]
+            if precision == "int4" and mixed:
+                extra["matmul_mixed_precision"] = ",".join(mixed)
             build_genai(merged.path, folder, precision, extra)
             models.append(describe_onnx(folder / FP32_NAME, precision, {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", **extra}))
         return Quantized(models)

@@ -159,12 +159,17 @@ def _markdown(doc: dict, plot: Path | None) -> str:
     return "\n".join(out)
 
 
-def _task_metric(metrics: dict) -> float | None:
-    """The task's headline figure: accuracy (classification) or JSON exact match (causal-lm)."""
+def headline(metrics: dict) -> tuple[str, float] | None:
+    """The task's headline figure: accuracy (classification) or JSON exact match / perplexity (causal-lm)."""
     for key in ("accuracy", "json_exact_match", "perplexity"):
         if key in metrics:
-            return metrics[key]
+            return key, metrics[key]
     return None
+
+
+def _task_metric(metrics: dict) -> float | None:
+    found = headline(metrics)
+    return found[1] if found else None
 
 
 def _seqs(st: dict) -> list[int]:
