@@ -75,3 +75,6 @@ def test_build_exports_genai_folders_and_verifies(tiny_chat_recipe, tmp_path):
 
     r = CliRunner().invoke(cli, ["generate", str(run), "--prompt", "turn on the kitchen light", "--max-tokens", "8"])
     assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(cli, ["report", str(tiny_chat_recipe), "--out", str(run)])
+    assert r.exit_code == 0, r.output
+    assert "onnx_int4      json_exact_match" in r.output and "decode t/s" in r.output
