@@ -24,9 +24,12 @@ def model_folder(run_dir: Path, precision: str | None = None) -> Path:
                       f"(run `edgetune build` on a causal-lm recipe first)")
 
 
-def system_prompt(run_dir: Path) -> str | None:
+def opening_messages(run_dir: Path, system: str | None = None) -> list[dict]:
+    """The conversation's start: `system`, else the run's recipe system prompt, else nothing."""
     meta = Path(run_dir) / "recipe.json"
-    return json.loads(meta.read_text()).get("dataset", {}).get("system_prompt") if meta.is_file() else None
+    if system is None and meta.is_file():
+        system = json.loads(meta.read_text()).get("dataset", {}).get("system_prompt")
+    return [{"role": "system", "content": system}] if system else []
 
 
 class Chat:
@@ -46,12 +49,9 @@ class Chat:
 
     def stream(self, messages: list[dict], max_tokens: int = 128) -> Iterator[str]:
         ids = list(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
-        gen = self.model._generator(ids, len(ids) + max_tokens)
         out: list[int] = []
         shown = ""
-        while not gen.is_done() and len(out) < max_tokens:
-            gen.generate_next_token()
-            t = int(gen.get_next_tokens()[0])
+        for t in self.model.tokens(ids, max_tokens):
             if t in self.eos:
                 break
             out.append(t)
@@ -65,8 +65,7 @@ def generate(run_dir: Path, prompt: str, max_tokens: int = 128, precision: str |
              system: str | None = None, on_text: Callable[[str], None] | None = None) -> str:
     """Answer one prompt with the run's exported model; returns the reply (also streamed to `on_text`)."""
     chat = Chat(model_folder(run_dir, precision), threads)
-    messages = [{"role": "system", "content": s} for s in [system or system_prompt(run_dir)] if s]
-    messages.append({"role": "user", "content": prompt})
+    messages = opening_messages(run_dir, system) + [{"role": "user", "content": prompt}]
     pieces = []
     for piece in chat.stream(messages, max_tokens):
         pieces.append(piece)

@@ -228,10 +228,10 @@ def chat(run_dir: Path, precision, max_tokens: int, threads: int, system) -> Non
     Example:
       edgetune chat runs/home-assistant-smollm2 --precision int4
     """
-    from .chat import Chat, model_folder, system_prompt
+    from .chat import Chat, model_folder, opening_messages
 
     session = Chat(model_folder(run_dir, precision), threads)
-    history = [{"role": "system", "content": s} for s in [system or system_prompt(run_dir)] if s]
+    history = opening_messages(run_dir, system)
     while True:
         try:
             line = input("> ")

@@ -92,125 +92,119 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _worker(job: dict, conn: Any) -> None:
+def _worker(job: dict) -> dict:
     """Runs in a fresh process so load time and peak RSS belong to one model."""
-    try:
-        threads, batch = job["threads"], job["batch"]
-        t0 = time.perf_counter()
-        given = job.get("inputs")  # {seq_len: feeds}, the same arrays for every model in a run
-        if job["kind"] == "torch":
-            import torch
+    threads, batch = job["threads"], job["batch"]
+    t0 = time.perf_counter()
+    given = job.get("inputs")  # {seq_len: feeds}, the same arrays for every model in a run
+    if job["kind"] == "torch":
+        import torch
 
-            torch.set_num_threads(threads)
-            from ..tasks import TaskData, get_task
+        torch.set_num_threads(threads)
+        from ..tasks import TaskData, get_task
 
-            task = get_task(job["task"])
-            model = task.load_model(Path(job["path"]), TaskData([], [], labels=job["labels"]))
+        task = get_task(job["task"])
+        model = task.load_model(Path(job["path"]), TaskData([], [], labels=job["labels"]))
 
-            def make(seq: int) -> Any:
-                feeds = {k: torch.from_numpy(v) for k, v in given[seq].items()}
-                return lambda: model(**feeds)
+        def make(seq: int) -> Any:
+            feeds = {k: torch.from_numpy(v) for k, v in given[seq].items()}
+            return lambda: model(**feeds)
 
-            ctx = torch.inference_mode()
-        else:
-            import contextlib
+        ctx = torch.inference_mode()
+    else:
+        import contextlib
 
-            from ..runtime import ort_session
+        from ..runtime import ort_session
 
-            sess = ort_session(job["path"], threads)
-            wanted = [i.name for i in sess.get_inputs()]
-            bounds = {} if given else _index_bounds(job["path"])
+        sess = ort_session(job["path"], threads)
+        wanted = [i.name for i in sess.get_inputs()]
+        bounds = {} if given else _index_bounds(job["path"])
 
-            def make(seq: int) -> Any:
-                feeds = {n: given[seq][n] for n in wanted} if given else _generated_inputs(sess, batch, seq, bounds)
-                return lambda: sess.run(None, feeds)
+        def make(seq: int) -> Any:
+            feeds = {n: given[seq][n] for n in wanted} if given else _generated_inputs(sess, batch, seq, bounds)
+            return lambda: sess.run(None, feeds)
 
-            ctx = contextlib.nullcontext()
-        load_s = time.perf_counter() - t0
-        per_seq = []
-        with ctx:
-            for i, seq in enumerate(job["seqs"]):
-                fn = make(seq)
+        ctx = contextlib.nullcontext()
+    load_s = time.perf_counter() - t0
+    per_seq = []
+    with ctx:
+        for seq in job["seqs"]:
+            fn = make(seq)
+            t = time.perf_counter()
+            fn()
+            first_ms = (time.perf_counter() - t) * 1000
+            for _ in range(job["warmup"]):
+                fn()
+            times = []
+            for _ in range(job["runs"]):
                 t = time.perf_counter()
                 fn()
-                first_ms = (time.perf_counter() - t) * 1000
-                for _ in range(job["warmup"]):
-                    fn()
-                times = []
-                for _ in range(job["runs"]):
-                    t = time.perf_counter()
-                    fn()
-                    times.append(time.perf_counter() - t)
-                per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
-        conn.send({"ok": True, "load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": per_seq})
-    except Exception as e:  # reported to the parent, which raises a one-line error
-        conn.send({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
-    finally:
-        conn.close()
+                times.append(time.perf_counter() - t)
+            per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
+    return {"load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": per_seq}
 
 
-def _llm_worker(job: dict, conn: Any) -> None:
+def _llm_worker(job: dict) -> dict:
     """Time to first token, prefill and decode speed of one causal LM, in a fresh process."""
-    try:
-        threads, seq, new = job["threads"], job["seqs"][0], job["new_tokens"]
-        prompt = list(np.random.default_rng(seq).integers(100, job["vocab"] - 1, size=seq))
-        prompt = [int(t) for t in prompt]
-        t0 = time.perf_counter()
-        if job["kind"] == "torch":
-            import torch
-            from transformers import AutoModelForCausalLM
+    threads, seq, new = job["threads"], job["seqs"][0], job["new_tokens"]
+    prompt = np.random.default_rng(seq).integers(100, job["vocab"] - 1, size=seq).tolist()
+    t0 = time.perf_counter()
+    if job["kind"] == "torch":
+        import torch
+        from transformers import AutoModelForCausalLM
 
-            torch.set_num_threads(threads)
-            model = AutoModelForCausalLM.from_pretrained(job["path"], dtype=torch.float32).eval()
+        torch.set_num_threads(threads)
+        model = AutoModelForCausalLM.from_pretrained(job["path"], dtype=torch.float32).eval()
 
-            def run() -> list[float]:
-                stamps = [time.perf_counter()]
-                with torch.inference_mode():
-                    out = model(input_ids=torch.tensor([prompt]), use_cache=True)
-                    for _ in range(new):
-                        tok = out.logits[:, -1:].argmax(-1)
-                        stamps.append(time.perf_counter())
-                        out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
-                return stamps
-        else:
-            import json as _json
-
-            import onnxruntime_genai as og
-
-            cfg = og.Config(str(Path(job["path"]).parent))
-            cfg.clear_providers()
-            cfg.overlay(_json.dumps({"model": {"decoder": {"session_options": {
-                "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
-            model = og.Model(cfg)
-
-            def run() -> list[float]:
-                params = og.GeneratorParams(model)
-                # min_length = max_length: every run decodes exactly `new` tokens, end token or not
-                params.set_search_options(do_sample=False, max_length=seq + new, min_length=seq + new)
-                gen = og.Generator(model, params)
-                stamps = [time.perf_counter()]
-                gen.append_tokens([prompt])
-                while not gen.is_done():
-                    gen.generate_next_token()
-                    gen.get_next_tokens()
+        def run() -> list[float]:
+            stamps = [time.perf_counter()]
+            with torch.inference_mode():
+                out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+                for _ in range(new):
+                    tok = out.logits[:, -1:].argmax(-1)
                     stamps.append(time.perf_counter())
-                return stamps
-        load_s = time.perf_counter() - t0
-        for _ in range(job["warmup"]):
-            run()
-        ttft, decode = [], []
-        for _ in range(job["runs"]):
-            st = run()
-            ttft.append(st[1] - st[0])
-            decode.append((len(st) - 2) / (st[-1] - st[1]))
-        ttft_ms = float(np.median(ttft) * 1000)
-        conn.send({"ok": True, "load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": [{
-            "seq_len": seq, "threads": threads, "new_tokens": new, "ttft_ms": ttft_ms,
-            "prefill_tokens_per_s": seq / (ttft_ms / 1000), "decode_tokens_per_s": float(np.median(decode)),
-            "p50_ms": float(1000 / np.median(decode)), "p90_ms": float(1000 / np.percentile(decode, 10)),
-            "p99_ms": float(1000 / np.percentile(decode, 1)), "mean_ms": float(1000 / np.mean(decode)),
-            "throughput_per_s": float(np.median(decode)), "first_ms": ttft_ms}]})
-    except Exception as e:
+                    out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
+            return stamps
+    else:
+        from ..tasks.causal_lm import GenaiLM
+
+        lm = GenaiLM(Path(job["path"]).parent, threads)
+        og, model = lm.og, lm.model
+
+        def run() -> list[float]:
+            params = og.GeneratorParams(model)
+            # min_length = max_length: every run decodes exactly `new` tokens, end token or not
+            params.set_search_options(do_sample=False, max_length=seq + new, min_length=seq + new)
+            gen = og.Generator(model, params)
+            stamps = [time.perf_counter()]
+            gen.append_tokens([prompt])
+            while not gen.is_done():
+                gen.generate_next_token()
+                gen.get_next_tokens()
+                stamps.append(time.perf_counter())
+            return stamps
+    load_s = time.perf_counter() - t0
+    for _ in range(job["warmup"]):
+        run()
+    ttft, decode = [], []
+    for _ in range(job["runs"]):
+        st = run()
+        ttft.append(st[1] - st[0])
+        decode.append((len(st) - 2) / (st[-1] - st[1]))
+    ttft_ms = float(np.median(ttft) * 1000)
+    return {"load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": [{
+        "seq_len": seq, "threads": threads, "new_tokens": new, "ttft_ms": ttft_ms,
+        "prefill_tokens_per_s": seq / (ttft_ms / 1000), "decode_tokens_per_s": float(np.median(decode)),
+        "p50_ms": float(1000 / np.median(decode)), "p90_ms": float(1000 / np.percentile(decode, 10)),
+        "p99_ms": float(1000 / np.percentile(decode, 1)), "mean_ms": float(1000 / np.mean(decode)),
+        "throughput_per_s": float(np.median(decode)), "first_ms": ttft_ms}]}
+
+
+def _child(job: dict, conn: Any) -> None:
+    """Process entry point: run the job's worker and send its result, or a one-line error, to the parent."""
+    try:
+        conn.send({"ok": True, **(_llm_worker if job.get("llm") else _worker)(job)})
+    except Exception as e:  # the parent raises it as a one-line error
         conn.send({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
     finally:
         conn.close()
@@ -219,8 +213,7 @@ def _llm_worker(job: dict, conn: Any) -> None:
 def _run_job(job: dict) -> dict:
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
-    target = _llm_worker if job.get("llm") else _worker
-    p = ctx.Process(target=target, args=(job, child), daemon=True)
+    p = ctx.Process(target=_child, args=(job, child), daemon=True)
     p.start()
     child.close()
     try:
@@ -298,11 +291,7 @@ def bench(
         if b:
             r["p50_ratio_to_baseline"] = r["p50_ms"] / b["p50_ms"]
             r["speedup_vs_baseline"] = b["p50_ms"] / r["p50_ms"]
-    record = Benchmark(results=results, models=summary, settings=cfg.model_dump(), machine=machine_info(cfg.threads),
-                       baseline=BASELINE if merged is not None else "")
-    if out is not None:
-        atomic_write_json(out / "bench.json", dataclasses.asdict(record))
-    return record
+    return _record(results, summary, cfg, out, BASELINE if merged is not None else "")
 
 
 def _bench_llm(models: list[OnnxModel], cfg: BenchmarkConfig, out: Path | None, merged: MergedModel, log: Any) -> Benchmark:
@@ -330,8 +319,13 @@ def _bench_llm(models: list[OnnxModel], cfg: BenchmarkConfig, out: Path | None, 
         r["decode_speedup_vs_baseline"] = r["decode_tokens_per_s"] / base["decode_tokens_per_s"]
         r["p50_ratio_to_baseline"] = r["p50_ms"] / base["p50_ms"]
         r["speedup_vs_baseline"] = r["decode_speedup_vs_baseline"]
-    record = Benchmark(results=results, models=summary, settings=cfg.model_dump(), machine=machine_info(cfg.threads),
-                       baseline=BASELINE)
+    return _record(results, summary, cfg, out, BASELINE)
+
+
+def _record(results: list[dict], models: dict, cfg: BenchmarkConfig, out: Path | None, baseline: str) -> Benchmark:
+    """The Benchmark record of a run, also written to out/bench.json when `out` is given."""
+    record = Benchmark(results=results, models=models, settings=cfg.model_dump(), machine=machine_info(cfg.threads),
+                       baseline=baseline)
     if out is not None:
         atomic_write_json(out / "bench.json", dataclasses.asdict(record))
     return record

@@ -320,12 +320,19 @@ class GenaiLM:
     def logits(self, ids: list[int]) -> np.ndarray:
         return np.asarray(self._generator(ids, len(ids) + 1).get_output("logits"))[0]
 
-    def greedy(self, ids: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
+    def tokens(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
+        """Greedy new tokens after `ids`, one at a time as they are decoded."""
         gen = self._generator(ids, len(ids) + max_new_tokens)
-        out: list[int] = []
-        while not gen.is_done() and len(out) < max_new_tokens:
+        for _ in range(max_new_tokens):
+            if gen.is_done():
+                return
             gen.generate_next_token()
-            t = int(gen.get_next_tokens()[0])
+            yield int(gen.get_next_tokens()[0])
+
+    def greedy(self, ids: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
+        """Greedy new tokens up to and including the first end token."""
+        out: list[int] = []
+        for t in self.tokens(ids, max_new_tokens):
             out.append(t)
             if t in eos:
                 break
