@@ -53,11 +53,13 @@ def finetune(
     total_steps = steps_per_epoch * training.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * training.warmup_fraction), total_steps)
 
+    bf16 = use_bf16(training.precision)
+    log(f"finetune: {'bfloat16 autocast' if bf16 else 'float32'} training")
     history: list[dict] = []
     start_epoch = 0
     ckpt = checkpoint_dir / "state.pt"
     if ckpt.exists():
-        state = torch.load(ckpt, weights_only=False)  # our own file, written below
+        state = torch.load(ckpt, weights_only=True)  # tensors and plain containers only: no pickled code
         set_peft_model_state_dict(model, state["adapter"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -73,7 +75,8 @@ def finetune(
         bar = tqdm(batches, total=steps_per_epoch, desc=f"finetune epoch {epoch + 1}/{training.epochs}",
                    disable=None if progress else True, leave=False)  # None: only on a terminal
         for batch in bar:
-            loss = model(**batch).loss
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = task.loss(model, batch)
             loss.backward()
             optimizer.step()
             scheduler.step()
@@ -106,6 +109,18 @@ def finetune(
         train_examples=len(data.train),
         eval_examples=len(data.eval),
     )
+
+
+def use_bf16(precision: str) -> bool:
+    """bf16 autocast for 'bf16', or for 'auto' when the CPU has native bf16 matrix units (AMX or AVX512-BF16);
+    without them bf16 is emulated and slower than float32."""
+    if precision != "auto":
+        return precision == "bf16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

@@ -160,6 +160,18 @@ class CausalLMTask:
                 labels[j, : len(lab)] = torch.tensor(lab)
             yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
+    def loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        """Mean cross-entropy over assistant tokens, with the output projection applied only at those positions:
+        the vocabulary-wide logits of prompt tokens (most of each sequence) are never computed."""
+        import torch.nn.functional as F
+
+        base = model.get_base_model()
+        hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        target = batch["labels"][:, 1:]
+        keep = target != IGNORE
+        logits = base.get_output_embeddings()(hidden[:, :-1][keep])
+        return F.cross_entropy(logits.float(), target[keep])
+
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int,
                  generate: int = 0) -> tuple[np.ndarray, dict]:
         """Next-token logits after each prompt (the comparable output) and perplexity on the responses.
@@ -167,11 +179,11 @@ class CausalLMTask:
         With `generate` > 0 it also decodes greedily (up to the response length + `generate` tokens) and scores
         the generations: token lists in metrics['generations'], JSON exact match when responses are JSON.
         """
-        first, logps, gens, texts = [], [], [], []
+        first, logps, gens, texts, prompts, budgets = [], [], [], [], [], []
         eos = _end_ids(tokenizer)
-        for ex in examples:
+        all_logits = _all_logits(model, [ex["ids"][:max_length] for ex in examples], batch_size)
+        for ex, logits in zip(examples, all_logits):
             ids, labels = ex["ids"][:max_length], ex["labels"][:max_length]
-            logits = _full_logits(model, ids)
             start = next(i for i, lab in enumerate(labels) if lab != IGNORE)
             first.append(logits[start - 1])
             lp = logits[:-1] - _logsumexp(logits[:-1])
@@ -179,13 +191,14 @@ class CausalLMTask:
             keep = target != IGNORE
             logps.append(lp[np.arange(len(target))[keep], target[keep]])
             if generate:
-                budget = max(generate, len(ids) - start + 8)
-                if hasattr(model, "greedy"):
-                    toks = model.greedy(ids[:start], budget, eos)
-                else:
-                    toks = greedy_torch(model, ids[:start], budget, eos)
-                gens.append(toks)
-                texts.append(tokenizer.decode([t for t in toks if t not in eos], skip_special_tokens=True))
+                prompts.append(ids[:start])
+                budgets.append(max(generate, len(ids) - start + 8))
+        if generate:
+            if hasattr(model, "greedy"):
+                gens = [model.greedy(p, b, eos) for p, b in zip(prompts, budgets)]
+            else:
+                gens = greedy_torch(model, prompts, budgets, eos, batch_size)
+            texts = [tokenizer.decode([t for t in toks if t not in eos], skip_special_tokens=True) for toks in gens]
         lp_all = np.concatenate(logps)
         metrics: dict[str, Any] = {"perplexity": float(np.exp(-lp_all.mean())), "tokens": int(lp_all.size)}
         if generate:
@@ -224,15 +237,30 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
-def _full_logits(model: Any, ids: list[int]) -> np.ndarray:
-    """Logits at every position of `ids`: [len(ids), vocab], float64 for a float64 model."""
+def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[np.ndarray]:
+    """Logits at every position of each sequence: [len(seq), vocab], float64 for a float64 model.
+
+    A PyTorch model runs `batch_size` sequences at a time, right-padded (causal attention: padding after a
+    sequence cannot change its logits); an ONNX runner takes them one by one."""
     if hasattr(model, "logits") and not hasattr(model, "config"):
-        return np.asarray(model.logits(ids), dtype=np.float32)
+        for ids in seqs:
+            yield np.asarray(model.logits(ids), dtype=np.float32)
+        return
     import torch
 
-    with torch.inference_mode():
-        out = model(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long)).logits[0]
-    return out.numpy() if out.dtype == torch.float64 else out.float().numpy()
+    for at in range(0, len(seqs), max(1, batch_size)):
+        chunk = seqs[at: at + batch_size]
+        width = max(len(s) for s in chunk)
+        ids = torch.zeros((len(chunk), width), dtype=torch.long)
+        mask = torch.zeros((len(chunk), width), dtype=torch.long)
+        for j, s in enumerate(chunk):
+            ids[j, : len(s)] = torch.tensor(s)
+            mask[j, : len(s)] = 1
+        with torch.inference_mode():
+            out = model(input_ids=ids, attention_mask=mask).logits
+        out = out if out.dtype == torch.float64 else out.float()
+        for j, s in enumerate(chunk):  # one batch in memory at a time: vocabulary-wide logits are large
+            yield out[j, : len(s)].numpy()
 
 
 def _end_ids(tokenizer: Any) -> set[int]:
@@ -359,15 +387,28 @@ def _context_length(path: Path) -> int | None:
     return json.loads(cfg.read_text()).get("max_position_embeddings") if cfg.is_file() else None
 
 
-def greedy_torch(model: Any, prompt: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
-    """Greedy decoding with the PyTorch model and its KV cache; stops at an end token."""
+def greedy_torch(model: Any, prompts: list[list[int]], budgets: list[int], eos: set[int],
+                 batch_size: int = 16) -> list[list[int]]:
+    """Greedy decoding with the PyTorch model and its KV cache, `batch_size` prompts at a time (left-padded,
+    prompts of similar length together); each result stops after its first end token or its budget."""
     import torch
 
-    with torch.inference_mode():
-        out = model.generate(torch.tensor([prompt]), attention_mask=torch.ones(1, len(prompt), dtype=torch.long),
-                             max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(eos),
-                             pad_token_id=sorted(eos)[0])
-    return out[0, len(prompt):].tolist()
+    pad = sorted(eos)[0]
+    out: list[list[int]] = [[] for _ in prompts]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for at in range(0, len(order), batch_size):
+        chunk = order[at: at + batch_size]
+        width = max(len(prompts[i]) for i in chunk)
+        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
+        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+        with torch.inference_mode():
+            new = model.generate(ids, attention_mask=mask, max_new_tokens=max(budgets[i] for i in chunk),
+                                 do_sample=False, eos_token_id=sorted(eos), pad_token_id=pad)[:, width:]
+        for row, i in zip(new.tolist(), chunk):
+            toks = row[: budgets[i]]
+            end = next((k for k, t in enumerate(toks) if t in eos), None)
+            out[i] = toks if end is None else toks[: end + 1]
+    return out
 
 
 def json_exact_match(texts: list[str], examples: list[dict]) -> float:
