@@ -94,6 +94,18 @@ class Benchmark:
 
 
 @dataclass(frozen=True)
+class Package:
+    """What the Android demo app needs: model, manifest (labels, inputs, versions, hashes) and golden vectors."""
+
+    path: Path
+    manifest_path: Path
+    model_sha256: str
+    size_bytes: int
+    files: list[str] = field(default_factory=list)
+    golden_cases: int = 0
+
+
+@dataclass(frozen=True)
 class Report:
     json_path: Path
     markdown_path: Path

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import sys
 from pathlib import Path
@@ -34,6 +35,12 @@ def handle_errors(fn):
         except KeyboardInterrupt:
             click.echo("Interrupted; run the same command again to resume.", err=True)
             sys.exit(130)
+        except OSError as e:  # disk full, permissions: the environment, not a bug; finished stages are intact
+            where = f": {e.filename}" if e.filename else ""
+            hint = ("; free some space (or pass --out on another disk) and run the same command again"
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+            click.echo(f"Error: {e.strerror or e}{where}{hint}", err=True)
+            sys.exit(1)
 
     return wrapper
 
@@ -72,15 +79,16 @@ def cli() -> None:
 @cli.command()
 @recipe_arg
 @out_opt
-@click.option("--from", "from_stage", type=click.Choice(["finetune", "merge", "export", "quantize", "verify", "bench", "report"]),
+@click.option("--from", "from_stage", type=click.Choice(["finetune", "merge", "export", "quantize", "verify", "package",
+                                                         "bench", "report"]),
               default=None, help="Redo this stage and every stage after it.")
 @click.option("--force", is_flag=True, help="Redo every stage.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @handle_errors
 def build(recipe: Path, out: Path | None, from_stage: str | None, force: bool, no_progress: bool) -> None:
-    """Run every stage of RECIPE: finetune, merge, export, quantize, verify, bench, report.
+    """Run every stage of RECIPE: finetune, merge, export, quantize, verify, package, bench, report.
 
-    Stages whose inputs and outputs are unchanged are skipped. Exits 2 on bad input (recipe, dataset,
+    The package stage runs when the recipe names an Android project (package.android). Stages whose inputs and outputs are unchanged are skipped. Exits 2 on bad input (recipe, dataset,
     model source), 1 when a verification gate fails (the report is still written).
 
     \b
@@ -106,6 +114,9 @@ def _print_result(result) -> None:
             key, value = headline(m) or ("-", float("nan"))
             click.echo(f"{name:<14} {key} {value:.4f}" + (f"  max|diff| {m['max_abs_diff']:.2e}  top-1 agree {m['top1_agreement']:.4f}"
                                                           if "max_abs_diff" in m else ""))
+    if result.package is not None:
+        click.echo(f"package: {result.package.path} ({result.package.size_bytes / 1e6:.1f} MB model, "
+                   f"{result.package.golden_cases} golden cases)")
     if result.report is not None:
         click.echo(f"report: {result.report.markdown_path}")
     click.echo(f"run dir: {result.run_dir}")
@@ -144,21 +155,40 @@ for _name in STAGE_HELP:
 @click.option("--batch", type=click.IntRange(1, 1024), default=None, help="Batch size [default: 1].")
 @click.option("--warmup", type=click.IntRange(0, 100000), default=None, help="Untimed runs first [default 20].")
 @click.option("--runs", type=click.IntRange(1, 1000000), default=None, help="Timed runs [default 100].")
+@click.option("--adb", "on_adb", is_flag=True,
+              help="Run on an Android phone through the demo app. TARGET: a run dir, recipe or package folder.")
+@click.option("--serial", default=None, help="With --adb: the device to use (see `adb devices`).")
+@click.option("--apk", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --adb: install this APK if the app is missing "
+                   "[default: android_demo/app/build/outputs/apk/debug/app-debug.apk].")
 @handle_errors
-def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs) -> None:
+def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs, on_adb, serial, apk) -> None:
     """Benchmark latency on this CPU. TARGET is a recipe (its run's models against PyTorch) or any .onnx file.
 
     With a recipe, PyTorch eager fp32 is measured in the same run as the baseline and every ONNX
     result is shown as a ratio to it. With an .onnx file, inputs are generated from its metadata.
 
+    With --adb, the packaged model runs on an attached phone in the demo app's BenchmarkActivity
+    (installed from --apk if missing) and its JSON result is printed in the same table.
+
     \b
     Examples:
       edgetune bench recipes/intent-minilm.yaml --threads 1
       edgetune bench runs/intent-minilm/quantize/model_int8.onnx --seq 32 --runs 500
+      edgetune bench runs/intent-minilm --adb --serial emulator-5554 --runs 200
     """
     from .recipe import BenchmarkConfig
     from .stages.bench import bench, format_benchmark
 
+    if on_adb:
+        from .android import bench_on_device
+
+        package_dir = _package_dir(target, out)
+        apk = apk or Path("android_demo/app/build/outputs/apk/debug/app-debug.apk")
+        result = bench_on_device(package_dir, serial, threads or 2, 10 if warmup is None else warmup, runs or 100,
+                                 apk, _log)
+        click.echo(format_benchmark(result))
+        return
     overrides = {k: v for k, v in {"threads": threads, "batch_size": batch, "warmup": warmup, "runs": runs,
                                    "sequence_lengths": list(seqs) or None}.items() if v is not None}
     if target.suffix == ".onnx":
@@ -178,6 +208,55 @@ def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs
     from .pipeline import build as run_build
 
     _print_result(run_build(recipe, out, until="bench", log=_log))
+
+
+def _package_dir(target: Path, out: Path | None) -> Path:
+    """The package folder of a run dir, a recipe's run, or `target` itself when it holds a manifest."""
+    if (target / "manifest.json").is_file() and (target / "golden.json").is_file():
+        return target
+    run_dir = target if target.is_dir() else (out or Path("runs") / _load(target).name)
+    folder = run_dir / "package"
+    if not (folder / "manifest.json").is_file():
+        raise RecipeError(f"{folder}: no packaged model: run `edgetune package {target} --android android_demo` first")
+    return folder
+
+
+@cli.command(name="package")
+@click.argument("target", type=click.Path(path_type=Path))
+@out_opt
+@click.option("--android", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The demo app project to install into [default: the recipe's package.android].")
+@click.option("--check", is_flag=True, help="Only check the package in --android against the run: exit 1 if stale.")
+@handle_errors
+def package_cmd(target: Path, out: Path | None, android: Path | None, check: bool) -> None:
+    """Package a run's quantized model for the Android demo app and install it into its assets.
+
+    TARGET is a run directory or a recipe. The package holds the model (ONNX, plus ORT format for
+    arm64) with the tokenizer inside the graph, labels, a manifest (inputs, outputs, versions, hashes)
+    and golden vectors: inputs with the outputs PyTorch computed. It is checked in ONNX Runtime
+    before it is installed.
+
+    \b
+    Examples:
+      edgetune package runs/intent-minilm --android android_demo
+      edgetune package runs/intent-minilm --android android_demo --check
+    """
+    from .pipeline import build as run_build
+    from .pipeline import load_run_recipe
+
+    if target.is_dir():
+        recipe, out = load_run_recipe(target), target
+    else:
+        recipe = _load(target)
+    if android is not None:
+        recipe = recipe.model_copy(update={"package": recipe.package.model_copy(update={"android": str(android.resolve())})})
+    if check:
+        from .pipeline import check_installed
+
+        where = check_installed(recipe, out)
+        click.echo(f"{where}: ok, matches the run's model")
+        return
+    _print_result(run_build(recipe, out, until="package", log=_log))
 
 
 run_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
@@ -249,6 +328,32 @@ def chat(run_dir: Path, precision, max_tokens: int, threads: int, system) -> Non
         history.append({"role": "assistant", "content": "".join(reply)})
 
 
+@cli.command()
+@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@out_opt
+@handle_errors
+def doctor(recipe: Path | None, out: Path | None) -> None:
+    """Check this environment: package versions known to work together, a second onnxruntime package,
+    CPU features (AVX2, VNNI, bf16), and free disk and RAM against an estimate for RECIPE.
+
+    Exits 1 when something must be fixed; warnings only inform.
+
+    \b
+    Example:
+      edgetune doctor recipes/home-assistant-smollm2.yaml
+    """
+    from .doctor import doctor as run_doctor
+
+    findings = run_doctor(_load(recipe) if recipe else None, out)
+    for f in findings:
+        click.echo(f.line())
+    failed = [f for f in findings if f.level == "fail"]
+    if failed:
+        raise EdgetuneError(f"{len(failed)} problem{'s' if len(failed) > 1 else ''} to fix: "
+                            + "; ".join(f"{f.topic}: {f.message}" for f in failed))
+    click.echo("ok: nothing to fix")
+
+
 @cli.group()
 def recipe() -> None:
     """Work with recipe files."""
@@ -268,6 +373,10 @@ def validate(recipe: Path) -> None:
 
     p = prepare(_load(recipe))
     d = p.data
+    if p.recipe.model.trust_remote_code:
+        _log("warning: model.trust_remote_code is true: Python code shipped with the model will run")
+    for w in p.data.warnings:
+        _log(f"warning: {w}")
     click.echo(f"{recipe}: ok: task {p.recipe.task}, model {p.source.path} ({p.source.kind}), "
                f"{len(d.train)} train / {len(d.eval)} eval rows" + (f", {len(d.labels)} labels" if d.labels else ""))
 

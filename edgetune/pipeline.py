@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -9,14 +10,16 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from .artifacts import Adapter, Benchmark, MergedModel, OnnxModel, Quantized, Report, Verification, from_json, rebase, to_json
+from .artifacts import (Adapter, Benchmark, MergedModel, OnnxModel, Package, Quantized, Report, Verification,
+                        from_json, rebase, to_json)
 from .errors import CheckFailed, EdgetuneError, RecipeError
-from .recipe import Recipe
+from .recipe import Recipe, parse_recipe
 from .rundir import RunDir, StageEntry, config_key
 from .sources import ModelSource, resolve_model_source
 from .tasks import Task, TaskData, get_task
 
-STAGES = ("finetune", "merge", "export", "quantize", "verify", "bench", "report")
+STAGES = ("finetune", "merge", "export", "quantize", "verify", "package", "bench", "report")
+RUN_RECIPE = "recipe.json"
 _PACKAGES = ("edgetune", "torch", "transformers", "peft", "optimum-onnx", "onnx", "onnxruntime")
 
 
@@ -38,6 +41,7 @@ class BuildResult:
     verification: Verification | None = None
     benchmark: Benchmark | None = None
     report: Report | None = None
+    package: Package | None = None
 
 
 @dataclass(frozen=True)
@@ -79,9 +83,17 @@ class _Runner:
             if upstream_of_target or self.run.is_valid(name, key):
                 if upstream_of_target and self.run.hash_outputs(name) != entry.outputs:
                     self.log(f"{name}: files changed since it ran; using them as they are (build would redo it)")
-                self.log(f"{name}: up to date, skipped")
-                self.result.skipped.append(name)
-                return from_json(cls, entry.record, self.run.root)
+                try:
+                    record = from_json(cls, entry.record, self.run.root)
+                except (KeyError, TypeError):  # written by an older edgetune with another record layout
+                    record = None
+                if record is not None:
+                    self.log(f"{name}: up to date, skipped")
+                    self.result.skipped.append(name)
+                    return record
+                if upstream_of_target:
+                    raise EdgetuneError(f"{self.run.root}: the {name} stage was written by another edgetune "
+                                        f"version; run `edgetune build` to redo it")
         self.log(f"{name}: running")
         t0 = time.perf_counter()
         self.run.drop_entry(name)
@@ -121,10 +133,18 @@ def build(
     with RunDir(out) as run:
         from .rundir import atomic_write_json
 
-        atomic_write_json(run.root / "recipe.json", recipe.model_dump(mode="json"))
+        atomic_write_json(run.root / RUN_RECIPE,
+                          {**recipe.model_dump(mode="json"), "base_dir": str(recipe.base_dir.resolve())})
         stage = _Runner(run, force_from, until, log)
-        r, task, data, source = p.recipe, p.task, p.data, p.source
-        remote = r.model.trust_remote_code
+        remote = recipe.model.trust_remote_code
+        if remote:
+            log("warning: model.trust_remote_code is true: Python code shipped with the model will run")
+        for w in p.data.warnings:
+            log(f"warning: {w}")
+        r, task, data = p.recipe, p.task, p.data
+        source_fp = p.source.fingerprint()
+        # loaded lazily: only the stages that run need the base weights
+        base = functools.cache(lambda: _dequantized_once(run, p.source, source_fp, task, remote, log))
         tr = r.training
         ckpt_root = run.root / "finetune.ckpt"
 
@@ -132,19 +152,19 @@ def build(
             from .stages.finetune import finetune
 
             ckpt = ckpt_root / config_key(r.lora.model_dump(), tr.model_dump(), data.fingerprint)[:16]
-            rec = finetune(source, data, r.lora, tr, task, tmp, ckpt, remote, progress, log)
+            rec = finetune(base(), data, r.lora, tr, task, tmp, ckpt, remote, progress, log)
             shutil.rmtree(ckpt_root, ignore_errors=True)
             return rec
 
         adapter = stage("finetune", Adapter, [r.task, r.model.source, r.lora.model_dump(), tr.model_dump()],
-                        [data.fingerprint, source.fingerprint()], do_finetune)
+                        [data.fingerprint, source_fp], do_finetune)
         if last < 1:
             return stage.result
 
         def do_merge(tmp: Path) -> MergedModel:
             from .stages.merge import merge
 
-            return merge(adapter, source, data, task, tmp, r.verify.merge_max_abs_diff,
+            return merge(adapter, base(), data, task, tmp, r.verify.merge_max_abs_diff,
                          tr.batch_size * 2, tr.max_length, remote)
 
         merged = stage("merge", MergedModel, [r.verify.merge_max_abs_diff, tr.max_length],
@@ -177,7 +197,7 @@ def build(
             from .stages.verify import verify
 
             return verify(merged, onnx_models, r.verify, data, task, tmp, tr.max_length, threads=r.benchmark.threads,
-                          base=source.path)
+                          base=base().path)
 
         verification = stage("verify", Verification, [r.verify.model_dump(), tr.max_length],
                              ["merge", "export", "quantize", data.fingerprint], do_verify)
@@ -187,6 +207,11 @@ def build(
         if last < 5:
             return stage.result
 
+        if r.package.android is not None or until == "package":
+            stage.result.package = _package_stage(stage, run, p, merged, verification, onnx_models, log)
+        if last < 6:
+            return stage.result
+
         def do_bench(tmp: Path) -> Benchmark:
             from .stages.bench import bench
 
@@ -194,7 +219,7 @@ def build(
 
         stage.result.benchmark = stage("bench", Benchmark, r.benchmark.model_dump(),
                                        ["merge", "export", "quantize"], do_bench)
-        if last < 6:
+        if last < 7:
             return stage.result
 
         def do_report(tmp: Path) -> Report:
@@ -208,6 +233,88 @@ def build(
         if not verification.passed:
             raise _gate_error(verification, stage.result.report)
         return stage.result
+
+
+def _dequantized_once(run: RunDir, source: ModelSource, fingerprint: str, task: Task, remote: bool,
+                      log: Callable[[str], None]) -> ModelSource:
+    """A GGUF source dequantized once into the run dir (base/, safetensors), so that finetune, merge and the
+    base-model score in verify each load it in seconds instead of converting the GGUF again."""
+    if not (source.path.is_file() and source.path.suffix == ".gguf"):
+        return source
+    import dataclasses
+
+    from .rundir import replace_dir
+
+    folder, stamp = run.root / "base", "source.sha256"
+    if (folder / stamp).is_file() and (folder / stamp).read_text().strip() == fingerprint:
+        return dataclasses.replace(source, path=folder)
+    log(f"base: dequantizing {source.path.name} once into {folder}")
+    tmp = run.root / "base.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    task.load_model(source.path, None, remote).save_pretrained(tmp)
+    task.load_tokenizer(source.path, remote).save_pretrained(tmp)
+    (tmp / stamp).write_text(fingerprint)
+    replace_dir(tmp, folder)
+    return dataclasses.replace(source, path=folder)
+
+
+def _package_stage(stage: _Runner, run: RunDir, p: Prepared, merged: MergedModel, verification: Verification,
+                   onnx_models: list[OnnxModel], log: Callable[[str], None]) -> Package | None:
+    """Package the smallest quantized model for the Android demo; install it into the app when the recipe says."""
+    from .stages import package as pkg
+
+    r = p.recipe
+    if not verification.passed:
+        log("package: skipped, a verification gate failed")
+        return None
+    model = onnx_models[-1]  # int8 for encoders; the last precision (int4 in the default LLM recipe) for decoders
+
+    def do_package(tmp: Path) -> Package:
+        return pkg.package(model, merged, verification, p.data, p.task, r.package, r.name, tmp,
+                           r.training.max_length, getattr(r.dataset, "system_prompt", None))
+
+    config = {k: v for k, v in r.package.model_dump().items() if k != "android"}
+    record = stage("package", Package, [config, r.training.max_length], ["merge", "quantize", "verify"], do_package)
+    if r.package.android is not None:
+        android = r.path(r.package.android)
+        where = pkg.assets_dir(android, p.task.name)
+        if pkg.check_package(where, model.sha256, run_golden=False):
+            where = pkg.install(record.path, android, p.task.name)
+            log(f"package: installed into {where}")
+        else:
+            log(f"package: {where} is up to date")
+    return record
+
+
+def check_installed(recipe: Recipe, out: Path | None = None) -> Path:
+    """Check the package installed in the recipe's Android project against its run; CheckFailed if stale."""
+    from .stages import package as pkg
+
+    if recipe.package.android is None:
+        raise RecipeError("package.android: no Android project given (use --android)")
+    run_dir = Path(out) if out is not None else Path("runs") / recipe.name
+    entry = RunDir(run_dir).entry("quantize")
+    if entry is None:
+        raise RecipeError(f"{run_dir}: the run has no quantized model yet (run edgetune build)")
+    expect = entry.record["models"][-1]["sha256"]
+    where = pkg.assets_dir(recipe.path(recipe.package.android), get_task(recipe.task).name)
+    problems = pkg.check_package(where, expect)
+    if problems:
+        raise CheckFailed("; ".join(problems))
+    return where
+
+
+def load_run_recipe(run_dir: Path) -> Recipe:
+    """The recipe a run directory was last built with (from its recipe.json)."""
+    path = Path(run_dir) / RUN_RECIPE
+    if not path.is_file():
+        raise RecipeError(f"{run_dir}: not an edgetune run directory (no {RUN_RECIPE})")
+    import json
+
+    data = json.loads(path.read_text())
+    base = Path(data.pop("base_dir", "."))
+    return parse_recipe(data, str(path), base)
 
 
 def _gate_error(v: Verification, report: Report | None = None) -> CheckFailed:

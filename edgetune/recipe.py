@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -67,6 +70,9 @@ class TrainingConfig(Section):
     weight_decay: Annotated[float, Field(ge=0, le=1)] = 0.0
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.06
     seed: int = 0
+    precision: Literal["fp32", "bf16", "auto"] = Field(
+        "fp32", description="Training compute: bf16 autocast, or auto = bf16 when the CPU has AMX/AVX512-BF16."
+    )
 
 
 class ExportConfig(Section):
@@ -114,6 +120,14 @@ class BenchmarkConfig(Section):
     )
 
 
+class PackageConfig(Section):
+    android: str | None = Field(
+        None, description="The Android demo project to install the package into (relative to the recipe), or null."
+    )
+    ort_format: bool = Field(True, description="Also write the model in ORT format, optimized for arm64.")
+    golden: Annotated[int, Field(ge=1, le=1000)] = Field(16, description="How many golden input/output cases.")
+
+
 class Recipe(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     task: Literal["classification", "causal-lm"]
@@ -125,6 +139,7 @@ class Recipe(Section):
     quantize: QuantizeConfig = QuantizeConfig()
     verify: VerifyConfig = VerifyConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
+    package: PackageConfig = PackageConfig()
     # Not part of the YAML: the folder the recipe's relative paths are resolved against.
     base_dir: Path = Field(Path("."), exclude=True)
 
@@ -141,9 +156,22 @@ class Recipe(Section):
         return p if p.is_absolute() else self.base_dir / p
 
 
+def field_path(loc: tuple) -> str:
+    """A pydantic location as the YAML path a user reads: training.epochs, benchmark.sequence_lengths[0];
+    keys that are not plain words are quoted, so a key such as ':' or '' stays visible."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            text = str(part) if re.fullmatch(r"[A-Za-z0-9_-]+", str(part)) else json.dumps(str(part), ensure_ascii=False)
+            out += ("." if out else "") + text
+    return out
+
+
 def _format_error(source: str, err: ValidationError) -> str:
     first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    loc = field_path(first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key"

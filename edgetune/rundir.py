@@ -37,6 +37,19 @@ def atomic_write_json(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def replace_dir(tmp: Path, final: Path) -> None:
+    """Put the finished folder `tmp` at `final`, replacing what is there: the old one is renamed aside first,
+    so `final` always holds either the old or the new folder, never a mix."""
+    if final.exists():
+        old = final.with_name(final.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(tmp, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, final)
+
+
 def config_key(*parts: Any) -> str:
     """A stable sha256 of JSON-serializable parts (stage name, config, input hashes)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -115,15 +128,8 @@ class RunDir:
 
     def commit_dir(self, stage: str) -> Path:
         """Move the finished scratch folder into place, replacing an older result."""
-        tmp, final = self.root / f"{stage}.tmp", self.stage_dir(stage)
-        if final.exists():
-            old = self.root / f"{stage}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(final, old)
-            os.replace(tmp, final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
+        final = self.stage_dir(stage)
+        replace_dir(self.root / f"{stage}.tmp", final)
         return final
 
     def hash_file(self, path: Path) -> str:

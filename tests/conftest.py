@@ -52,17 +52,23 @@ def tiny_bert(tmp_path_factory) -> Path:
     return root
 
 
+def tiny_classifier_recipe(folder: Path, model: Path, epochs: int = 2, **sections) -> Path:
+    """Write a classification recipe for the tiny BERT (and its data) into `folder`; `sections` override."""
+    return write_recipe(folder, make_rows(16, seed=1), make_rows(6, seed=2), {
+        "name": "tiny",
+        "task": "classification",
+        "model": {"source": str(model)},
+        "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]},
+        "training": {"epochs": epochs, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
+        "benchmark": {"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 3},
+        **sections,
+    })
+
+
 @pytest.fixture
 def tiny_recipe(tmp_path, tiny_bert) -> Path:
     """A recipe (and its data) for the tiny BERT; returns the recipe path."""
-    return write_recipe(tmp_path, make_rows(16, seed=1), make_rows(6, seed=2), {
-        "name": "tiny",
-        "task": "classification",
-        "model": {"source": str(tiny_bert)},
-        "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]},
-        "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
-        "benchmark": {"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 3},
-    })
+    return tiny_classifier_recipe(tmp_path, tiny_bert)
 
 
 def write_recipe(tmp_path: Path, train: list[dict], evals: list[dict], recipe: dict) -> Path:

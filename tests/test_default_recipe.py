@@ -9,6 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from edgetune.cli import cli
+from edgetune.stages.package import check_package
 from test_pipeline import _scale_largest_weight
 
 REPO = Path(__file__).resolve().parents[1]
@@ -26,6 +27,11 @@ def test_default_recipe_end_to_end(tmp_path):
         recipe["dataset"][key] = str(REPO / "recipes" / recipe["dataset"][key])
     recipe["training"]["epochs"] = 3
     recipe["benchmark"].update(runs=20, warmup=3, sequence_lengths=[32])
+    android = tmp_path / "android_demo"  # a stand-in for the app: the test must not write into the repo
+    (android / "app").mkdir(parents=True)
+    (android / "app" / "build.gradle.kts").write_text("")
+    assert recipe["package"]["android"] == "../android_demo"
+    recipe["package"]["android"] = str(android)
     path = tmp_path / "intent-minilm.yaml"
     path.write_text(yaml.safe_dump(recipe))
     run = tmp_path / "run"
@@ -39,6 +45,12 @@ def test_default_recipe_end_to_end(tmp_path):
     assert models["onnx_fp32"]["eval"]["max_abs_diff"] <= 1e-4
     assert models["onnx_int8"]["size_ratio_to_onnx_fp32"] <= 0.30
     assert set(models["onnx_int8"]["p50_ratio_to_baseline"]) == {"32"}
+
+    assets = android / "app" / "src" / "main" / "assets" / "edgetune"
+    manifest = json.loads((assets / "manifest.json").read_text())
+    assert len(manifest["labels"]) == 12 and manifest["model"]["precision"] == "int8"
+    assert check_package(assets, manifest["source"]["quantized_sha256"]) == []
+    assert (assets / "model.onnx").stat().st_size <= 0.30 * (run / "export" / "model.onnx").stat().st_size
 
     _scale_largest_weight(run / "export" / "model.onnx")
     r = CliRunner().invoke(cli, ["verify", str(path), "--out", str(run)])

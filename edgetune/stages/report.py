@@ -132,6 +132,11 @@ def _markdown(doc: dict, plot: Path | None) -> str:
         for c in r["checks"]:
             out.append(f"| {c['stage']} {c['name']} | {_fmt(c['value'])} | {c['op']} {c['threshold']:g} | {'pass' if c['passed'] else 'FAIL'} |")
         out.append("")
+    if "package" in st:
+        r = st["package"]
+        out += ["## Package (Android demo app)", "",
+                f"`{r['path']}`: {', '.join(r['files'])}; {r['size_bytes'] / 1e6:.1f} MB; model sha256 "
+                f"`{r['model_sha256'][:16]}`; {r['golden_cases']} golden cases reproduced in ONNX Runtime.", ""]
     if "bench" in st:
         r = st["bench"]
         m = r["machine"]

@@ -18,6 +18,7 @@ class TaskData:
     labels: list[str] = field(default_factory=list)
     fingerprint: str = ""
     sources: dict[str, str] = field(default_factory=dict)  # file -> sha256
+    warnings: list[str] = field(default_factory=list)  # e.g. texts truncated while reading
 
 
 class Task(Protocol):
@@ -38,6 +39,9 @@ class Task(Protocol):
         self, examples: list[dict], tokenizer: Any, batch_size: int, max_length: int, shuffle_seed: int | None = None
     ) -> Iterator[dict[str, Any]]:
         """Yield torch tensors the model takes (with `labels` for training)."""
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        """The training loss of `model` (a peft model) on one batch from `batches`."""
 
     def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         """The subset of a batch the exported model takes (no labels)."""

@@ -13,6 +13,18 @@ from ..errors import RecipeError
 from .base import TaskData
 
 
+# Longer texts are cut before tokenizing: far beyond any max_length, and a 100k-character row would only cost
+# tokenizer time (and memory in every batch) for tokens that truncation throws away.
+MAX_TEXT_CHARS = 20_000
+
+
+def _summarize(warnings: list[str]) -> list[str]:
+    """The first warning of a kind, with a count of the rest."""
+    if len(warnings) <= 1:
+        return warnings
+    return [f"{warnings[0]} (and {len(warnings) - 1} more rows)"]
+
+
 class ClassificationTask:
     name = "classification"
     onnx_task = "text-classification"
@@ -21,7 +33,7 @@ class ClassificationTask:
     generates = False
 
     # -- data -----------------------------------------------------------------------------------
-    def _examples(self, rows: list[Row], text_col: str, label_col: str) -> list[dict]:
+    def _examples(self, rows: list[Row], text_col: str, label_col: str, warnings: list[str]) -> list[dict]:
         first = rows[0]
         for col, what in ((text_col, "dataset.text_column"), (label_col, "dataset.label_column")):
             if col not in first.fields:
@@ -34,12 +46,17 @@ class ClassificationTask:
                 raise RecipeError(f"{r.where}: '{text_col}' is empty or not a string")
             if label is None or isinstance(label, (dict, list)) or str(label).strip() == "":
                 raise RecipeError(f"{r.where}: '{label_col}' is missing or not a scalar")
-            out.append({"text": text.strip(), "label_name": str(label).strip(), "where": r.where})
+            text = text.strip()
+            if len(text) > MAX_TEXT_CHARS:
+                warnings.append(f"{r.where}: text of {len(text)} characters truncated to {MAX_TEXT_CHARS}")
+                text = text[:MAX_TEXT_CHARS]
+            out.append({"text": text, "label_name": str(label).strip(), "where": r.where})
         return out
 
     def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
+        warnings: list[str] = []
         train, evals, sources = load_splits(
-            cfg, base_dir, lambda rows: self._examples(rows, cfg.text_column, cfg.label_column))
+            cfg, base_dir, lambda rows: self._examples(rows, cfg.text_column, cfg.label_column, warnings))
         train_path = next(iter(sources))
         labels = sorted({e["label_name"] for e in train})
         if len(labels) < 2:
@@ -51,7 +68,8 @@ class ClassificationTask:
         for e in train + evals:
             e["label"] = index[e["label_name"]]
         fp = data_fingerprint(self.name, sources, cfg, labels)
-        return TaskData(train=train, eval=evals, labels=labels, fingerprint=fp, sources=sources)
+        return TaskData(train=train, eval=evals, labels=labels, fingerprint=fp, sources=sources,
+                        warnings=_summarize(warnings))
 
     # -- model ----------------------------------------------------------------------------------
     def load_model(self, path: Path, data: TaskData, trust_remote_code: bool = False) -> Any:
@@ -96,6 +114,9 @@ class ClassificationTask:
             batch = dict(enc)
             batch["labels"] = torch.tensor([e["label"] for e in chunk], dtype=torch.long)
             yield batch
+
+    def loss(self, model: Any, batch: dict[str, Any]) -> Any:
+        return model(**batch).loss
 
     def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in batch.items() if k != "labels"}
