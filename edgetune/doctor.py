@@ -1,0 +1,154 @@
+"""`edgetune doctor`: check this machine and Python environment against what edgetune needs, and say what to fix."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+# The combination CI runs; other versions may work, these are the ones known to work together.
+TESTED = {
+    "torch": "2.13",
+    "transformers": "4.57",
+    "peft": "0.21",
+    "onnx": "1.23",
+    "onnxruntime": "1.32",
+    "optimum-onnx": "0.1",
+    "onnxruntime-genai": "0.15",
+    "onnxruntime-extensions": "0.15",
+}
+# Each of these installs its own `onnxruntime` Python module: two of them at once shadow each other.
+ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
+                     "onnxruntime-qnn", "onnxruntime-training", "ort-nightly", "ort-nightly-gpu")
+
+
+@dataclass(frozen=True)
+class Finding:
+    level: str  # "ok" | "warn" | "fail"
+    topic: str
+    message: str
+
+    def line(self) -> str:
+        return f"[{self.level:>4}] {self.topic}: {self.message}"
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def check_packages() -> list[Finding]:
+    out = []
+    for dist, tested in TESTED.items():
+        v = _version(dist)
+        if v is None:
+            out.append(Finding("fail", dist, f"not installed: pip install -e . (tested with {tested}.x)"))
+        elif not v.startswith(tested):
+            out.append(Finding("warn", dist, f"{v} installed; edgetune is tested with {tested}.x"))
+        else:
+            out.append(Finding("ok", dist, v))
+    torch_v = _version("torch") or ""
+    if "+cu" in torch_v or any(_version(d) for d in ("nvidia-cublas-cu12", "nvidia-cudnn-cu12")):
+        out.append(Finding("warn", "torch", f"{torch_v} is a CUDA build (GBs, unused on CPU): "
+                                            f"pip install torch==2.13.0 installs the CPU build"))
+    transformers_v = _version("transformers") or "0"
+    if _version("optimum-onnx") and tuple(int(x) for x in transformers_v.split(".")[:2] if x.isdigit()) >= (4, 58):
+        out.append(Finding("fail", "transformers", f"{transformers_v}: optimum-onnx 0.1 needs transformers < 4.58: "
+                                                   f"pip install 'transformers<4.58'"))
+    ort = [d for d in ORT_DISTRIBUTIONS if _version(d)]
+    if len(ort) > 1:
+        out.append(Finding("fail", "onnxruntime", f"{len(ort)} onnxruntime packages installed ({', '.join(ort)}); "
+                                                  f"they overwrite each other's module: pip uninstall all but one"))
+    return out
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def check_cpu(flags: set[str] | None = None) -> list[Finding]:
+    flags = cpu_flags() if flags is None else flags
+    if not flags:
+        return [Finding("warn", "cpu", f"cannot read CPU features on {platform.machine()} (no /proc/cpuinfo)")]
+    out = []
+    if "avx2" not in flags and platform.machine() in ("x86_64", "AMD64"):
+        out.append(Finding("warn", "cpu", "no AVX2: ONNX Runtime and PyTorch fall back to slow kernels"))
+    vnni = {"avx512_vnni", "avx_vnni"} & flags
+    out.append(Finding("ok" if vnni else "warn", "cpu int8",
+                       f"{', '.join(sorted(vnni))}: fast int8 matrix kernels" if vnni else
+                       "no AVX-VNNI: int8 models still run, with a smaller speed-up over fp32"))
+    bf16 = {"amx_bf16", "avx512_bf16"} & flags
+    out.append(Finding("ok", "cpu bf16", f"{', '.join(sorted(bf16))}: training.precision auto uses bf16"
+                       if bf16 else "no native bf16: training.precision auto trains in fp32"))
+    return out
+
+
+def estimate(recipe) -> tuple[float, float, str]:
+    """(disk GB, RAM GB, how) a build of `recipe` needs, from the base model's parameter count."""
+    from .sources import resolve_model_source
+
+    src = resolve_model_source(recipe.model.source, recipe.base_dir)
+    params = _parameter_count(src.path)
+    fp32 = params * 4 / 1e9
+    # run dir: base copy (GGUF only), merged, ONNX fp32, quantized (~0.3x), checkpoints; RAM: float64 merge check
+    disk = fp32 * (4.5 if src.path.suffix == ".gguf" else 3.5) + 0.5
+    ram = fp32 * 6 + 1.5
+    return disk, ram, f"{params / 1e6:.0f}M parameters ({fp32:.2f} GB in fp32)"
+
+
+def _parameter_count(path: Path) -> int:
+    import json
+
+    import numpy as np
+
+    if path.is_file() and path.suffix == ".gguf":
+        from gguf import GGUFReader
+
+        return int(sum(int(np.prod(t.shape)) for t in GGUFReader(path).tensors))
+    total = 0
+    for f in sorted(path.glob("*.safetensors")):
+        with open(f, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            header = json.loads(fh.read(n))
+        total += sum(int(np.prod(v["shape"])) for k, v in header.items() if k != "__metadata__")
+    if total == 0:  # .bin weights: approximate from file sizes at 4 bytes per parameter
+        total = sum(f.stat().st_size for f in path.glob("*.bin")) // 4
+    return total
+
+
+def check_resources(recipe=None, where: Path = Path(".")) -> list[Finding]:
+    import psutil
+
+    where = Path(where)
+    while not where.exists():
+        where = where.parent
+    free_disk = shutil.disk_usage(where).free / 1e9
+    free_ram = psutil.virtual_memory().available / 1e9
+    if recipe is None:
+        return [Finding("ok", "disk", f"{free_disk:.1f} GB free at {where.resolve()}"),
+                Finding("ok", "memory", f"{free_ram:.1f} GB available")]
+    disk, ram, how = estimate(recipe)
+    return [
+        Finding("ok" if free_disk >= disk else "fail", "disk",
+                f"{free_disk:.1f} GB free at {where.resolve()}; {recipe.name} needs about {disk:.1f} GB ({how})"
+                + ("" if free_disk >= disk else ": free some space or pass --out on another disk")),
+        Finding("ok" if free_ram >= ram else "warn", "memory",
+                f"{free_ram:.1f} GB available; {recipe.name} needs about {ram:.1f} GB"
+                + ("" if free_ram >= ram else ": close other programs or lower training.batch_size")),
+    ]
+
+
+def doctor(recipe=None, out: Path | None = None) -> list[Finding]:
+    where = out if out is not None else Path("runs")
+    return check_packages() + check_cpu() + check_resources(recipe, where)

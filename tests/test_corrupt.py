@@ -1,0 +1,126 @@
+"""Corrupt artifacts: truncated or random ONNX files, wrong inputs, missing external data, an adapter from
+another base model. verify, bench, merge and package each stop with one clear line, never a traceback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+from click.testing import CliRunner
+from onnx import TensorProto, helper
+
+from conftest import edit_recipe, tiny_classifier_recipe
+from edgetune.cli import cli
+from edgetune.pipeline import build
+from edgetune.recipe import load_recipe
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, tiny_bert):
+    """One tiny run, built once; each test works on its own copy."""
+    tmp = tmp_path_factory.mktemp("corrupt")
+    recipe = tiny_classifier_recipe(tmp, tiny_bert, epochs=1)
+    build(load_recipe(recipe), tmp / "run", progress=False)
+    return recipe, tmp / "run"
+
+
+@pytest.fixture
+def run_copy(finished, tmp_path):
+    recipe, run = finished
+    shutil.copytree(run, tmp_path / "run", ignore=shutil.ignore_patterns(".lock"))
+    shutil.copytree(recipe.parent / "data", tmp_path / "data")
+    shutil.copy(recipe, tmp_path / "recipe.yaml")
+    return tmp_path / "recipe.yaml", tmp_path / "run"
+
+
+def _one_line_error(r, code: int, *fragments: str) -> str:
+    assert r.exit_code == code, (r.exit_code, r.output, r.exception)
+    assert "Traceback" not in r.output
+    errors = [ln for ln in r.output.splitlines() if ln.startswith("Error: ")]
+    assert len(errors) == 1, r.output
+    for f in fragments:
+        assert f in errors[0], (f, errors[0])
+    return errors[0]
+
+
+def _truncate(path: Path) -> None:
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 3])
+
+
+def _random_bytes(path: Path) -> None:
+    path.write_bytes(os.urandom(4096))
+
+
+@pytest.mark.parametrize("damage", [_truncate, _random_bytes], ids=["truncated", "random-bytes"])
+def test_verify_on_a_corrupt_onnx_file(run_copy, damage):
+    recipe, run = run_copy
+    damage(run / "export" / "model.onnx")
+    r = CliRunner().invoke(cli, ["verify", str(recipe), "--out", str(run)])
+    _one_line_error(r, 1, "model.onnx")
+
+
+@pytest.mark.parametrize("damage", [_truncate, _random_bytes], ids=["truncated", "random-bytes"])
+def test_bench_on_a_corrupt_onnx_file(run_copy, damage):
+    _, run = run_copy
+    path = run / "quantize" / "model_int8.onnx"
+    damage(path)
+    r = CliRunner().invoke(cli, ["bench", str(path), "--runs", "2", "--seq", "8"])
+    _one_line_error(r, 1, "model_int8.onnx")
+
+
+def test_bench_of_a_missing_file(tmp_path):
+    r = CliRunner().invoke(cli, ["bench", str(tmp_path / "nope.onnx")])
+    _one_line_error(r, 2, "ONNX file not found")
+
+
+def test_model_with_wrong_input_names_and_dtypes(run_copy):
+    recipe, run = run_copy
+    x = helper.make_tensor_value_info("pixels", TensorProto.FLOAT16, [1, 3])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT16, [1, 3])
+    graph = helper.make_graph([helper.make_node("Identity", ["pixels"], ["logits"])], "wrong", [x], [y])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), run / "export" / "model.onnx")
+    r = CliRunner().invoke(cli, ["verify", str(recipe), "--out", str(run)])
+    _one_line_error(r, 1, "model.onnx wants inputs ['pixels']")
+
+
+def test_missing_external_data_file(run_copy):
+    recipe, run = run_copy
+    path = run / "export" / "model.onnx"
+    model = onnx.load(path)
+    onnx.save(model, path, save_as_external_data=True, location="model.onnx.data", size_threshold=0)
+    (run / "export" / "model.onnx.data").unlink()
+    r = CliRunner().invoke(cli, ["verify", str(recipe), "--out", str(run)])
+    _one_line_error(r, 1, "model.onnx")
+
+
+def test_adapter_from_another_base_model(run_copy, tmp_path):
+    """The run's adapter was trained on a 32-wide BERT; merge it onto a 48-wide one."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    recipe, run = run_copy
+    other = tmp_path / "other-bert"
+    torch.manual_seed(1)
+    BertModel(BertConfig(vocab_size=40, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(other)
+    for f in Path(load_recipe(recipe).model.source).glob("*token*"):
+        shutil.copy(f, other / f.name)
+    shutil.copy(Path(load_recipe(recipe).model.source) / "vocab.txt", other / "vocab.txt")
+    edit_recipe(recipe, model={"source": str(other)})
+    r = CliRunner().invoke(cli, ["merge", str(recipe), "--out", str(run)])
+    _one_line_error(r, 1, "merge: cannot load adapter")
+
+
+def test_package_of_a_corrupt_model(run_copy, tmp_path):
+    recipe, run = run_copy
+    android = tmp_path / "android"
+    (android / "app").mkdir(parents=True)
+    (android / "app" / "build.gradle.kts").write_text("")
+    _truncate(run / "quantize" / "model_int8.onnx")
+    r = CliRunner().invoke(cli, ["package", str(run), "--android", str(android)])
+    _one_line_error(r, 1, "model_int8.onnx")
+    assert not (android / "app" / "src").exists()  # nothing half-installed

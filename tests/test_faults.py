@@ -1,0 +1,120 @@
+"""Faults: kill -9 at random moments of a build (many seeds), a full disk, and two builds at once.
+
+The kill sweep runs FAULT_SEEDS seeds in CI (default 3); `EDGETUNE_FAULT_SEEDS=40 python -m pytest
+tests/test_faults.py` runs the long sweep.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from conftest import tiny_classifier_recipe
+from edgetune.cli import cli
+from test_resume import _edgetune, _no_partial_files_under_final_names
+
+FAULT_SEEDS = int(os.environ.get("EDGETUNE_FAULT_SEEDS", "3"))
+
+
+def _figures(run: Path) -> dict:
+    """What must not depend on being interrupted: training curve, parity and accuracy of every model."""
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    verify = stages["verify"]["record"]["models"]
+    return {
+        "losses": [round(e["loss"], 5) for e in stages["finetune"]["record"]["epochs"]],
+        "merge": round(stages["merge"]["record"]["merge_max_abs_diff"], 9),
+        "verify": {m: {k: round(v, 5) for k, v in x.items() if k in ("accuracy", "max_abs_diff", "top1_agreement")}
+                   for m, x in verify.items()},
+        "quantized_sha256": stages["quantize"]["record"]["models"][-1]["sha256"],
+    }
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, tiny_bert):
+    """A recipe and one uninterrupted build of it: (recipe, figures, seconds)."""
+    tmp = tmp_path_factory.mktemp("faults")
+    recipe = tiny_classifier_recipe(tmp, tiny_bert, epochs=4, benchmark={"threads": 1, "sequence_lengths": [8],
+                                                                         "warmup": 1, "runs": 3})
+    t0 = time.perf_counter()
+    done = subprocess.run(_edgetune("build", str(recipe), "--out", str(tmp / "ref"), "--no-progress"),
+                          capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    return recipe, _figures(tmp / "ref"), time.perf_counter() - t0
+
+
+@pytest.mark.parametrize("seed", range(FAULT_SEEDS))
+def test_kill_at_a_random_moment_then_resume(reference, tmp_path, seed):
+    recipe, want, seconds = reference
+    run = tmp_path / "run"
+    cmd = _edgetune("build", str(recipe), "--out", str(run), "--no-progress")
+    delay = random.Random(seed).uniform(0.5, seconds)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(timeout=delay)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    if run.exists():
+        _no_partial_files_under_final_names(run)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, (delay, done.stderr)
+    assert _figures(run) == want, delay
+    leftovers = [p.name for p in run.iterdir() if p.name.endswith((".tmp", ".old", ".ckpt"))]
+    assert leftovers == [], leftovers
+
+
+def test_disk_full_keeps_earlier_artifacts(reference, tmp_path, monkeypatch):
+    """ENOSPC while quantizing: one line, exit 1; finished stages untouched; the rerun completes."""
+    import edgetune.stages.quantize as quantize
+
+    recipe, want, _ = reference
+    run = tmp_path / "run"
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(run / "quantize.tmp" / "model_int8.onnx"))
+
+    monkeypatch.setattr(quantize, "_quantize_int8", full)
+    r = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(run), "--no-progress"])
+    assert r.exit_code == 1, (r.output, r.exception)
+    err = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
+    assert len(err) == 1 and "No space left on device" in err[0] and "free some space" in err[0], r.output
+    assert "Traceback" not in r.output
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert set(stages) == {"finetune", "merge", "export"}
+    for entry in stages.values():  # the files of finished stages still hash to what the manifest recorded
+        from edgetune.data import file_sha256
+
+        assert all(file_sha256(run / rel) == h for rel, h in entry["outputs"].items())
+    assert not (run / "quantize").exists()
+    monkeypatch.undo()
+    r = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(run), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "export: up to date, skipped" in r.output and _figures(run) == want
+
+
+def test_two_builds_at_once(reference, tmp_path):
+    recipe, _, _ = reference
+    run = tmp_path / "run"
+    cmd = _edgetune("build", str(recipe), "--out", str(run), "--no-progress")
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not (run / ".lock").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)
+        second = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert second.returncode == 1
+        assert second.stderr.strip().splitlines()[-1].startswith("Error: ")
+        assert "is in use by another edgetune process" in second.stderr and "Traceback" not in second.stderr
+    finally:
+        first.wait(timeout=900)
+    assert first.returncode == 0
