@@ -42,8 +42,11 @@ def _figures(run: Path) -> dict:
 def reference(tmp_path_factory, tiny_bert):
     """A recipe and one uninterrupted build of it: (recipe, figures, seconds)."""
     tmp = tmp_path_factory.mktemp("faults")
-    recipe = tiny_classifier_recipe(tmp, tiny_bert, epochs=4, benchmark={"threads": 1, "sequence_lengths": [8],
-                                                                         "warmup": 1, "runs": 3})
+    # gates loosened: these tests are about faults, and int8 on a random 2-layer model is not the point
+    recipe = tiny_classifier_recipe(tmp, tiny_bert, epochs=4,
+                                    benchmark={"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3},
+                                    verify={"int8_min_top1_agreement": 0.0, "int8_max_accuracy_drop": 1.0,
+                                            "int8_min_cosine": -1.0})
     t0 = time.perf_counter()
     done = subprocess.run(_edgetune("build", str(recipe), "--out", str(tmp / "ref"), "--no-progress"),
                           capture_output=True, text=True, timeout=900)

@@ -185,3 +185,28 @@ def test_unicode_labels_round_trip(tiny_recipe, tmp_path, label):
     r = CliRunner().invoke(cli, ["recipe", "validate", str(tiny_recipe)])
     assert r.exit_code == 0, r.output
     assert json.dumps(label, ensure_ascii=False)  # the label itself is fine as UTF-8
+
+
+@pytest.mark.parametrize("name", ["../evil", "/etc/x", "a/b", "..", ".hidden"])
+def test_run_name_cannot_leave_the_runs_folder(tiny_recipe, name):
+    from conftest import edit_recipe
+
+    edit_recipe(tiny_recipe, name=name)
+    r = CliRunner().invoke(cli, ["recipe", "validate", str(tiny_recipe)])
+    assert r.exit_code == 2 and "name:" in r.output and "Traceback" not in r.output
+
+
+def test_install_refuses_a_symlink_in_the_package(tmp_path):
+    from edgetune.errors import EdgetuneError
+    from edgetune.stages.package import install
+
+    pkg, android = tmp_path / "pkg", tmp_path / "android"
+    pkg.mkdir()
+    (android / "app").mkdir(parents=True)
+    (android / "app" / "build.gradle.kts").write_text("")
+    (pkg / "manifest.json").write_text("{}")
+    (pkg / "model.onnx").symlink_to("/etc/passwd")
+    with pytest.raises(EdgetuneError, match="not a regular file"):
+        install(pkg, android, "classification")
+    assert not (android / "app" / "src" / "main" / "assets" / "edgetune").exists()
+    assert not list((android / "app" / "src" / "main" / "assets").glob(".edgetune-*"))  # temp copy removed

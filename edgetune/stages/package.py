@@ -305,6 +305,7 @@ def install(package_dir: Path, android_dir: Path, task_name: str) -> Path:
     final = assets_dir(android_dir, task_name)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".edgetune-", dir=final.parent))
+    tmp.chmod(0o755)  # mkdtemp makes it private; the build tools that read the assets run as the user anyway
     try:
         for f in package_dir.iterdir():
             if f.is_symlink() or not f.is_file():
