@@ -30,7 +30,7 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except EdgetuneError as e:
-            click.echo(f"Error: {e.message}", err=True)
+            click.echo(f"Error: {_one_line(e.message)}", err=True)
             sys.exit(e.exit_code)
         except KeyboardInterrupt:
             click.echo("Interrupted; run the same command again to resume.", err=True)
@@ -43,6 +43,12 @@ def handle_errors(fn):
             sys.exit(1)
 
     return wrapper
+
+
+def _one_line(text: str) -> str:
+    """Escape line breaks and other unprintable characters (a dataset or key can hold any), so an error stays
+    one line."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _log(msg: str) -> None:

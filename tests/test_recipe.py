@@ -47,7 +47,7 @@ def test_yaml_syntax_error(tmp_path):
         ({"training": {"epochs": "many"}}, ["training.epochs", "integer"]),
         ({"training": {"epochs": 5, "learning_rat": 0.1}}, ["training.learning_rat", "unknown key"]),
         ({"quantize": {"mode": "int3"}}, ["quantize.mode"]),
-        ({"benchmark": {"sequence_lengths": [-1]}}, ["benchmark.sequence_lengths.0"]),
+        ({"benchmark": {"sequence_lengths": [-1]}}, ["benchmark.sequence_lengths[0]"]),
         ({"task": "translation"}, ["task"]),
     ],
 )
