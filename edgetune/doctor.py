@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from .runtime import NATIVE_BF16, cpu_flags
+
 # The combination CI runs; other versions may work, these are the ones known to work together.
 TESTED = {
     "torch": "2.13",
@@ -66,17 +68,6 @@ def check_packages() -> list[Finding]:
     return out
 
 
-def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 def check_cpu(flags: set[str] | None = None) -> list[Finding]:
     flags = cpu_flags() if flags is None else flags
     if not flags:
@@ -88,7 +79,7 @@ def check_cpu(flags: set[str] | None = None) -> list[Finding]:
     out.append(Finding("ok" if vnni else "warn", "cpu int8",
                        f"{', '.join(sorted(vnni))}: fast int8 matrix kernels" if vnni else
                        "no AVX-VNNI: int8 models still run, with a smaller speed-up over fp32"))
-    bf16 = {"amx_bf16", "avx512_bf16"} & flags
+    bf16 = NATIVE_BF16 & flags
     out.append(Finding("ok", "cpu bf16", f"{', '.join(sorted(bf16))}: training.precision auto uses bf16"
                        if bf16 else "no native bf16: training.precision auto trains in fp32"))
     return out

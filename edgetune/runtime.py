@@ -21,3 +21,19 @@ def ort_session(path: Path | str, threads: int = 0):
     return ort.InferenceSession(
         str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS
     )
+
+
+# CPU features with native bf16 matrix units; without them bf16 is emulated and slower than float32.
+NATIVE_BF16 = frozenset({"amx_bf16", "avx512_bf16"})
+
+
+def cpu_flags() -> set[str]:
+    """The CPU feature flags Linux reports (/proc/cpuinfo); empty where that cannot be read."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()

@@ -114,13 +114,11 @@ def finetune(
 def use_bf16(precision: str) -> bool:
     """bf16 autocast for 'bf16', or for 'auto' when the CPU has native bf16 matrix units (AMX or AVX512-BF16);
     without them bf16 is emulated and slower than float32."""
+    from ..runtime import NATIVE_BF16, cpu_flags
+
     if precision != "auto":
         return precision == "bf16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    return bool(NATIVE_BF16 & cpu_flags())
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

@@ -59,10 +59,9 @@ def package(
     problems = check_package(out)
     if problems:
         raise CheckFailed("package: " + "; ".join(problems))
-    files = [out / f for f in manifest["model"]["files"]]
-    return Package(path=out, manifest_path=out / MANIFEST, model_sha256=manifest["model"]["sha256"],
-                   size_bytes=sum(f.stat().st_size for f in files), files=[f.name for f in files],
-                   golden_cases=manifest["golden"]["count"])
+    entry = manifest["model"]
+    return Package(path=out, manifest_path=out / MANIFEST, model_sha256=entry["sha256"],
+                   size_bytes=entry["size_bytes"], files=entry["files"], golden_cases=manifest["golden"]["count"])
 
 
 # -- classification -----------------------------------------------------------------------------------------

@@ -140,24 +140,13 @@ class CausalLMTask:
         self, examples: list[dict], tokenizer: Any, batch_size: int, max_length: int, shuffle_seed: int | None = None
     ) -> Iterator[dict[str, Any]]:
         """Length-bucketed batches: examples of similar length together, so little time goes to padding."""
-        import torch
-
         order = sorted(range(len(examples)), key=lambda i: len(examples[i]["ids"]))
         chunks = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
         if shuffle_seed is not None:
             random.Random(shuffle_seed).shuffle(chunks)
-        pad = tokenizer.pad_token_id
         for chunk in chunks:
-            seqs = [examples[i]["ids"][:max_length] for i in chunk]
-            labs = [examples[i]["labels"][:max_length] for i in chunk]
-            width = max(len(s) for s in seqs)
-            ids = torch.full((len(seqs), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(seqs), width), dtype=torch.long)
-            labels = torch.full((len(seqs), width), IGNORE, dtype=torch.long)
-            for j, (s, lab) in enumerate(zip(seqs, labs)):
-                ids[j, : len(s)] = torch.tensor(s)
-                mask[j, : len(s)] = 1
-                labels[j, : len(lab)] = torch.tensor(lab)
+            ids, mask = _padded([examples[i]["ids"][:max_length] for i in chunk], tokenizer.pad_token_id)
+            labels, _ = _padded([examples[i]["labels"][:max_length] for i in chunk], IGNORE)
             yield {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
     def loss(self, model: Any, batch: dict[str, Any]) -> Any:
@@ -237,6 +226,20 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
+def _padded(seqs: list[list[int]], value: int, left: bool = False) -> tuple[Any, Any]:
+    """Sequences as one [batch, longest] long tensor, filled with `value` on the right (or the left, for
+    generation), and the attention mask that marks the real tokens."""
+    import torch
+
+    width = max(len(s) for s in seqs)
+    fill = [[value] * (width - len(s)) for s in seqs]
+    ones = [[1] * len(s) for s in seqs]
+    zeros = [[0] * (width - len(s)) for s in seqs]
+    ids = [f + list(s) if left else list(s) + f for s, f in zip(seqs, fill)]
+    mask = [z + o if left else o + z for o, z in zip(ones, zeros)]
+    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
+
+
 def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[np.ndarray]:
     """Logits at every position of each sequence: [len(seq), vocab], float64 for a float64 model.
 
@@ -250,12 +253,7 @@ def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[
 
     for at in range(0, len(seqs), max(1, batch_size)):
         chunk = seqs[at: at + batch_size]
-        width = max(len(s) for s in chunk)
-        ids = torch.zeros((len(chunk), width), dtype=torch.long)
-        mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for j, s in enumerate(chunk):
-            ids[j, : len(s)] = torch.tensor(s)
-            mask[j, : len(s)] = 1
+        ids, mask = _padded(chunk, 0)
         with torch.inference_mode():
             out = model(input_ids=ids, attention_mask=mask).logits
         out = out if out.dtype == torch.float64 else out.float()
@@ -398,9 +396,8 @@ def greedy_torch(model: Any, prompts: list[list[int]], budgets: list[int], eos: 
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for at in range(0, len(order), batch_size):
         chunk = order[at: at + batch_size]
-        width = max(len(prompts[i]) for i in chunk)
-        ids = torch.tensor([[pad] * (width - len(prompts[i])) + prompts[i] for i in chunk])
-        mask = torch.tensor([[0] * (width - len(prompts[i])) + [1] * len(prompts[i]) for i in chunk])
+        ids, mask = _padded([prompts[i] for i in chunk], pad, left=True)
+        width = ids.shape[1]
         with torch.inference_mode():
             new = model.generate(ids, attention_mask=mask, max_new_tokens=max(budgets[i] for i in chunk),
                                  do_sample=False, eos_token_id=sorted(eos), pad_token_id=pad)[:, width:]
