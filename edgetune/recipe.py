@@ -93,6 +93,11 @@ class QuantizeConfig(Section):
     int4_int8_layers: bool = Field(
         False, description="Keep the quantization-sensitive layers (the builder's 'mixed_layers') in int8."
     )
+    embeddings: Literal["auto", "fp16", "fp32"] = Field(
+        "auto",
+        description="Decoders' token-embedding table. auto: share the lm_head's int4 weights when lm_head is int4 "
+                    "(tied models), else fp16; fp16: its own fp16 table; fp32: its own fp32 table.",
+    )
 
 
 class VerifyConfig(Section):

@@ -87,6 +87,10 @@ def test_build_exports_genai_folders_and_verifies(tiny_chat_recipe, tmp_path):
         assert (folder / "tokenizer.json").is_file()
     report = json.loads((run / "report" / "report.json").read_text())
     assert report["passed"], report["checks"]
+    # embeddings: auto -- the int4 model shares its int4 lm_head with the embedding lookup; the int8 model
+    # (whose int8 lm_head the builder cannot share) keeps its own table, in fp16.
+    assert _embedding_lookup(run / "quantize" / "int4") == ("GatherBlockQuantized", None)
+    assert _embedding_lookup(run / "quantize" / "int8") == ("Gather", "FLOAT16")
     fp32 = report["summary"]["models"]["onnx_fp32"]["eval"]
     assert fp32["greedy_agreement"] == 1.0 and fp32["max_abs_diff"] <= 1e-4
     names = {c["stage"] + ":" + c["name"] for c in report["checks"]}
@@ -100,3 +104,13 @@ def test_build_exports_genai_folders_and_verifies(tiny_chat_recipe, tmp_path):
     r = CliRunner().invoke(cli, ["report", str(tiny_chat_recipe), "--out", str(run)])
     assert r.exit_code == 0, r.output
     assert "onnx_int4      json_exact_match" in r.output and "decode t/s" in r.output
+
+
+def _embedding_lookup(folder):
+    """The op that reads input_ids, and the element type of its table when that is a plain initializer."""
+    import onnx
+
+    graph = onnx.load(folder / "model.onnx", load_external_data=False).graph
+    node = next(n for n in graph.node if "input_ids" in n.input and n.op_type.startswith("Gather"))
+    table = next((t for t in graph.initializer if t.name == node.input[0]), None)
+    return node.op_type, onnx.TensorProto.DataType.Name(table.data_type) if table is not None else None

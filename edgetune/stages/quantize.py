@@ -33,18 +33,53 @@ def quantize(
         for precision in cfg.precisions:
             folder = out / precision
             folder.mkdir()
-            # The 0.15 builder breaks tied (shared) embeddings when the lm_head is not int4: keep them apart then.
             extra: dict = {"block_size": cfg.int4_block_size, "accuracy_level": cfg.int4_accuracy_level}
-            if precision == "int8" or cfg.int4_keep_lm_head:
+            head_int4 = precision == "int4" and not cfg.int4_keep_lm_head
+            # The builder shares a tied embedding table with an int4 lm_head (GatherBlockQuantized); the 0.15
+            # builder breaks that sharing when the lm_head is int8, so the table is kept apart then.
+            if not (head_int4 and cfg.embeddings == "auto"):
                 extra["shared_embeddings"] = "false"
             mixed = [g for g, on in (("last_matmul:int8", cfg.int4_keep_lm_head),
                                      ("mixed_layers:int8", cfg.int4_int8_layers)) if on]
             if precision == "int4" and mixed:
                 extra["matmul_mixed_precision"] = ",".join(mixed)
             build_genai(merged.path, folder, precision, extra)
-            models.append(describe_onnx(folder / FP32_NAME, precision, {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", **extra}))
+            notes = {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", **extra}
+            if cfg.embeddings != "fp32" and half_embeddings(folder / FP32_NAME):
+                notes["embeddings"] = "fp16"
+            models.append(describe_onnx(folder / FP32_NAME, precision, notes))
         return Quantized(models)
     return Quantized([_quantize_int8(model, cfg, task, out, calibration, tokenizer, max_length)])
+
+
+def half_embeddings(path: Path) -> bool:
+    """Store a decoder's float32 token-embedding table (the Gather on `input_ids`) in float16, with a Cast back
+    to float32 after the lookup. Halves the table (113 MB -> 57 MB for SmolLM2-135M); held-out JSON exact match
+    unchanged in our measurement. Returns False when the graph has no such table."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    tables = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 2}
+    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] in tables
+                   and n.input[1] == "input_ids"), None)
+    if gather is None:
+        return False
+    table = tables[gather.input[0]]
+    half = numpy_helper.from_array(numpy_helper.to_array(table).astype(np.float16), f"{table.name}.fp16")
+    graph.initializer.remove(table)
+    graph.initializer.append(half)
+    out = gather.output[0]
+    gather.input[0], gather.output[0] = half.name, f"{out}.fp16"
+    cast = helper.make_node("Cast", [gather.output[0]], [out], name=f"{gather.name}/CastToFloat", to=TensorProto.FLOAT)
+    graph.node.insert(list(graph.node).index(gather) + 1, cast)
+    data = path.with_name(path.name + ".data")
+    path.unlink()
+    data.unlink(missing_ok=True)
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    return True
 
 
 def _quantize_int8(
