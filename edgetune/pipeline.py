@@ -165,9 +165,9 @@ def build(
             from .stages.merge import merge
 
             return merge(adapter, base(), data, task, tmp, r.verify.merge_max_abs_diff,
-                         tr.batch_size * 2, tr.max_length, remote)
+                         tr.batch_size * 2, tr.max_length, remote, r.verify.merge_check_rows)
 
-        merged = stage("merge", MergedModel, [r.verify.merge_max_abs_diff, tr.max_length],
+        merged = stage("merge", MergedModel, [r.verify.merge_max_abs_diff, r.verify.merge_check_rows, tr.max_length],
                        ["finetune", data.fingerprint], do_merge)
         if last < 2:
             return stage.result

@@ -107,6 +107,7 @@ class VerifyConfig(Section):
     int8_max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.01
     int8_min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.99
     merge_max_abs_diff: Annotated[float, Field(ge=0)] = 1e-5
+    merge_check_rows: Annotated[int, Field(ge=0, description="Eval rows of the float64 merge check (0: all).")] = 32
     int4_max_accuracy_drop: Annotated[float, Field(ge=0, le=1)] = 0.05
     greedy_tokens: Annotated[int, Field(gt=0, le=4096)] = 32
     greedy_min_agreement: Annotated[float, Field(ge=0, le=1)] = 0.95

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .data import file_sha256
-from .errors import EdgetuneError
+from .errors import EdgetuneError, RecipeError
 
 MANIFEST = "manifest.json"
 
@@ -51,6 +51,13 @@ def replace_dir(tmp: Path, final: Path) -> None:
         os.replace(tmp, final)
 
 
+def refuse_symlink(path: Path) -> None:
+    """Raise RecipeError (exit 2) when `path` is a symlink: edgetune never follows one inside a run directory."""
+    if path.is_symlink():
+        raise RecipeError(f"{path} is a symlink (to {os.readlink(path)}); edgetune does not follow symlinks inside "
+                          f"a run directory: remove it")
+
+
 def config_key(*parts: Any) -> str:
     """A stable sha256 of JSON-serializable parts (stage name, config, input hashes)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
@@ -75,6 +82,8 @@ class RunDir:
 
     def __enter__(self) -> "RunDir":
         self.root.mkdir(parents=True, exist_ok=True)
+        for child in self.root.iterdir():  # stage folders, scratch folders, manifest, lock
+            refuse_symlink(child)
         fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -141,14 +150,18 @@ class RunDir:
         return self._hash_cache[k]
 
     def hash_outputs(self, stage: str) -> dict[str, str]:
+        """sha256 of every file of a stage's folder; a symlink anywhere in it is refused, so neither a rerun nor
+        a later stage reads or writes outside the run directory through one."""
         folder = self.stage_dir(stage)
+        refuse_symlink(folder)
         if not folder.is_dir():
             return {}
-        return {
-            p.relative_to(self.root).as_posix(): self.hash_file(p)
-            for p in sorted(folder.rglob("*"))
-            if p.is_file() and not p.is_symlink()
-        }
+        files = []
+        for parent, dirs, names in os.walk(folder):
+            for name in dirs + names:
+                refuse_symlink(Path(parent) / name)
+            files += [Path(parent) / n for n in names]
+        return {p.relative_to(self.root).as_posix(): self.hash_file(p) for p in sorted(files)}
 
     def is_valid(self, stage: str, key: str) -> bool:
         """True when the stage finished with this key and its files are unchanged on disk."""

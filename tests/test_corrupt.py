@@ -124,3 +124,48 @@ def test_package_of_a_corrupt_model(run_copy, tmp_path):
     r = CliRunner().invoke(cli, ["package", str(run), "--android", str(android)])
     _one_line_error(r, 1, "model_int8.onnx")
     assert not (android / "app" / "src").exists()  # nothing half-installed
+
+
+def _snapshot(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("plant", ["stage-folder", "file-in-stage", "scratch-folder", "manifest", "lock"])
+@pytest.mark.parametrize("command", [["build"], ["package"], ["verify"]])
+def test_symlinks_planted_in_the_run_dir_are_refused(run_copy, tmp_path, plant, command):
+    """A symlink anywhere edgetune reads or writes in a run dir stops the run (exit 2, naming it) before
+    anything is read through it or written through it; what it points to is left exactly as it was."""
+    recipe, run = run_copy
+    outside = tmp_path / "outside"
+    if plant == "stage-folder":  # run/quantize -> a folder elsewhere holding the same files
+        shutil.move(run / "quantize", outside)
+        (run / "quantize").symlink_to(outside, target_is_directory=True)
+        link = run / "quantize"
+    elif plant == "file-in-stage":  # run/quantize/model_int8.onnx -> a file elsewhere
+        outside.mkdir()
+        shutil.move(run / "quantize" / "model_int8.onnx", outside / "model_int8.onnx")
+        link = run / "quantize" / "model_int8.onnx"
+        link.symlink_to(outside / "model_int8.onnx")
+    elif plant == "scratch-folder":  # run/verify.tmp -> elsewhere: a rerun of verify would write into it
+        outside.mkdir()
+        (outside / "keep.txt").write_text("mine")
+        link = run / "verify.tmp"
+        link.symlink_to(outside, target_is_directory=True)
+    else:
+        outside.mkdir()
+        name = "manifest.json" if plant == "manifest" else ".lock"
+        if (run / name).exists():
+            shutil.move(run / name, outside / name)
+        else:
+            (outside / name).write_text("")
+        link = run / name
+        link.symlink_to(outside / name)
+    before = _snapshot(outside)
+    args = [*command, str(recipe), "--out", str(run)]
+    if command == ["build"]:
+        args += ["--from", "verify"]
+    r = CliRunner().invoke(cli, args)
+    _one_line_error(r, 2, str(link), "symlink")
+    assert _snapshot(outside) == before
+    assert link.is_symlink()

@@ -75,33 +75,41 @@ def test_kill_at_a_random_moment_then_resume(reference, tmp_path, seed):
     assert leftovers == [], leftovers
 
 
-def test_disk_full_keeps_earlier_artifacts(reference, tmp_path, monkeypatch):
-    """ENOSPC while quantizing: one line, exit 1; finished stages untouched; the rerun completes."""
-    import edgetune.stages.quantize as quantize
+ORDER = ["finetune", "merge", "export", "quantize", "verify", "bench", "report"]
+
+
+@pytest.mark.parametrize("stage", ORDER)
+def test_disk_full_keeps_earlier_artifacts(reference, tmp_path, monkeypatch, stage):
+    """The disk fills up in the middle of a stage, after it has written part of a file: one line, exit 1;
+    the stages before it untouched; nothing under the failed stage's final name; the rerun completes."""
+    import importlib
+
+    from edgetune.data import file_sha256
 
     recipe, want, _ = reference
     run = tmp_path / "run"
 
     def full(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device", str(run / "quantize.tmp" / "model_int8.onnx"))
+        partial = run / f"{stage}.tmp" / "partial.bin"
+        partial.write_bytes(b"\0" * 4096)
+        raise OSError(errno.ENOSPC, "No space left on device", str(partial))
 
-    monkeypatch.setattr(quantize, "_quantize_int8", full)
+    monkeypatch.setattr(importlib.import_module(f"edgetune.stages.{stage}"), stage, full)
     r = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(run), "--no-progress"])
     assert r.exit_code == 1, (r.output, r.exception)
     err = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
     assert len(err) == 1 and "No space left on device" in err[0] and "free some space" in err[0], r.output
     assert "Traceback" not in r.output
-    stages = json.loads((run / "manifest.json").read_text())["stages"]
-    assert set(stages) == {"finetune", "merge", "export"}
+    stages = json.loads((run / "manifest.json").read_text())["stages"] if (run / "manifest.json").exists() else {}
+    assert set(stages) == set(ORDER[: ORDER.index(stage)])
     for entry in stages.values():  # the files of finished stages still hash to what the manifest recorded
-        from edgetune.data import file_sha256
-
         assert all(file_sha256(run / rel) == h for rel, h in entry["outputs"].items())
-    assert not (run / "quantize").exists()
+    assert not (run / stage).exists()
     monkeypatch.undo()
     r = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(run), "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert "export: up to date, skipped" in r.output and _figures(run) == want
+    assert all(f"{s}: up to date, skipped" in r.output for s in stages), r.output
+    assert _figures(run) == want
 
 
 def test_two_builds_at_once(reference, tmp_path):
