@@ -114,3 +114,34 @@ def _embedding_lookup(folder):
     node = next(n for n in graph.node if "input_ids" in n.input and n.op_type.startswith("Gather"))
     table = next((t for t in graph.initializer if t.name == node.input[0]), None)
     return node.op_type, onnx.TensorProto.DataType.Name(table.data_type) if table is not None else None
+
+
+@pytest.mark.parametrize("case", ["ok", "shared-table", "too-large"])
+def test_half_embeddings(tmp_path, case):
+    """The fp16 table pass converts only a table that feeds the input_ids lookup alone and fits in fp16; the
+    converted graph gives the same rows to fp16 precision."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgetune.stages.quantize import half_embeddings
+
+    table = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32) * (1e6 if case == "too-large" else 1)
+    nodes = [helper.make_node("Gather", ["table", "input_ids"], ["emb"])]
+    outputs = [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)]
+    if case == "shared-table":
+        nodes.append(helper.make_node("Transpose", ["table"], ["t"], perm=[1, 0]))
+        outputs.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, None))
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None])],
+                              outputs, initializer=[numpy_helper.from_array(table, "table")])
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    before = path.read_bytes()
+    assert half_embeddings(path) == (case == "ok")
+    if case != "ok":
+        assert path.read_bytes() == before
+        return
+    ids = np.array([3, 0, 49])
+    got = ort.InferenceSession(str(path)).run(["emb"], {"input_ids": ids})[0]
+    assert got.dtype == np.float32 and np.abs(got - table[ids]).max() < 1e-3
