@@ -4,15 +4,15 @@ Usage: python benchmarks/int4_candidates.py RUN_DIR RECIPE [--only NAME ...] [--
 
 Each candidate is an onnxruntime-genai model-builder int4 export of RUN_DIR/merge/model with some extra
 options (see CANDIDATES), optionally followed by edgetune's fp16 embedding table. For each it prints exact
-match on the recipe's eval split (greedy, as verify measures it), perplexity, file size and, with --speed,
-decode tokens/s at 2 threads (each model in a fresh process, 64-token prompt, 64 new tokens, two rounds).
+match on the recipe's eval split (greedy, as verify measures it), perplexity and file size; with --speed,
+edgetune's LLM benchmark of PyTorch eager fp32 and every candidate in one run (each in a fresh process,
+2 threads, 64-token prompt, 64 new tokens, 5 runs), with decode ratios to PyTorch.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,9 +30,11 @@ CANDIDATES: dict[str, tuple[dict, bool]] = {  # name: (builder extra options, fp
 
 
 def main() -> None:
+    from edgetune.artifacts import MergedModel
     from edgetune.pipeline import prepare
-    from edgetune.recipe import load_recipe
-    from edgetune.stages.bench import _run_job
+    from edgetune.recipe import BenchmarkConfig, load_recipe
+    from edgetune.stages.bench import _bench_llm, format_benchmark
+    from edgetune.stages.common import describe_onnx
     from edgetune.stages.export import build_genai
     from edgetune.stages.quantize import half_embeddings
     from edgetune.tasks.causal_lm import GenaiLM
@@ -65,14 +67,10 @@ def main() -> None:
                           "MB": round(size / 1e6, 1), "of_fp32": round(size / fp32, 3)}
             print(name, rows[name], flush=True)
         if args.speed:
-            for _ in range(2):
-                for name in rows:
-                    job = {"name": name, "kind": "genai", "path": str(Path(tmp) / name / "model.onnx"),
-                           "size_bytes": 0, "llm": True, "threads": 2, "seqs": [64], "new_tokens": 64,
-                           "warmup": 1, "runs": 5, "vocab": tok.vocab_size}
-                    tps = _run_job(job)["per_seq"][0]["decode_tokens_per_s"]
-                    rows[name].setdefault("decode_tok_s", []).append(round(tps, 1))
-        shutil.rmtree(tmp, ignore_errors=True)
+            models = [describe_onnx(Path(tmp) / name / "model.onnx", name) for name in rows]
+            cfg = BenchmarkConfig(threads=2, sequence_lengths=[64], new_tokens=64, warmup=1, runs=5)
+            size = sum(f.stat().st_size for f in merged.glob("*.safetensors"))
+            print(format_benchmark(_bench_llm(models, cfg, None, MergedModel(path=merged, size_bytes=size), print)))
     print(json.dumps(rows, indent=1))
 
 

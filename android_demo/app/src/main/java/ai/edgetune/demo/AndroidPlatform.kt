@@ -7,6 +7,8 @@ import android.content.Context
 import android.content.res.AssetManager
 import android.os.Build
 import android.view.View
+import android.widget.Button
+import android.widget.EditText
 import androidx.core.view.ViewCompat
 import androidx.core.view.WindowInsetsCompat
 import kotlinx.coroutines.CoroutineScope
@@ -50,6 +52,19 @@ fun applySystemBarInsets(root: View) {
         val bars = insets.getInsets(WindowInsetsCompat.Type.systemBars() or WindowInsetsCompat.Type.ime())
         view.setPadding(left + bars.left, top + bars.top, right + bars.right, bottom + bars.bottom)
         WindowInsetsCompat.CONSUMED
+    }
+}
+
+/** [action] runs on a tap of [button], and on the keyboard's [imeAction] key in [field] while [button] is enabled. */
+fun bindAction(button: Button, field: EditText, imeAction: Int, action: () -> Unit) {
+    button.setOnClickListener { action() }
+    field.setOnEditorActionListener { _, actionId, _ ->
+        if (actionId == imeAction && button.isEnabled) {
+            action()
+            true
+        } else {
+            false
+        }
     }
 }
 

@@ -53,16 +53,8 @@ class ChatActivity : ComponentActivity() {
         sendButton = findViewById(R.id.send)
         stopButton = findViewById(R.id.stop)
 
-        sendButton.setOnClickListener { send() }
+        bindAction(sendButton, prompt, EditorInfo.IME_ACTION_SEND) { send() }
         stopButton.setOnClickListener { stopRequested.set(true) }
-        prompt.setOnEditorActionListener { _, actionId, _ ->
-            if (actionId == EditorInfo.IME_ACTION_SEND && sendButton.isEnabled) {
-                send()
-                true
-            } else {
-                false
-            }
-        }
         load()
     }
 

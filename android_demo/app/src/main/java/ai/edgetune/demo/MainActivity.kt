@@ -64,15 +64,7 @@ class MainActivity : ComponentActivity() {
         threadsGroup = findViewById(R.id.threads)
         xnnpackSwitch = findViewById(R.id.xnnpack)
 
-        classifyButton.setOnClickListener { classify() }
-        input.setOnEditorActionListener { _, actionId, _ ->
-            if (actionId == EditorInfo.IME_ACTION_GO && classifyButton.isEnabled) {
-                classify()
-                true
-            } else {
-                false
-            }
-        }
+        bindAction(classifyButton, input, EditorInfo.IME_ACTION_GO) { classify() }
         threadsGroup.setOnCheckedChangeListener { _, _ -> reload() }
         xnnpackSwitch.setOnCheckedChangeListener { _, _ -> reload() }
         findViewById<Button>(R.id.open_chat).setOnClickListener {
