@@ -80,7 +80,7 @@ class _Runner:
         forced = (self.force_from is not None and idx >= self.force_from) or name == self.target
         if not forced and entry is not None:
             upstream_of_target = self.target is not None and STAGES.index(self.target) > idx
-            if upstream_of_target or self.run.is_valid(name, key):
+            if (upstream_of_target and self.run.stage_dir(name).is_dir()) or self.run.is_valid(name, key):
                 if upstream_of_target and self.run.hash_outputs(name) != entry.outputs:
                     self.log(f"{name}: files changed since it ran; using them as they are (build would redo it)")
                 try:
@@ -99,11 +99,12 @@ class _Runner:
         self.run.drop_entry(name)
         scratch = self.run.scratch_dir(name)
         record = fn(scratch)
-        final = self.run.commit_dir(name)
-        record = rebase(record, scratch, final)
+        record = rebase(record, scratch, self.run.stage_dir(name))
         seconds = time.perf_counter() - t0
-        self.run.write_entry(name, StageEntry(key, to_json(record, self.run.root), self.run.hash_outputs(name),
-                                              round(seconds, 3), self.versions))
+        # entry first, then the rename (see RunDir.commit_dir): no final folder the manifest does not know
+        self.run.write_entry(name, StageEntry(key, to_json(record, self.run.root),
+                                              self.run.hash_outputs(name, scratch), round(seconds, 3), self.versions))
+        self.run.commit_dir(name)
         self.log(f"{name}: done in {seconds:.1f} s")
         self.result.ran.append(name)
         return record

@@ -137,22 +137,26 @@ class RunDir:
         return tmp
 
     def commit_dir(self, stage: str) -> Path:
-        """Move the finished scratch folder into place, replacing an older result."""
+        """Move the finished scratch folder into place, replacing an older result. The caller writes the stage's
+        manifest entry first (hashes from the scratch folder): a folder under a final name is then always one the
+        manifest records, and an entry whose folder never arrived fails its hash check and reruns."""
         final = self.stage_dir(stage)
         replace_dir(self.root / f"{stage}.tmp", final)
         return final
 
     def hash_file(self, path: Path) -> str:
         st = path.stat()
-        k = (str(path), st.st_size, st.st_mtime_ns)
+        k = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)  # survives the rename of a scratch folder
         if k not in self._hash_cache:
             self._hash_cache[k] = file_sha256(path)
         return self._hash_cache[k]
 
-    def hash_outputs(self, stage: str) -> dict[str, str]:
-        """sha256 of every file of a stage's folder; a symlink anywhere in it is refused, so neither a rerun nor
-        a later stage reads or writes outside the run directory through one."""
-        folder = self.stage_dir(stage)
+    def hash_outputs(self, stage: str, folder: Path | None = None) -> dict[str, str]:
+        """sha256 of every file of a stage's folder (or of `folder`, named as if it were the stage's folder);
+        a symlink anywhere in it is refused, so neither a rerun nor a later stage reads or writes outside the
+        run directory through one."""
+        final = self.stage_dir(stage)
+        folder = final if folder is None else folder
         refuse_symlink(folder)
         if not folder.is_dir():
             return {}
@@ -161,12 +165,13 @@ class RunDir:
             for name in dirs + names:
                 refuse_symlink(Path(parent) / name)
             files += [Path(parent) / n for n in names]
-        return {p.relative_to(self.root).as_posix(): self.hash_file(p) for p in sorted(files)}
+        return {(final / p.relative_to(folder)).relative_to(self.root).as_posix(): self.hash_file(p)
+                for p in sorted(files)}
 
     def is_valid(self, stage: str, key: str) -> bool:
         """True when the stage finished with this key and its files are unchanged on disk."""
         e = self.entry(stage)
-        if e is None or e.key != key:
+        if e is None or e.key != key or not self.stage_dir(stage).is_dir():
             return False
         current = self.hash_outputs(stage)
         return current == e.outputs

@@ -77,6 +77,46 @@ def test_kill_at_a_random_moment_then_resume(reference, tmp_path, seed):
 
 ORDER = ["finetune", "merge", "export", "quantize", "verify", "bench", "report"]
 
+_DIE_AT_COMMIT = """
+import os, signal, sys
+from edgetune.cli import cli
+from edgetune.rundir import RunDir
+commit = RunDir.commit_dir
+def die(self, stage):
+    if stage == sys.argv[1] and sys.argv[2] == "before":
+        os.kill(os.getpid(), signal.SIGKILL)
+    final = commit(self, stage)
+    if stage == sys.argv[1]:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return final
+RunDir.commit_dir = die
+cli(sys.argv[3:])
+"""
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("stage", ["merge", "report"])
+def test_kill_next_to_the_rename_of_a_stage_folder(reference, tmp_path, stage, when):
+    """The narrowest windows of a stage's commit: killed just before or just after its scratch folder is
+    renamed into place. Either way no final folder the manifest does not record; the rerun redoes the stage
+    when its folder never arrived."""
+    import sys
+
+    recipe, want, _ = reference
+    run = tmp_path / "run"
+    args = ["build", str(recipe), "--out", str(run), "--no-progress"]
+    died = subprocess.run([sys.executable, "-c", _DIE_AT_COMMIT, stage, when, *args], capture_output=True,
+                          text=True, timeout=900)
+    assert died.returncode == -signal.SIGKILL, died.stderr
+    assert (run / stage).exists() == (when == "after")
+    _no_partial_files_under_final_names(run)
+    done = subprocess.run(_edgetune(*args), capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr
+    redo = when == "before" or stage == "report"  # the report is redone by every build (its key is the time)
+    assert (f"{stage}: running" in done.stderr) == redo, done.stderr
+    assert (f"{stage}: up to date" in done.stderr) == (not redo), done.stderr
+    assert _figures(run) == want
+
 
 @pytest.mark.parametrize("stage", ORDER)
 def test_disk_full_keeps_earlier_artifacts(reference, tmp_path, monkeypatch, stage):
