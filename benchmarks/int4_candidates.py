@@ -18,6 +18,8 @@ from pathlib import Path
 
 CANDIDATES: dict[str, tuple[dict, bool]] = {  # name: (builder extra options, fp16 embedding table)
     "plain": ({}, False),
+    "plain_block64": ({"block_size": 64}, False),
+    "plain_block128": ({"block_size": 128, "shared_embeddings": "false"}, False),
     "asymmetric": ({"shared_embeddings": "false", "is_symmetric": "false"}, False),
     "k_quant": ({"shared_embeddings": "false", "algo_config": "k_quant"}, False),
     "mixed_layers_int8": ({"matmul_mixed_precision": "mixed_layers:int8"}, False),
@@ -57,7 +59,7 @@ def main() -> None:
                 continue
             folder = Path(tmp) / name
             folder.mkdir()
-            build_genai(merged, folder, "int4", {"block_size": 32, "accuracy_level": 4, **extra})
+            build_genai(merged, folder, "int4", {"block_size": 32, "accuracy_level": 4} | extra)
             if fp16:
                 half_embeddings(folder / "model.onnx")
             _, m = p.task.evaluate(GenaiLM(folder, 2), tok, p.data.eval, 32, recipe.training.max_length,

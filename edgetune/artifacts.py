@@ -20,6 +20,9 @@ class Adapter:
     total_params: int = 0
     train_examples: int = 0
     eval_examples: int = 0
+    # set when trained int4-aware: the base's untrained linears were rounded to int4 blocks of this size, and
+    # merge must round them the same way
+    int4_block_size: int | None = None
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,14 @@ def prepare(recipe: Recipe) -> Prepared:
     task = get_task(recipe.task)
     if task.exporter == "optimum" and recipe.quantize.precisions != ["int8"]:
         raise RecipeError(f"quantize.precisions: the {recipe.task} task supports [int8] only")
+    tr, q = recipe.training, recipe.quantize
+    if tr.int4_aware_epochs:
+        if tr.int4_aware_epochs > tr.epochs:
+            raise RecipeError(f"training.int4_aware_epochs: {tr.int4_aware_epochs} is more than training.epochs "
+                              f"({tr.epochs})")
+        if "int4" not in q.precisions or q.int4_keep_lm_head or q.int4_int8_layers:
+            raise RecipeError("training.int4_aware_epochs: needs int4 in quantize.precisions, with "
+                              "int4_keep_lm_head and int4_int8_layers false (it trains for an all-int4 model)")
     source = resolve_model_source(recipe.model.source, recipe.base_dir)
     data = task.load_data(recipe.dataset, recipe.base_dir, source)
     return Prepared(recipe, task, data, source)
@@ -152,12 +160,14 @@ def build(
         def do_finetune(tmp: Path) -> Adapter:
             from .stages.finetune import finetune
 
-            ckpt = ckpt_root / config_key(r.lora.model_dump(), tr.model_dump(), data.fingerprint)[:16]
-            rec = finetune(base(), data, r.lora, tr, task, tmp, ckpt, remote, progress, log)
+            ckpt = ckpt_root / config_key(r.lora.model_dump(), tr.model_dump(), data.fingerprint, *int4_key)[:16]
+            rec = finetune(base(), data, r.lora, tr, task, tmp, ckpt, remote, progress, log, int4_block)
             shutil.rmtree(ckpt_root, ignore_errors=True)
             return rec
 
-        adapter = stage("finetune", Adapter, [r.task, r.model.source, r.lora.model_dump(), tr.model_dump()],
+        int4_block = r.quantize.int4_block_size if tr.int4_aware_epochs else None
+        int4_key = [int4_block] if int4_block else []  # keys of runs without it stay as they were
+        adapter = stage("finetune", Adapter, [r.task, r.model.source, r.lora.model_dump(), tr.model_dump(), *int4_key],
                         [data.fingerprint, source_fp], do_finetune)
         if last < 1:
             return stage.result

@@ -73,6 +73,11 @@ class TrainingConfig(Section):
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "fp32", description="Training compute: bf16 autocast, or auto = bf16 when the CPU has AMX/AVX512-BF16."
     )
+    int4_aware_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(
+        0,
+        description="causal-lm: the last N epochs train against the int4 export's exact rounding "
+                    "(quantize.int4_block_size), so the int4 model keeps what fine-tuning learned. 0: off.",
+    )
 
 
 class ExportConfig(Section):

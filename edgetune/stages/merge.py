@@ -35,6 +35,10 @@ def merge(
         peft_model = PeftModel.from_pretrained(model, adapter.path)
     except Exception as e:  # a mismatched adapter surfaces as shape or key errors deep in peft
         raise EdgetuneError(f"merge: cannot load adapter {adapter.path} onto {base.spec}: {str(e).splitlines()[0]}") from None
+    if adapter.int4_block_size:  # trained int4-aware: on a base whose untrained linears were rounded to int4
+        from ..int4 import round_frozen_for_int4
+
+        round_frozen_for_int4(peft_model, adapter.int4_block_size)
     # The equality check runs in float64 so that it measures the merge, not float32 summation-order noise
     # (adapter and merged models add the same numbers in a different order). The merged weights are then
     # rounded to float32 once, and the verify stage compares that float32 model against ONNX Runtime.

@@ -1,0 +1,99 @@
+"""Int4-aware LoRA fine-tuning: train against the exact int4 rounding the export will apply.
+
+The int4 export (onnxruntime-genai's model builder, MatMulNBits) rounds every weight of the merged model to
+symmetric 4-bit blocks. LoRA deltas are small next to one int4 step, so plain round-to-nearest of a merged model
+loses much of what fine-tuning learned (SmolLM2 home-assistant: held-out JSON exact match 0.817 -> 0.500). For the
+last `training.int4_aware_epochs` epochs each LoRA layer instead computes with int4(W + scale * B @ A), the same
+numbers MatMulNBits will hold, and passes gradients straight through the rounding (straight-through estimator).
+Weights that training does not change but the export rounds (lm_head, and with it a tied embedding table) are
+rounded once before training, so the model that is trained, merged and verified is the one the int4 file holds.
+
+`fake_int4` reproduces onnxruntime's blockwise quantizer (MLAS, `quantize_matmul_4bits`, symmetric) bit for bit;
+tests/test_int4.py checks it against that function. No library offers this for MatMulNBits: peft's QAT-free
+LoRA and torch.ao's fake-quant observers round differently (per channel, half to even).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+def fake_int4(w: Any, block: int) -> Any:
+    """`w` [out, in] rounded as MatMulNBits stores it: blocks of `block` along `in` (zero-padded), scale = the
+    block's signed absolute maximum (the negative one on a tie) / -8, q = roundf(w / scale + 8) clamped to 0..15
+    (halves away from zero, computed in float32 with the reciprocal), value = scale * (q - 8)."""
+    import torch
+
+    n, k = w.shape
+    pad = -k % block
+    b = torch.nn.functional.pad(w.float(), (0, pad)).reshape(n, -1, block)
+    hi, lo = b.amax(-1, keepdim=True), b.amin(-1, keepdim=True)
+    scale = torch.where(hi.abs() > lo.abs(), hi, lo) / -8.0
+    recip = torch.where(scale != 0, 1.0 / scale, torch.zeros_like(scale))
+    t = b * recip + 8
+    low = torch.floor(t)
+    q = torch.clamp(torch.where(t - low == 0.5, low + 1, torch.round(t)), 0, 15)
+    return (scale * (q - 8)).reshape(n, -1)[:, :k].to(w.dtype)
+
+
+def _lora_layers(model: Any) -> list[Any]:
+    from peft.tuners.lora import Linear as LoraLinear
+
+    return [m for m in model.modules() if isinstance(m, LoraLinear)]
+
+
+def round_frozen_for_int4(model: Any, block: int) -> list[str]:
+    """Round in place the weight of every nn.Linear of a peft `model` that LoRA does not train: lm_head at least,
+    and a tied input-embedding table with it. Returns their names."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    lora_parts = set()
+    for m in model.modules():
+        if isinstance(m, LoraLayer):
+            lora_parts |= {id(x) for x in [m.base_layer, *m.lora_A.modules(), *m.lora_B.modules()]}
+    names = []
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear) and id(m) not in lora_parts:
+                m.weight.copy_(fake_int4(m.weight, block))
+                names.append(name.removeprefix("base_model.model."))
+    return names
+
+
+@contextmanager
+def int4_forward(model: Any, block: int) -> Iterator[int]:
+    """Inside the block, each LoRA layer of the peft `model` computes x @ int4(W + scale * B @ A)^T, with gradients
+    passed straight through the rounding to A and B (the LoRA dropout is not applied: the merged weight has none).
+    The merged weight is formed in float32 outside any autocast, as merge_and_unload forms it. Yields the number
+    of layers so wrapped."""
+    import torch
+    import torch.nn.functional as F
+
+    layers = _lora_layers(model)
+
+    def wrap(layer: Any) -> None:
+        original = layer.forward
+
+        def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
+            if layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
+                return original(x, *args, **kwargs)
+            name = layer.active_adapters[0]
+            with torch.autocast("cpu", enabled=False):
+                a, b = layer.lora_A[name].weight, layer.lora_B[name].weight
+                w = layer.base_layer.weight + (b @ a) * layer.scaling[name]
+                frozen = w.detach()
+                w = w + (fake_int4(frozen, block) - frozen)  # value int4(w), gradient of w
+            return F.linear(x, w, layer.base_layer.bias)
+
+        layer.forward = forward  # an instance attribute, shadowing the class's forward until removed
+
+    for layer in layers:
+        wrap(layer)
+    try:
+        yield len(layers)
+    finally:
+        for layer in layers:
+            layer.__dict__.pop("forward", None)

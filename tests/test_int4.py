@@ -1,0 +1,145 @@
+"""Int4-aware fine-tuning: the rounding is onnxruntime's, bit for bit, and the int4 file holds the trained model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from conftest import edit_recipe
+from edgetune.cli import cli
+from edgetune.int4 import fake_int4, int4_forward, round_frozen_for_int4
+from test_recipe import assert_one_line_error
+
+
+def _onnxruntime_int4(w: np.ndarray, block: int) -> np.ndarray:
+    """`w` [out, in] quantized by onnxruntime's MatMulNBits quantizer (symmetric), then dequantized."""
+    from onnxruntime.capi._pybind_state import quantize_matmul_4bits
+
+    n, k = w.shape
+    kb = -(-k // block)
+    packed = np.zeros((n, kb, block // 2), np.uint8)
+    zero_points = np.zeros((n, (kb + 1) // 2), np.uint8)
+    scales = np.zeros((n, kb), np.float32)
+    quantize_matmul_4bits(packed, np.ascontiguousarray(w.T), scales, zero_points, block, n, k, True)
+    q = np.stack([packed & 15, packed >> 4], -1).reshape(n, kb * block).astype(np.float32)
+    return (np.repeat(scales, block, axis=1) * (q - 8))[:, :k]
+
+
+@pytest.mark.parametrize(("block", "k"), [(16, 64), (32, 576), (64, 576), (128, 576), (32, 80)])
+def test_fake_int4_is_onnxruntime_rounding_bit_for_bit(block, k):
+    rng = np.random.default_rng(block + k)
+    w = (rng.standard_normal((300, k)) * 0.05).astype(np.float32)
+    w[0] = 0  # all-zero blocks
+    w[1, :block] = 0.1  # a tie of +max and -max: onnxruntime takes the negative one
+    w[1, 1] = -0.1
+    scale = np.float32(0.08) / np.float32(-8)  # values at exact halves of a step: rounded away from zero
+    w[2, :8] = [0.08, 0.01, -0.01, 0.03, -0.05, 0.0, 0.07, -0.07]
+    w[2, 1:8] = np.round(w[2, 1:8] / scale - 0.5) * scale + 0.5 * scale
+    want = _onnxruntime_int4(w, block)
+    got = fake_int4(torch.from_numpy(w), block).numpy()
+    assert np.array_equal(got, want), np.argwhere(got != want)[:5]
+    assert not np.array_equal(got, w)  # it does round
+
+
+def _lora_linear(seed: int = 0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(64, 48)),
+                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"]))
+    layer = model.base_model.model[0]
+    torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.05)  # B starts at zero; give it something
+    return model, layer
+
+
+def test_int4_forward_computes_with_the_rounded_merged_weight_and_trains_lora():
+    model, layer = _lora_linear()
+    x = torch.randn(5, 64)
+    plain = model(x)
+    merged = layer.base_layer.weight + layer.lora_B["default"].weight @ layer.lora_A["default"].weight * 2.0
+    with int4_forward(model, 16) as n:
+        assert n == 1
+        got = model(x)
+        got.square().sum().backward()
+    want = torch.nn.functional.linear(x, fake_int4(merged.detach(), 16), layer.base_layer.bias)
+    assert torch.allclose(got, want, atol=1e-6) and not torch.allclose(got, plain, atol=1e-3)
+    assert layer.lora_A["default"].weight.grad.abs().sum() > 0
+    assert layer.lora_B["default"].weight.grad.abs().sum() > 0
+    assert layer.base_layer.weight.grad is None  # the base stays frozen
+    assert torch.equal(model(x), plain)  # the plain LoRA forward is back
+
+
+def test_round_frozen_rounds_only_what_lora_does_not_train(tiny_llama):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    q_before = model.model.layers[0].self_attn.q_proj.weight.clone()
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
+                                                                  "gate_proj", "up_proj"]))
+    names = round_frozen_for_int4(model, 16)
+    assert set(names) == {"lm_head", "model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"}
+    model = model.base_model.model
+    head = model.lm_head.weight
+    assert torch.equal(head, fake_int4(head, 16))  # on the int4 grid, so the export's rounding keeps it
+    assert model.get_input_embeddings().weight is head  # tied: the embedding lookup reads the same values
+    assert torch.equal(model.model.layers[0].self_attn.q_proj.base_layer.weight, q_before)
+
+
+def test_int4_aware_build_exports_the_model_it_trained(tiny_chat_recipe, tmp_path):
+    """After int4-aware training, the int4 ONNX file holds the merged model's weights exactly: its logits match
+    the merged PyTorch model with every linear rounded by fake_int4, not the unrounded one."""
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.pipeline import prepare
+    from edgetune.recipe import load_recipe
+    from edgetune.tasks.causal_lm import GenaiLM
+
+    edit_recipe(tiny_chat_recipe, training={"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 128,
+                                            "int4_aware_epochs": 1},
+                quantize={"precisions": ["int4"], "int4_block_size": 16, "int4_accuracy_level": 0})
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["verify", str(tiny_chat_recipe), "--out", str(run)])
+    assert r.exit_code in (0, 1), r.output  # a random tiny model may miss a gate; the files are what matter
+    assert "int4-aware" in r.output
+    record = json.loads((run / "manifest.json").read_text())["stages"]["finetune"]["record"]
+    assert record["int4_block_size"] == 16
+
+    recipe = load_recipe(tiny_chat_recipe)
+    p = prepare(recipe)
+    merged = AutoModelForCausalLM.from_pretrained(run / "merge" / "model").eval()
+    assert torch.equal(merged.lm_head.weight, fake_int4(merged.lm_head.weight, 16))
+    rounded = AutoModelForCausalLM.from_pretrained(run / "merge" / "model").eval()
+    with torch.no_grad():
+        for m in rounded.modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight.copy_(fake_int4(m.weight, 16))
+    tok = p.task.load_tokenizer(run / "merge" / "model")
+    onnx = GenaiLM(run / "quantize" / "int4", 1)
+    worst_rounded = worst_plain = 0.0
+    for example in p.data.eval[:3]:
+        ids = p.task.prompt_ids(tok, example)
+        got = onnx.logits(ids)  # [prompt length, vocab]
+        with torch.no_grad():
+            want = rounded(torch.tensor([ids])).logits[0].numpy()
+            plain = merged(torch.tensor([ids])).logits[0].numpy()
+        assert got.shape == want.shape
+        worst_rounded = max(worst_rounded, float(np.abs(got - want).max()))
+        worst_plain = max(worst_plain, float(np.abs(got - plain).max()))
+    assert worst_rounded < 1e-3, worst_rounded
+    assert worst_plain > 10 * worst_rounded, (worst_plain, worst_rounded)
+
+
+@pytest.mark.parametrize(("training", "quantize", "fragment"), [
+    ({"epochs": 2, "int4_aware_epochs": 3}, {}, "more than training.epochs"),
+    ({"int4_aware_epochs": 1}, {"precisions": ["int8"]}, "needs int4 in quantize.precisions"),
+    ({"int4_aware_epochs": 1}, {"int4_keep_lm_head": True}, "int4_keep_lm_head"),
+])
+def test_int4_aware_recipe_errors(tiny_chat_recipe, training, quantize, fragment):
+    edit_recipe(tiny_chat_recipe, training=training, quantize=quantize)
+    r = CliRunner().invoke(cli, ["build", str(tiny_chat_recipe), "--no-progress"])
+    assert_one_line_error(r, 2, "training.int4_aware_epochs", fragment)
