@@ -9,8 +9,9 @@ Weights that training does not change but the export rounds (lm_head, and with i
 rounded once before training, so the model that is trained, merged and verified is the one the int4 file holds.
 
 `fake_int4` reproduces onnxruntime's blockwise quantizer (MLAS, `quantize_matmul_4bits`, symmetric) bit for bit;
-tests/test_int4.py checks it against that function. No library offers this for MatMulNBits: peft's QAT-free
-LoRA and torch.ao's fake-quant observers round differently (per channel, half to even).
+tests/test_int4.py checks it against that function. Written here because no library offers it: peft has no
+quantization-aware LoRA, and torch.ao's fake-quantize ops work per tensor or per channel, not per block of
+MatMulNBits, and round halves to even.
 """
 
 from __future__ import annotations
