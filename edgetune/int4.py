@@ -39,12 +39,6 @@ def fake_int4(w: Any, block: int) -> Any:
     return (scale * (q - 8)).reshape(n, -1)[:, :k].to(w.dtype)
 
 
-def _lora_layers(model: Any) -> list[Any]:
-    from peft.tuners.lora import Linear as LoraLinear
-
-    return [m for m in model.modules() if isinstance(m, LoraLinear)]
-
-
 def round_frozen_for_int4(model: Any, block: int) -> list[str]:
     """Round in place the weight of every nn.Linear of a peft `model` that LoRA does not train: lm_head at least,
     and a tied input-embedding table with it. Returns their names."""
@@ -72,8 +66,9 @@ def int4_forward(model: Any, block: int) -> Iterator[int]:
     of layers so wrapped."""
     import torch
     import torch.nn.functional as F
+    from peft.tuners.lora import Linear as LoraLinear
 
-    layers = _lora_layers(model)
+    layers = [m for m in model.modules() if isinstance(m, LoraLinear)]
 
     def wrap(layer: Any) -> None:
         original = layer.forward

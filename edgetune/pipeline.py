@@ -156,6 +156,8 @@ def build(
         base = functools.cache(lambda: _dequantized_once(run, p.source, source_fp, task, remote, log))
         tr = r.training
         ckpt_root = run.root / "finetune.ckpt"
+        int4_block = r.quantize.int4_block_size if tr.int4_aware_epochs else None
+        int4_key = [int4_block] if int4_block else []  # keys of runs without it stay as they were
 
         def do_finetune(tmp: Path) -> Adapter:
             from .stages.finetune import finetune
@@ -165,8 +167,6 @@ def build(
             shutil.rmtree(ckpt_root, ignore_errors=True)
             return rec
 
-        int4_block = r.quantize.int4_block_size if tr.int4_aware_epochs else None
-        int4_key = [int4_block] if int4_block else []  # keys of runs without it stay as they were
         adapter = stage("finetune", Adapter, [r.task, r.model.source, r.lora.model_dump(), tr.model_dump(), *int4_key],
                         [data.fingerprint, source_fp], do_finetune)
         if last < 1:

@@ -136,13 +136,11 @@ class RunDir:
         tmp.mkdir(parents=True)
         return tmp
 
-    def commit_dir(self, stage: str) -> Path:
+    def commit_dir(self, stage: str) -> None:
         """Move the finished scratch folder into place, replacing an older result. The caller writes the stage's
         manifest entry first (hashes from the scratch folder): a folder under a final name is then always one the
         manifest records, and an entry whose folder never arrived fails its hash check and reruns."""
-        final = self.stage_dir(stage)
-        replace_dir(self.root / f"{stage}.tmp", final)
-        return final
+        replace_dir(self.root / f"{stage}.tmp", self.stage_dir(stage))
 
     def hash_file(self, path: Path) -> str:
         st = path.stat()
