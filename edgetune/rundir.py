@@ -91,6 +91,11 @@ class RunDir:
             os.close(fd)
             raise EdgetuneError(f"{self.root} is in use by another edgetune process (lock {self.root / '.lock'})") from None
         self._lock_fd = fd
+        # a write of the manifest or recipe.json killed before its rename leaves its temp file, .NAME.XXXX.tmp
+        # (atomic_write_text); with the lock held, no live process owns one
+        for stale in self.root.glob(".*.tmp"):
+            if stale.is_file():
+                stale.unlink()
         return self
 
     def __exit__(self, *exc: object) -> None:

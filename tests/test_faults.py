@@ -93,6 +93,24 @@ cli(sys.argv[3:])
 """
 
 
+def test_a_killed_manifest_write_leaves_no_temp_file(tmp_path):
+    """atomic_write_text's temp files in the run dir, left by a kill before their rename, are removed by the next
+    run; scratch folders are the stages' to clear."""
+    from edgetune.rundir import RunDir, atomic_write_json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    atomic_write_json(run / "manifest.json", {"stages": {}})
+    stale = run / ".manifest.json.k1ll3d.tmp"
+    stale.write_text('{"stages": {"fine')
+    (run / ".recipe.json.0dd.tmp").write_text("{")
+    (run / "merge.tmp").mkdir()
+    with RunDir(run) as rd:
+        assert not stale.exists()
+        assert rd.manifest() == {"stages": {}}
+    assert sorted(p.name for p in run.iterdir()) == [".lock", "manifest.json", "merge.tmp"]
+
+
 @pytest.mark.parametrize("when", ["before", "after"])
 @pytest.mark.parametrize("stage", ["merge", "report"])
 def test_kill_next_to_the_rename_of_a_stage_folder(reference, tmp_path, stage, when):
