@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import shutil
 import time
@@ -13,6 +14,7 @@ from typing import Any, Callable
 from .artifacts import (Adapter, Benchmark, MergedModel, OnnxModel, Package, Quantized, Report, Verification,
                         from_json, rebase, to_json)
 from .errors import CheckFailed, EdgetuneError, RecipeError
+from .families import AdapterPlan, ModelInfo, check_exportable, model_info, plan_adapter
 from .recipe import Recipe, parse_recipe
 from .rundir import RunDir, StageEntry, config_key
 from .sources import ModelSource, resolve_model_source
@@ -46,12 +48,14 @@ class BuildResult:
 
 @dataclass(frozen=True)
 class Prepared:
-    """Everything validated before stage one: the recipe, its task, data and model source."""
+    """Everything validated before stage one: the recipe, its task, data, model source and what it adapts."""
 
     recipe: Recipe
     task: Task
     data: TaskData
     source: ModelSource
+    info: ModelInfo
+    adapter: AdapterPlan
 
 
 def prepare(recipe: Recipe) -> Prepared:
@@ -67,9 +71,17 @@ def prepare(recipe: Recipe) -> Prepared:
         if "int4" not in q.precisions or q.int4_keep_lm_head or q.int4_int8_layers:
             raise RecipeError("training.int4_aware_epochs: needs int4 in quantize.precisions, with "
                               "int4_keep_lm_head and int4_int8_layers false (it trains for an all-int4 model)")
+        if recipe.lora.method != "lora":
+            raise RecipeError(f"training.int4_aware_epochs: trains LoRA layers against int4 rounding, so it needs "
+                              f"lora.method: lora (not {recipe.lora.method})")
+    remote = recipe.model.trust_remote_code
     source = resolve_model_source(recipe.model.source, recipe.base_dir)
-    data = task.load_data(recipe.dataset, recipe.base_dir, source)
-    return Prepared(recipe, task, data, source)
+    info = model_info(source.path, recipe.task, remote)
+    check_exportable(info, recipe.task)
+    adapter = plan_adapter(info, recipe.task, recipe.lora, remote)
+    data = task.load_data(recipe.dataset, recipe.base_dir, source, tr.max_length)
+    data = dataclasses.replace(data, warnings=[*data.warnings, *task.check_model(info, source, remote)])
+    return Prepared(recipe, task, data, source, info, adapter)
 
 
 class _Runner:
@@ -162,12 +174,14 @@ def build(
         def do_finetune(tmp: Path) -> Adapter:
             from .stages.finetune import finetune
 
-            ckpt = ckpt_root / config_key(r.lora.model_dump(), tr.model_dump(), data.fingerprint, *int4_key)[:16]
-            rec = finetune(base(), data, r.lora, tr, task, tmp, ckpt, remote, progress, log, int4_block)
+            ckpt = ckpt_root / config_key(lora_key, tr.model_dump(), data.fingerprint, *int4_key)[:16]
+            rec = finetune(base(), data, r.lora, p.adapter, tr, task, tmp, ckpt, remote, progress, log, int4_block)
             shutil.rmtree(ckpt_root, ignore_errors=True)
             return rec
 
-        adapter = stage("finetune", Adapter, [r.task, r.model.source, r.lora.model_dump(), tr.model_dump(), *int4_key],
+        # method: lora is left out of the key, so runs from before methods existed stay valid
+        lora_key = r.lora.model_dump(exclude={"method"} if r.lora.method == "lora" else None)
+        adapter = stage("finetune", Adapter, [r.task, r.model.source, lora_key, tr.model_dump(), *int4_key],
                         [data.fingerprint, source_fp], do_finetune)
         if last < 1:
             return stage.result
@@ -252,8 +266,6 @@ def _dequantized_once(run: RunDir, source: ModelSource, fingerprint: str, task: 
     base-model score in verify each load it in seconds instead of converting the GGUF again."""
     if not (source.path.is_file() and source.path.suffix == ".gguf"):
         return source
-    import dataclasses
-
     from .rundir import replace_dir
 
     folder, stamp = run.root / "base", "source.sha256"

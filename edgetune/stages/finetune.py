@@ -1,4 +1,4 @@
-"""LoRA fine-tuning with peft: a plain loop, resumable at epoch boundaries."""
+"""Fine-tuning with peft (LoRA, DoRA, AdaLoRA or IA3): a plain loop, resumable at epoch boundaries."""
 
 from __future__ import annotations
 
@@ -6,11 +6,12 @@ import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
 from ..artifacts import Adapter
+from ..families import AdapterPlan
 from ..int4 import int4_forward, round_frozen_for_int4
 from ..recipe import LoraConfig, TrainingConfig
 from ..sources import ModelSource
@@ -21,6 +22,7 @@ def finetune(
     base: ModelSource,
     data: TaskData,
     lora: LoraConfig,
+    plan: AdapterPlan,
     training: TrainingConfig,
     task: Task,
     out: Path,
@@ -30,11 +32,11 @@ def finetune(
     log: Callable[[str], None] = lambda s: None,
     int4_block: int | None = None,
 ) -> Adapter:
-    """Train a LoRA adapter on `data.train`, evaluate each epoch on `data.eval`; save it to `out/adapter`.
+    """Train the recipe's adapter (`plan`: method and modules) on `data.train`, evaluate each epoch on
+    `data.eval`; save it to `out/adapter`.
     With `int4_block`, the untrained linears are rounded to int4 first and the last training.int4_aware_epochs
     epochs train against int4 rounding (see edgetune/int4.py)."""
     import torch
-    from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model, set_peft_model_state_dict, get_peft_model_state_dict
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
@@ -42,15 +44,11 @@ def finetune(
     torch.manual_seed(training.seed)
     tokenizer = task.load_tokenizer(base.path, trust_remote_code)
     model = task.load_model(base.path, data, trust_remote_code)
-    peft_cfg = PeftLoraConfig(
-        task_type=task.peft_task_type,
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        target_modules=lora.target_modules,
-        modules_to_save=lora.modules_to_save,
-    )
-    model = get_peft_model(model, peft_cfg)
+    steps_per_epoch = -(-len(data.train) // training.batch_size)
+    total_steps = steps_per_epoch * training.epochs
+    model = get_peft_model(model, peft_config(plan, lora, task.peft_task_type, total_steps))
+    # AdaLoRA moves rank budget between layers from gradient-based importance, updated after every step.
+    allocate = getattr(model.base_model, "update_and_allocate", None) if plan.method == "adalora" else None
     if int4_block:
         rounded = round_frozen_for_int4(model, int4_block)
         log(f"finetune: int4-aware: {', '.join(rounded)} rounded to int4 (blocks of {int4_block}); the last "
@@ -58,8 +56,6 @@ def finetune(
     trainable, total = model.get_nb_trainable_parameters()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=training.weight_decay)
-    steps_per_epoch = -(-len(data.train) // training.batch_size)
-    total_steps = steps_per_epoch * training.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * training.warmup_fraction), total_steps)
 
     bf16 = use_bf16(training.precision)
@@ -73,6 +69,8 @@ def finetune(
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if allocate is not None:
+            _set_allocator_state(model, state["allocator"])
         history, start_epoch = state["history"], state["epoch"]
         log(f"finetune: resuming after epoch {start_epoch}/{training.epochs} from {ckpt}")
 
@@ -85,12 +83,14 @@ def finetune(
         bar = tqdm(batches, total=steps_per_epoch, disable=None if progress else True, leave=False,  # None: on a tty
                    desc=f"finetune epoch {epoch + 1}/{training.epochs}{' (int4-aware)' if aware else ''}")
         with int4_forward(model, int4_block) if aware else contextlib.nullcontext():
-            for batch in bar:
+            for step, batch in enumerate(bar, start=epoch * steps_per_epoch):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     loss = task.loss(model, batch)
                 loss.backward()
                 optimizer.step()
                 scheduler.step()
+                if allocate is not None:
+                    allocate(step)  # reads the gradients: before they are cleared
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
@@ -107,6 +107,7 @@ def finetune(
             "torch_rng": torch.get_rng_state(),
             "history": history,
             "epoch": epoch + 1,
+            **({"allocator": _allocator_state(model)} if allocate is not None else {}),
         })
 
     adapter_dir = out / "adapter"
@@ -122,6 +123,36 @@ def finetune(
         eval_examples=len(data.eval),
         int4_block_size=int4_block,
     )
+
+
+def peft_config(plan: AdapterPlan, lora: LoraConfig, task_type: str, total_steps: int) -> Any:
+    """peft's config for the recipe's method, on the modules `plan` resolved for this model."""
+    from peft import AdaLoraConfig, IA3Config
+    from peft import LoraConfig as PeftLoraConfig
+
+    common = {"task_type": task_type, "target_modules": plan.target_modules, "modules_to_save": plan.modules_to_save}
+    if plan.method == "ia3":
+        return IA3Config(feedforward_modules=plan.feedforward_modules or [], **common)
+    if plan.method == "adalora":
+        # r is the average rank AdaLoRA ends with; every layer starts at 1.5x r (peft's 12 -> 8 ratio). The first
+        # 10% of steps train at the initial rank, the last 20% at the final rank pattern.
+        tinit, tfinal = total_steps // 10, total_steps // 5
+        return AdaLoraConfig(init_r=lora.r + (lora.r + 1) // 2, target_r=lora.r, lora_alpha=lora.alpha,
+                             lora_dropout=lora.dropout, total_step=total_steps, tinit=tinit, tfinal=tfinal, **common)
+    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
+                          use_dora=plan.method == "dora", **common)
+
+
+def _allocator_state(model: Any) -> dict:
+    """AdaLoRA's importance estimates (tensors by parameter name), so a resumed run allocates ranks as an
+    uninterrupted one would."""
+    ra = model.base_model.rankallocator
+    return {"ipt": dict(ra.ipt), "exp_avg_ipt": dict(ra.exp_avg_ipt), "exp_avg_unc": dict(ra.exp_avg_unc)}
+
+
+def _set_allocator_state(model: Any, state: dict) -> None:
+    ra = model.base_model.rankallocator
+    ra.ipt, ra.exp_avg_ipt, ra.exp_avg_unc = dict(state["ipt"]), dict(state["exp_avg_ipt"]), dict(state["exp_avg_unc"])
 
 
 def use_bf16(precision: str) -> bool:

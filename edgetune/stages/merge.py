@@ -1,7 +1,8 @@
-"""Merge the LoRA adapter into the base weights and prove the merged model computes the same outputs."""
+"""Merge the adapter (LoRA, DoRA, AdaLoRA, IA3) into the base weights and prove the merged model computes the same outputs."""
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,11 @@ def merge(
     tokenizer = task.load_tokenizer(adapter.path, trust_remote_code)
     model = task.load_model(base.path, data, trust_remote_code)
     try:
-        peft_model = PeftModel.from_pretrained(model, adapter.path)
+        with warnings.catch_warnings():
+            # peft 0.21 checks an AdaLoRA rank_pattern (keys of lora_E parameters) as if it named modules and warns
+            # that it matched none; AdaLoRA then applies it itself (resize_modules_by_rank_pattern).
+            warnings.filterwarnings("ignore", "The following rank_pattern keys did not match", RuntimeWarning)
+            peft_model = PeftModel.from_pretrained(model, adapter.path)
     except Exception as e:  # a mismatched adapter surfaces as shape or key errors deep in peft
         raise EdgetuneError(f"merge: cannot load adapter {adapter.path} onto {base.spec}: {str(e).splitlines()[0]}") from None
     if adapter.int4_block_size:  # trained int4-aware: on a base whose untrained linears were rounded to int4

@@ -26,8 +26,12 @@ class Task(Protocol):
     onnx_task: str  # optimum-onnx export task name
     peft_task_type: str  # peft.TaskType value
 
-    def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
-        """Read and validate the dataset section (against the model `source` where it matters); raise RecipeError."""
+    def load_data(self, cfg: Any, base_dir: Path, source: Any = None, max_length: int | None = None) -> TaskData:
+        """Read and validate the dataset section (against the model `source` and training.max_length where it
+        matters); raise RecipeError."""
+
+    def check_model(self, info: Any, source: Any, trust_remote_code: bool = False) -> list[str]:
+        """Check what the task needs of the model beyond its architecture; RecipeError or warnings."""
 
     def load_model(self, path: Path, data: TaskData, trust_remote_code: bool = False) -> Any:
         """Load the base (or merged) model for this task, in eval mode."""

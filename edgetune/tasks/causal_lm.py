@@ -70,7 +70,7 @@ class CausalLMTask:
     generates = True
 
     # -- data -----------------------------------------------------------------------------------
-    def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
+    def load_data(self, cfg: Any, base_dir: Path, source: Any = None, max_length: int | None = None) -> TaskData:
         tokenizer = self.load_tokenizer(source.path) if source is not None else None
         context = _context_length(source.path) if source is not None else None
 
@@ -83,6 +83,11 @@ class CausalLMTask:
                     ids, labels = self._encode(tokenizer, msgs, r.where)
                     if context and len(ids) > context:
                         raise RecipeError(f"{r.where}: {len(ids)} tokens, longer than the model's context of {context}")
+                    start = next(i for i, lab in enumerate(labels) if lab != IGNORE)
+                    if max_length is not None and start >= max_length:
+                        raise RecipeError(f"{r.where}: the prompt takes {start} tokens, so no assistant token fits "
+                                          f"in training.max_length ({max_length}); raise training.max_length or "
+                                          f"shorten the conversation")
                     ex["ids"], ex["labels"] = ids, labels
                 out.append(ex)
             return out
@@ -107,6 +112,20 @@ class CausalLMTask:
             labels[len(before): len(upto)] = upto[len(before):]
         return ids, labels
 
+    def check_model(self, info: Any, source: Any, trust_remote_code: bool = False) -> list[str]:
+        """The end token generation stops at must be known to the config or the tokenizer (load_model fills the
+        config from the tokenizer, so the exported genai_config.json has it)."""
+        tok = self.load_tokenizer(source.path, trust_remote_code)
+        ids = info.special_ids()
+        if ids["eos_token_id"] is None and tok.eos_token_id is None:
+            raise RecipeError(f"model.source: no end-of-sequence token: the {info.model_type} config has no "
+                              f"eos_token_id and the tokenizer no eos_token, so generation could not stop; set "
+                              f"eos_token in tokenizer_config.json or eos_token_id in config.json")
+        if ids["bos_token_id"] is None and tok.bos_token_id is None:
+            return ["model: no bos_token_id in the config or the tokenizer; the exported genai_config.json gets "
+                    "onnxruntime-genai's default (1), which edgetune's prompts never use"]
+        return []
+
     def prompt_ids(self, tokenizer: Any, example: dict) -> list[int]:
         """The conversation up to the last assistant turn, ready for generation."""
         return _ids(tokenizer.apply_chat_template(example["messages"][:-1], tokenize=True, add_generation_prompt=True))
@@ -122,6 +141,7 @@ class CausalLMTask:
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=any(path.glob("*.safetensors")), **kwargs)
+        _fill_special_ids(model, self.load_tokenizer(path, trust_remote_code))
         return model.eval()
 
     def load_tokenizer(self, path: Path, trust_remote_code: bool = False) -> Any:
@@ -154,6 +174,8 @@ class CausalLMTask:
         the vocabulary-wide logits of prompt tokens (most of each sequence) are never computed."""
         import torch.nn.functional as F
 
+        if model.peft_type == "ADALORA":  # peft adds AdaLoRA's orthogonality penalty in the full forward only
+            return model(**batch).loss
         base = model.get_base_model()
         hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
         target = batch["labels"][:, 1:]
@@ -219,6 +241,17 @@ class CausalLMTask:
                 drop = ref_metrics["json_exact_match"] - metrics["json_exact_match"]
                 out.append(("json_exact_match_drop", drop, limit, "<="))
         return out
+
+
+def _fill_special_ids(model: Any, tokenizer: Any) -> None:
+    """Copy bos/eos/pad token ids the config lacks from the tokenizer, so that the merged model's config.json,
+    and the genai_config.json the model builder writes from it, name them (the builder needs eos_token_id)."""
+    for key in ("bos_token_id", "eos_token_id", "pad_token_id"):
+        value = getattr(tokenizer, key, None)
+        if getattr(model.config, key, None) is None and value is not None:
+            setattr(model.config, key, value)
+            if getattr(model, "generation_config", None) is not None and getattr(model.generation_config, key) is None:
+                setattr(model.generation_config, key, value)
 
 
 def _logsumexp(x: np.ndarray) -> np.ndarray:

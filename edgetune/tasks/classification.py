@@ -53,10 +53,13 @@ class ClassificationTask:
             out.append({"text": text, "label_name": str(label).strip(), "where": r.where})
         return out
 
-    def load_data(self, cfg: Any, base_dir: Path, source: Any = None) -> TaskData:
+    def load_data(self, cfg: Any, base_dir: Path, source: Any = None, max_length: int | None = None) -> TaskData:
         warnings: list[str] = []
         train, evals, sources = load_splits(
             cfg, base_dir, lambda rows: self._examples(rows, cfg.text_column, cfg.label_column, warnings))
+        warnings = _summarize(warnings)
+        if source is not None and max_length is not None:
+            warnings += _over_length(self.load_tokenizer(source.path), train + evals, max_length)
         train_path = next(iter(sources))
         labels = sorted({e["label_name"] for e in train})
         if len(labels) < 2:
@@ -68,8 +71,10 @@ class ClassificationTask:
         for e in train + evals:
             e["label"] = index[e["label_name"]]
         fp = data_fingerprint(self.name, sources, cfg, labels)
-        return TaskData(train=train, eval=evals, labels=labels, fingerprint=fp, sources=sources,
-                        warnings=_summarize(warnings))
+        return TaskData(train=train, eval=evals, labels=labels, fingerprint=fp, sources=sources, warnings=warnings)
+
+    def check_model(self, info: Any, source: Any, trust_remote_code: bool = False) -> list[str]:
+        return []
 
     # -- model ----------------------------------------------------------------------------------
     def load_model(self, path: Path, data: TaskData, trust_remote_code: bool = False) -> Any:
@@ -161,6 +166,17 @@ class ClassificationTask:
             "attention_mask": np.ones_like(ids),
             "token_type_ids": np.zeros_like(ids),
         }
+
+
+def _over_length(tokenizer: Any, examples: list[dict], max_length: int) -> list[str]:
+    """One warning counting the texts longer than `max_length` tokens, which training and evaluation cut."""
+    lengths = [len(ids) for ids in tokenizer([e["text"] for e in examples], truncation=False, verbose=False)["input_ids"]]
+    over = [i for i, n in enumerate(lengths) if n > max_length]
+    if not over:
+        return []
+    longest = max(over, key=lambda i: lengths[i])
+    return [f"dataset: {len(over)} of {len(examples)} texts are longer than training.max_length ({max_length} "
+            f"tokens) and are cut to it; the longest is {lengths[longest]} tokens ({examples[longest]['where']})"]
 
 
 def _has_safetensors(path: Path) -> bool:

@@ -1,0 +1,193 @@
+"""What edgetune knows per model family, in one table, checked before stage one.
+
+- Adapter targets where peft has no default (or none for a method): LoRA, DoRA and AdaLoRA adapt the same
+  linears; IA3 scales `ia3` modules, feeding the `ia3_feedforward` ones a scaled input.
+- Which architectures each task's exporter handles: decoders go through onnxruntime-genai's model builder, whose
+  0.15.2 release knows the text architectures in GENAI_BUILDER; encoders through optimum-onnx, asked directly.
+
+A model outside this knowledge is refused by `recipe validate` and `build` in one line, naming the architecture
+and the reason, before any work starts.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import RecipeError
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Module names (peft matches a module whose dotted name equals or ends with one) per adaptation method;
+    None: use peft's default for that method."""
+
+    lora: tuple[str, ...] | None = None
+    ia3: tuple[str, ...] | None = None
+    ia3_feedforward: tuple[str, ...] | None = None
+
+
+# Families peft 0.21 has no default for. Attention query and value projections for LoRA (peft's own choice for
+# BERT and LLaMA), the fused projection where the family fuses q, k and v; for IA3, keys, values and the
+# feed-forward output projection, as peft does for BERT and LLaMA.
+TARGETS: dict[str, Targets] = {
+    # encoders
+    "distilbert": Targets(("q_lin", "v_lin"), ("k_lin", "v_lin", "lin2"), ("lin2",)),
+    "xlm-roberta": Targets(None, ("key", "value", "output.dense"), ("output.dense",)),
+    "electra": Targets(None, ("key", "value", "output.dense"), ("output.dense",)),
+    "albert": Targets(("query", "value"), ("key", "value", "ffn_output"), ("ffn_output",)),
+    "mpnet": Targets(("q", "v"), ("k", "v", "output.dense"), ("output.dense",)),
+    "modernbert": Targets(("Wqkv",), ("Wqkv", "mlp.Wo"), ("mlp.Wo",)),
+    # decoders
+    "phi3": Targets(("qkv_proj",), ("qkv_proj", "down_proj"), ("down_proj",)),
+    "granite": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "gemma3_text": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "olmo": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "smollm3": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "phi": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "fc2"), ("fc2",)),
+    "lfm2": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "w2"), ("w2",)),
+}
+
+# The text-only decoder classes onnxruntime-genai 0.15.2's model builder exports (its builder.py dispatches on
+# config.architectures[0]); anything else ends in its NotImplementedError.
+GENAI_BUILDER = frozenset({
+    "ChatGLMForConditionalGeneration", "ChatGLMModel", "Ernie4_5ForCausalLM", "GemmaForCausalLM",
+    "Gemma2ForCausalLM", "Gemma3ForCausalLM", "GptOssForCausalLM", "GraniteForCausalLM",
+    "HunYuanDenseV1ForCausalLM", "InternLM2ForCausalLM", "Lfm2ForCausalLM", "LlamaForCausalLM",
+    "MistralForCausalLM", "NemotronForCausalLM", "OlmoForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM",
+    "PhiMoEForCausalLM", "Phi3SmallForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM",
+})
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """A base model's family, read from its config without loading weights."""
+
+    model_type: str
+    architecture: str  # the transformers class edgetune loads it as, and saves the merged model as
+    config: Any  # transformers PretrainedConfig
+
+    def special_ids(self) -> dict[str, Any]:
+        return {k: getattr(self.config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
+
+
+def model_info(path: Path, task: str, trust_remote_code: bool = False) -> ModelInfo:
+    """The model_type and task class of the model at `path` (HF folder or .gguf); RecipeError when the task has
+    no class for it."""
+    from transformers import AutoConfig
+    from transformers.models.auto import modeling_auto
+
+    path = Path(path)
+    try:
+        if path.is_file() and path.suffix == ".gguf":
+            config = AutoConfig.from_pretrained(path.parent, gguf_file=path.name)
+        else:
+            config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
+        raise RecipeError(f"model.source: cannot read the model's config in {path}: "
+                          f"{str(e).splitlines()[0][:200]}") from None
+    mapping = (modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES if task == "classification"
+               else modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    model_type = getattr(config, "model_type", "") or "unknown"
+    auto_map = getattr(config, "auto_map", None) or {}
+    remote = "AutoModelForSequenceClassification" if task == "classification" else "AutoModelForCausalLM"
+    if model_type in mapping:
+        arch = mapping[model_type]
+    elif trust_remote_code and remote in auto_map:
+        arch = auto_map[remote].split(".")[-1]
+    else:
+        kind = "sequence-classification" if task == "classification" else "causal-LM"
+        raise RecipeError(f"model.source: architecture '{model_type}' has no {kind} model class in transformers, "
+                          f"so task {task} cannot train it")
+    return ModelInfo(model_type, arch, config)
+
+
+def check_exportable(info: ModelInfo, task: str) -> None:
+    """RecipeError, naming the architecture and the reason, when the task's exporter cannot handle the model."""
+    if task == "causal-lm":
+        if info.architecture not in GENAI_BUILDER:
+            raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
+                              f"exported: onnxruntime-genai's model builder does not support it (it supports "
+                              f"{', '.join(sorted(a.removesuffix('ForCausalLM') for a in GENAI_BUILDER))})")
+        return
+    import optimum.exporters.onnx.model_configs  # noqa: F401  (fills the registry asked below)
+    from optimum.exporters.tasks import TasksManager
+
+    try:
+        tasks = TasksManager.get_supported_tasks_for_model_type(info.model_type, exporter="onnx",
+                                                                library_name="transformers")
+    except (KeyError, ValueError):
+        tasks = {}
+    if "text-classification" not in tasks:
+        raise RecipeError(f"model.source: architecture '{info.model_type}' cannot be exported: optimum-onnx has no "
+                          f"ONNX export for it as text-classification")
+
+
+def default_targets(model_type: str, method: str) -> tuple[list[str] | None, list[str] | None]:
+    """(target_modules, feedforward_modules) for `method` on a family: edgetune's table first, then peft's
+    defaults; (None, None) when neither has one."""
+    from peft.utils import constants as pc
+
+    t = TARGETS.get(model_type, Targets())
+    if method == "ia3":
+        targets = t.ia3 or pc.TRANSFORMERS_MODELS_TO_IA3_TARGET_MODULES_MAPPING.get(model_type)
+        ff = t.ia3_feedforward or pc.TRANSFORMERS_MODELS_TO_IA3_FEEDFORWARD_MODULES_MAPPING.get(model_type)
+        return (list(targets), list(ff or [])) if targets else (None, None)
+    # LoRA, DoRA and AdaLoRA adapt the same modules, so the methods differ only in how they train them.
+    targets = t.lora or pc.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING.get(model_type)
+    return (list(targets), None) if targets else (None, None)
+
+
+@dataclass(frozen=True)
+class AdapterPlan:
+    """What fine-tuning adapts, resolved and checked against the model's modules before stage one."""
+
+    method: str
+    target_modules: list[str]
+    feedforward_modules: list[str] | None  # IA3 only
+    modules_to_save: list[str] | None
+
+
+def matches(name: str, target: str) -> bool:
+    """peft's rule for a list of target names: the module's dotted name is the target or ends with '.target'."""
+    return name == target or name.endswith("." + target)
+
+
+def plan_adapter(info: ModelInfo, task: str, lora: Any, trust_remote_code: bool = False) -> AdapterPlan:
+    """Resolve the recipe's `lora` section (method, target_modules, modules_to_save) for this model; RecipeError
+    when there is no default or a name matches no module, listing the names the model does have."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    auto = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
+    with torch.device("meta"):  # the module tree without weights: milliseconds, no memory
+        model = auto.from_config(info.config, trust_remote_code=trust_remote_code)
+    modules = {n: m for n, m in model.named_modules() if n}
+    adaptable = {n for n, m in modules.items()
+                 if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) or type(m).__name__ == "Conv1D"}
+    linears = sorted({[p for p in n.split(".") if not p.isdigit()][-1] for n in adaptable
+                      if not isinstance(modules[n], torch.nn.Embedding)})
+    targets, ff = default_targets(info.model_type, lora.method)
+    if lora.target_modules:
+        targets = list(lora.target_modules)
+        ff = [f for f in ff if f in targets] if ff is not None else None
+    elif targets is None:
+        raise RecipeError(f"lora.target_modules: no default for architecture '{info.model_type}' (neither "
+                          f"edgetune's table nor peft has one); set it to some of its linear layers: "
+                          f"{', '.join(linears)}")
+    for t in targets:
+        hit = [n for n in modules if matches(n, t)]
+        if not hit:
+            raise RecipeError(f"lora.target_modules: '{t}' matches no module of this {info.model_type} model; "
+                              f"its linear layers are: {', '.join(linears)}")
+        if not any(n in adaptable for n in hit):
+            raise RecipeError(f"lora.target_modules: '{t}' names {type(modules[hit[0]]).__name__} modules, which "
+                              f"{lora.method} cannot adapt; name linear layers: {', '.join(linears)}")
+    for t in lora.modules_to_save or []:
+        if not any(matches(n, t) for n in modules):
+            tops = sorted({n.split(".")[-1] for n in modules if not n.split(".")[-1].isdigit()})
+            raise RecipeError(f"lora.modules_to_save: '{t}' matches no module of this {info.model_type} model; "
+                              f"its modules are named: {', '.join(tops)}")
+    return AdapterPlan(lora.method, targets, ff, list(lora.modules_to_save) if lora.modules_to_save else None)
