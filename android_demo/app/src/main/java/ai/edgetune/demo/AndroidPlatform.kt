@@ -3,6 +3,7 @@ package ai.edgetune.demo
 import ai.edgetune.demo.core.AssetSource
 import ai.edgetune.demo.core.DeviceInfo
 import ai.edgetune.demo.core.PackageInstaller
+import android.app.Activity
 import android.content.Context
 import android.content.res.AssetManager
 import android.os.Build
@@ -41,6 +42,16 @@ fun deviceInfo(): DeviceInfo = DeviceInfo(
     sdkInt = Build.VERSION.SDK_INT,
     abi = DeviceInfo.selectAbi(Build.SUPPORTED_ABIS.toList(), PACKAGED_ABIS),
 )
+
+/**
+ * The view [id] of this activity's layout as a [T]: what the generic findViewById<T> of API 26 and later
+ * does, written as a checked cast so that it also compiles against the API 23 platform jar of
+ * compile_check.sh, where findViewById returns a plain View.
+ */
+inline fun <reified T : View> Activity.viewById(id: Int): T {
+    val view: View = findViewById(id)
+    return view as T
+}
 
 /** Pads [root] by the system bars and the keyboard: with targetSdk 35+ the app draws edge to edge. */
 fun applySystemBarInsets(root: View) {

@@ -45,13 +45,13 @@ class ChatActivity : ComponentActivity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_chat)
-        applySystemBarInsets(findViewById(R.id.root))
-        status = findViewById(R.id.status)
-        transcript = findViewById(R.id.transcript)
-        transcriptScroll = findViewById(R.id.transcript_scroll)
-        prompt = findViewById(R.id.prompt)
-        sendButton = findViewById(R.id.send)
-        stopButton = findViewById(R.id.stop)
+        applySystemBarInsets(viewById(R.id.root))
+        status = viewById(R.id.status)
+        transcript = viewById(R.id.transcript)
+        transcriptScroll = viewById(R.id.transcript_scroll)
+        prompt = viewById(R.id.prompt)
+        sendButton = viewById(R.id.send)
+        stopButton = viewById(R.id.stop)
 
         bindAction(sendButton, prompt, EditorInfo.IME_ACTION_SEND) { send() }
         stopButton.setOnClickListener { stopRequested.set(true) }

@@ -53,21 +53,21 @@ class MainActivity : ComponentActivity() {
     override fun onCreate(savedInstanceState: Bundle?) {
         super.onCreate(savedInstanceState)
         setContentView(R.layout.activity_main)
-        applySystemBarInsets(findViewById(R.id.root))
-        input = findViewById(R.id.input)
-        classifyButton = findViewById(R.id.classify)
-        status = findViewById(R.id.status)
-        packageInfo = findViewById(R.id.package_info)
-        prediction = findViewById(R.id.prediction)
-        latency = findViewById(R.id.latency)
-        probabilities = findViewById(R.id.probabilities)
-        threadsGroup = findViewById(R.id.threads)
-        xnnpackSwitch = findViewById(R.id.xnnpack)
+        applySystemBarInsets(viewById(R.id.root))
+        input = viewById(R.id.input)
+        classifyButton = viewById(R.id.classify)
+        status = viewById(R.id.status)
+        packageInfo = viewById(R.id.package_info)
+        prediction = viewById(R.id.prediction)
+        latency = viewById(R.id.latency)
+        probabilities = viewById(R.id.probabilities)
+        threadsGroup = viewById(R.id.threads)
+        xnnpackSwitch = viewById(R.id.xnnpack)
 
         bindAction(classifyButton, input, EditorInfo.IME_ACTION_GO) { classify() }
         threadsGroup.setOnCheckedChangeListener { _, _ -> reload() }
         xnnpackSwitch.setOnCheckedChangeListener { _, _ -> reload() }
-        findViewById<Button>(R.id.open_chat).setOnClickListener {
+        viewById<Button>(R.id.open_chat).setOnClickListener {
             startActivity(Intent(this, ChatActivity::class.java))
         }
         reload()

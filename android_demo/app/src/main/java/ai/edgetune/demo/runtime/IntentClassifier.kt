@@ -20,13 +20,15 @@ class IntentClassifier private constructor(
     val outputName: String,
 ) : AutoCloseable {
 
-    /** Logits for [text]: a 1-D string tensor of length 1 goes in, the float output is flattened. */
+    /**
+     * Logits for [text]: a 1-D string tensor of length 1 goes in, the float output is flattened. Only
+     * [outputName] is requested, so the result holds that one value at index 0 (read by index: the
+     * by-name lookup returns java.util.Optional, which the API 23 compile check has no class for).
+     */
     fun logits(text: String): FloatArray =
         OnnxTensor.createTensor(env, arrayOf(text), longArrayOf(1)).use { input ->
-            session.run(mapOf(inputName to input)).use { result ->
-                val value = result.get(outputName).orElse(null)
-                    ?: throw IllegalStateException("the model has no output named $outputName")
-                val tensor = value as? OnnxTensor
+            session.run(mapOf(inputName to input), setOf(outputName)).use { result ->
+                val tensor = result.get(0) as? OnnxTensor
                     ?: throw IllegalStateException("output $outputName is not a tensor")
                 val buffer = tensor.floatBuffer
                     ?: throw IllegalStateException("output $outputName is ${tensor.info.type}, not float32")

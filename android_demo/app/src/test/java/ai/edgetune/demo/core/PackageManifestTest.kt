@@ -52,8 +52,8 @@ class PackageManifestTest {
         assertFalse(m.usesExtensions)
         assertEquals(PackageManifest.TASK_CAUSAL_LM, m.task)
         assertEquals("You control a smart home.", m.chat!!.systemPrompt)
-        assertTrue(m.chat!!.promptFormat.startsWith("<|im_start|>system\n{system}"))
-        assertEquals(64, m.chat!!.maxNewTokens)
+        assertTrue(m.chat.promptFormat.startsWith("<|im_start|>system\n{system}"))
+        assertEquals(64, m.chat.maxNewTokens)
         assertEquals(
             listOf("manifest.json", "golden.json", "genai_config.json", "model.onnx", "model.onnx.data", "tokenizer.json", "tokenizer_config.json"),
             m.packageFiles(),
