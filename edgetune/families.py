@@ -48,6 +48,11 @@ TARGETS: dict[str, Targets] = {
     "smollm3": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
     "phi": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "fc2"), ("fc2",)),
     "lfm2": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "w2"), ("w2",)),
+    "nemotron": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "ernie4_5": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    "hunyuan_v1_dense": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
+    # its experts are fused parameter tensors, not linears: attention only
+    "gpt_oss": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj"), ()),
 }
 
 # The text-only decoder classes onnxruntime-genai 0.15.2's model builder exports (its builder.py dispatches on
@@ -59,6 +64,21 @@ GENAI_BUILDER = frozenset({
     "MistralForCausalLM", "NemotronForCausalLM", "OlmoForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM",
     "PhiMoEForCausalLM", "Phi3SmallForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM",
 })
+
+
+# Architectures the builder dispatches on but whose export cannot pass edgetune's parity gate, or cannot run
+# here; refused before stage one with the reason (found by the architecture matrix, tests/archs.py).
+GENAI_REFUSED = {
+    "OlmoForCausalLM": "the model builder exports OLMo's LayerNorm as RMSNorm, so the ONNX model computes "
+                       "something else than PyTorch",
+    "SmolLM3ForCausalLM": "the model builder fails on SmolLM3's layers without rotary embeddings (NoPE)",
+    "PhiMoEForCausalLM": "the model builder exports PhiMoE for CUDA only",
+    "InternLM2ForCausalLM": "it needs the model's own Python code, which edgetune does not let the model builder run",
+    "ChatGLMForConditionalGeneration": "it needs the model's own Python code, which edgetune does not let the "
+                                       "model builder run",
+    "ChatGLMModel": "it needs the model's own Python code, which edgetune does not let the model builder run",
+    "Phi3SmallForCausalLM": "it needs the model's own Python code, which edgetune does not let the model builder run",
+}
 
 
 @dataclass(frozen=True)
@@ -107,10 +127,13 @@ def model_info(path: Path, task: str, trust_remote_code: bool = False) -> ModelI
 def check_exportable(info: ModelInfo, task: str) -> None:
     """RecipeError, naming the architecture and the reason, when the task's exporter cannot handle the model."""
     if task == "causal-lm":
+        if info.architecture in GENAI_REFUSED:
+            raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
+                              f"exported: {GENAI_REFUSED[info.architecture]}")
         if info.architecture not in GENAI_BUILDER:
             raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
                               f"exported: onnxruntime-genai's model builder does not support it (it supports "
-                              f"{', '.join(sorted(a.removesuffix('ForCausalLM') for a in GENAI_BUILDER))})")
+                              f"{', '.join(sorted(a.removesuffix('ForCausalLM') for a in GENAI_BUILDER - GENAI_REFUSED.keys()))})")
         return
     import optimum.exporters.onnx.model_configs  # noqa: F401  (fills the registry asked below)
     from optimum.exporters.tasks import TasksManager
@@ -123,6 +146,17 @@ def check_exportable(info: ModelInfo, task: str) -> None:
     if "text-classification" not in tasks:
         raise RecipeError(f"model.source: architecture '{info.model_type}' cannot be exported: optimum-onnx has no "
                           f"ONNX export for it as text-classification")
+
+
+def for_genai_builder(config: Any) -> None:
+    """Name in a decoder's config what onnxruntime-genai 0.15.2's builder reads under other names: the norm
+    epsilon as rms_norm_eps (else it takes 1e-6: phi's layer_norm_eps, nemotron's norm_eps are 1e-5) and LFM2's
+    rope as transformers 5's rope_parameters. PyTorch ignores the added keys."""
+    eps = getattr(config, "layer_norm_eps", None) or getattr(config, "norm_eps", None)
+    if getattr(config, "rms_norm_eps", None) is None and eps is not None:
+        config.rms_norm_eps = eps
+    if config.model_type == "lfm2" and getattr(config, "rope_parameters", None) is None:
+        config.rope_parameters = {"rope_type": "default", "rope_theta": config.rope_theta}
 
 
 def default_targets(model_type: str, method: str) -> tuple[list[str] | None, list[str] | None]:

@@ -80,7 +80,7 @@ def prepare(recipe: Recipe) -> Prepared:
     check_exportable(info, recipe.task)
     adapter = plan_adapter(info, recipe.task, recipe.lora, remote)
     data = task.load_data(recipe.dataset, recipe.base_dir, source, tr.max_length)
-    data = dataclasses.replace(data, warnings=[*data.warnings, *task.check_model(info, source, remote)])
+    data = dataclasses.replace(data, warnings=[*data.warnings, *task.check_model(info, source, recipe.package, remote)])
     return Prepared(recipe, task, data, source, info, adapter)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -46,6 +47,10 @@ def finetune(
     model = task.load_model(base.path, data, trust_remote_code)
     steps_per_epoch = -(-len(data.train) // training.batch_size)
     total_steps = steps_per_epoch * training.epochs
+    # modules the base checkpoint lacks (set by Task.load_model) are trained in full and saved with the adapter
+    new = [m for m in getattr(model, "new_modules", []) if m not in (plan.modules_to_save or [])]
+    if new:
+        plan = dataclasses.replace(plan, modules_to_save=[*(plan.modules_to_save or []), *new])
     model = get_peft_model(model, peft_config(plan, lora, task.peft_task_type, total_steps))
     # AdaLoRA moves rank budget between layers from gradient-based importance, updated after every step.
     allocate = getattr(model.base_model, "update_and_allocate", None) if plan.method == "adalora" else None

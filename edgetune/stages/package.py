@@ -115,7 +115,9 @@ def with_tokenizer(model: Any, tokenizer: Any, max_length: int) -> Any:
     the result takes `text`, a 1-D string tensor holding one text."""
     from onnx import TensorProto, helper
 
-    if type(tokenizer).__name__ not in ("BertTokenizerFast", "BertTokenizer"):
+    from ..tasks.classification import EMBEDDABLE_TOKENIZERS
+
+    if type(tokenizer).__name__ not in EMBEDDABLE_TOKENIZERS:
         raise EdgetuneError(f"package: only BERT WordPiece tokenizers can be embedded in the graph so far, "
                             f"not {type(tokenizer).__name__}")
     from onnxruntime_extensions import gen_processing_models

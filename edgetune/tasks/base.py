@@ -30,8 +30,9 @@ class Task(Protocol):
         """Read and validate the dataset section (against the model `source` and training.max_length where it
         matters); raise RecipeError."""
 
-    def check_model(self, info: Any, source: Any, trust_remote_code: bool = False) -> list[str]:
-        """Check what the task needs of the model beyond its architecture; RecipeError or warnings."""
+    def check_model(self, info: Any, source: Any, package: Any, trust_remote_code: bool = False) -> list[str]:
+        """Check what the task (and its `package` section) needs of the model beyond its architecture; raise
+        RecipeError, or return warnings."""
 
     def load_model(self, path: Path, data: TaskData, trust_remote_code: bool = False) -> Any:
         """Load the base (or merged) model for this task, in eval mode."""

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..data import Row, data_fingerprint, load_splits
 from ..errors import RecipeError
+from ..families import for_genai_builder
 from .base import TaskData
 
 ROLES = {"system", "user", "assistant"}
@@ -112,7 +113,7 @@ class CausalLMTask:
             labels[len(before): len(upto)] = upto[len(before):]
         return ids, labels
 
-    def check_model(self, info: Any, source: Any, trust_remote_code: bool = False) -> list[str]:
+    def check_model(self, info: Any, source: Any, package: Any, trust_remote_code: bool = False) -> list[str]:
         """The end token generation stops at must be known to the config or the tokenizer (load_model fills the
         config from the tokenizer, so the exported genai_config.json has it)."""
         tok = self.load_tokenizer(source.path, trust_remote_code)
@@ -142,6 +143,7 @@ class CausalLMTask:
         else:
             model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=any(path.glob("*.safetensors")), **kwargs)
         _fill_special_ids(model, self.load_tokenizer(path, trust_remote_code))
+        for_genai_builder(model.config)  # the merged model's config.json is what the exporter reads
         return model.eval()
 
     def load_tokenizer(self, path: Path, trust_remote_code: bool = False) -> Any:
@@ -369,11 +371,19 @@ class GenaiLM:
     def eval(self) -> "GenaiLM":
         return self
 
+    def _failed(self, e: Exception) -> Exception:
+        from ..errors import EdgetuneError
+
+        return EdgetuneError(f"onnxruntime-genai failed running {self.folder}: {str(e).splitlines()[0][:300]}")
+
     def _generator(self, ids: list[int], max_length: int) -> Any:
-        params = self.og.GeneratorParams(self.model)
-        params.set_search_options(do_sample=False, max_length=max_length)
-        gen = self.og.Generator(self.model, params)
-        gen.append_tokens([ids])
+        try:
+            params = self.og.GeneratorParams(self.model)
+            params.set_search_options(do_sample=False, max_length=max_length)
+            gen = self.og.Generator(self.model, params)
+            gen.append_tokens([ids])
+        except RuntimeError as e:
+            raise self._failed(e) from None
         return gen
 
     def logits(self, ids: list[int]) -> np.ndarray:
@@ -385,7 +395,10 @@ class GenaiLM:
         for _ in range(max_new_tokens):
             if gen.is_done():
                 return
-            gen.generate_next_token()
+            try:
+                gen.generate_next_token()
+            except RuntimeError as e:
+                raise self._failed(e) from None
             yield int(gen.get_next_tokens()[0])
 
     def greedy(self, ids: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:

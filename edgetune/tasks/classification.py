@@ -16,6 +16,8 @@ from .base import TaskData
 # Longer texts are cut before tokenizing: far beyond any max_length, and a 100k-character row would only cost
 # tokenizer time (and memory in every batch) for tokens that truncation throws away.
 MAX_TEXT_CHARS = 20_000
+# Tokenizers the package stage can put inside the graph (onnxruntime-extensions' BertTokenizer op).
+EMBEDDABLE_TOKENIZERS = ("BertTokenizerFast", "BertTokenizer")
 
 
 def _summarize(warnings: list[str]) -> list[str]:
@@ -73,7 +75,15 @@ class ClassificationTask:
         fp = data_fingerprint(self.name, sources, cfg, labels)
         return TaskData(train=train, eval=evals, labels=labels, fingerprint=fp, sources=sources, warnings=warnings)
 
-    def check_model(self, info: Any, source: Any, trust_remote_code: bool = False) -> list[str]:
+    def check_model(self, info: Any, source: Any, package: Any, trust_remote_code: bool = False) -> list[str]:
+        """A package puts the tokenizer inside the graph, which onnxruntime-extensions' BertTokenizer op does for
+        WordPiece tokenizers only."""
+        if package.android is not None:
+            kind = type(self.load_tokenizer(source.path, trust_remote_code)).__name__
+            if kind not in EMBEDDABLE_TOKENIZERS:
+                raise RecipeError(f"package.android: the app's package embeds the tokenizer in the graph, which "
+                                  f"edgetune does for WordPiece (BERT-style) tokenizers only; this {info.model_type} "
+                                  f"model's is {kind} (set package.android: null to build without a package)")
         return []
 
     # -- model ----------------------------------------------------------------------------------
@@ -85,7 +95,7 @@ class ClassificationTask:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "classifier newly initialized" is expected for a base encoder
         try:
-            model = AutoModelForSequenceClassification.from_pretrained(
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
                 path,
                 num_labels=len(labels),
                 id2label=dict(enumerate(labels)),
@@ -93,9 +103,14 @@ class ClassificationTask:
                 ignore_mismatched_sizes=True,
                 trust_remote_code=trust_remote_code,
                 use_safetensors=_has_safetensors(path),
+                output_loading_info=True,
             )
         finally:
             hf_logging.set_verbosity(verbosity)
+        # Modules the checkpoint does not hold start random: the head, and for some families more (DeBERTa-v2's
+        # pooler, ModernBERT's head). Fine-tuning must train and save them, or every load draws them anew.
+        missing = list(loading["missing_keys"]) + [k for k, *_ in loading["mismatched_keys"]]
+        model.new_modules = sorted({k.split(".")[0] for k in missing})
         return model.eval()
 
     def load_tokenizer(self, path: Path, trust_remote_code: bool = False) -> Any:
@@ -161,11 +176,9 @@ class ClassificationTask:
         rng = np.random.default_rng(seq_len)
         vocab = int(tokenizer.vocab_size)
         ids = rng.integers(min(1000, vocab // 2), vocab, size=(batch_size, seq_len), dtype=np.int64)
-        return {
-            "input_ids": ids,
-            "attention_mask": np.ones_like(ids),
-            "token_type_ids": np.zeros_like(ids),
-        }
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+        # what the tokenizer gives this model (DistilBERT, MPNet, RoBERTa take no token_type_ids)
+        return {k: v for k, v in feeds.items() if k in tokenizer.model_input_names}
 
 
 def _over_length(tokenizer: Any, examples: list[dict], max_length: int) -> list[str]:
