@@ -167,8 +167,19 @@ for _name in STAGE_HELP:
 @click.option("--apk", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --adb: install this APK if the app is missing "
                    "[default: android_demo/app/build/outputs/apk/debug/app-debug.apk].")
+@click.option("--ssh", "ssh_dest", default=None, metavar="USER@HOST",
+              help="Run on a Linux board over ssh (key login). TARGET: a run dir with a device bundle, or a bundle.")
+@click.option("--port", type=click.IntRange(1, 65535), default=None, help="With --ssh: the ssh port [default: 22].")
+@click.option("--identity", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --ssh: the private key to log in with [default: ssh's].")
+@click.option("--python", "python", default=None,
+              help="With --ssh: the board's Python 3.9+ with numpy and onnxruntime; ~/ and relative paths are "
+                   "under the login directory [default: python3].")
+@click.option("-o", "--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
+              help="With --ssh: an ssh -o option, e.g. UserKnownHostsFile=~/.ssh/boards (repeat for several).")
 @handle_errors
-def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs, on_adb, serial, apk) -> None:
+def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs, on_adb, serial, apk, ssh_dest,
+              port, identity, python, ssh_options) -> None:
     """Benchmark latency on this CPU. TARGET is a recipe (its run's models against PyTorch) or any .onnx file.
 
     With a recipe, PyTorch eager fp32 is measured in the same run as the baseline and every ONNX
@@ -177,15 +188,32 @@ def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs
     With --adb, the packaged model runs on an attached phone in the demo app's BenchmarkActivity
     (installed from --apk if missing) and its JSON result is printed in the same table.
 
+    With --ssh, the run's device bundle (edgetune package RUN_DIR --target linux-arm64) is copied to
+    the board (only when the copy there differs), its golden cases are checked and it is benchmarked
+    there by run_device.py; the result is printed, saved in RUN_DIR/devices/ and added to the report.
+    Exits 2 when the board cannot be reached or cannot run the bundle, 1 when a golden case fails.
+
     \b
     Examples:
       edgetune bench recipes/intent-minilm.yaml --threads 1
       edgetune bench runs/intent-minilm/quantize/model_int8.onnx --seq 32 --runs 500
       edgetune bench runs/intent-minilm --adb --serial emulator-5554 --runs 200
+      edgetune bench runs/intent-minilm --ssh pi@raspberrypi.local --threads 4
     """
     from .recipe import BenchmarkConfig
     from .stages.bench import bench, format_benchmark
 
+    ssh_only = {"--port": port, "--identity": identity, "--python": python, "--ssh-option": ssh_options or None}
+    if ssh_dest is None and any(v is not None for v in ssh_only.values()):
+        raise RecipeError(f"{next(k for k, v in ssh_only.items() if v is not None)} needs --ssh USER@HOST")
+    if ssh_dest is not None:
+        if on_adb:
+            raise RecipeError("--ssh and --adb: choose one device")
+        if batch not in (None, 1):
+            raise RecipeError("--batch: the device runner measures batch 1, as the apps run")
+        _bench_ssh(target, out, ssh_dest, port, identity, python or "python3", ssh_options, threads, warmup, runs,
+                   list(seqs) or None)
+        return
     if on_adb:
         from .android import bench_on_device
 
@@ -216,6 +244,25 @@ def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs
     _print_result(run_build(recipe, out, until="bench", log=_log))
 
 
+def _bench_ssh(target: Path, out: Path | None, dest: str, port, identity, python: str, options, threads, warmup,
+               runs, seqs) -> None:
+    """bench --ssh: run the device bundle on the board, print its table; a failed golden case exits 1."""
+    from .device.results import format_device, host_results
+    from .device.ssh import SshTarget, bench_on_board, golden_failure, golden_summary
+
+    if not target.is_dir() and target.suffix in (".yaml", ".yml"):
+        target = out or Path("runs") / _load(target).name
+    where = SshTarget(dest, port, identity, tuple(options))
+    run = bench_on_board(target, where, python, threads, warmup, runs, seqs, log=_log)
+    click.echo(format_device({**run.doc, "ssh": where.label()}, host_results(run.run_dir)))
+    click.echo(golden_summary(run.doc))
+    if run.saved is not None:
+        click.echo(f"device result: {run.saved}" + (f"; report: {run.report}" if run.report else
+                                                       " (it goes into the report when the run's report is written)"))
+    if run.doc["status"] == "golden_failed":
+        raise golden_failure(run.doc, where.label())
+
+
 def _package_dir(target: Path, out: Path | None) -> Path:
     """The package folder of a run dir, a recipe's run, or `target` itself when it holds a manifest."""
     if (target / "manifest.json").is_file() and (target / "golden.json").is_file():
@@ -233,36 +280,68 @@ def _package_dir(target: Path, out: Path | None) -> Path:
 @click.option("--android", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="The demo app project to install into [default: the recipe's package.android].")
 @click.option("--check", is_flag=True, help="Only check the package in --android against the run: exit 1 if stale.")
+@click.option("--target", "targets", type=click.Choice(["linux-arm64", "linux-x86_64"]), multiple=True,
+              help="Also write a device bundle for a Linux board into the run's package/<target>/ (repeat for "
+                   "several); `edgetune bench RUN_DIR --ssh` runs it there.")
+@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With one --target: also copy the bundle to this folder (to copy to a board yourself).")
 @handle_errors
-def package_cmd(target: Path, out: Path | None, android: Path | None, check: bool) -> None:
-    """Package a run's quantized model for the Android demo app and install it into its assets.
+def package_cmd(target: Path, out: Path | None, android: Path | None, check: bool, targets: tuple[str, ...],
+                dest: Path | None) -> None:
+    """Package a run's quantized model for the Android demo app, or for Linux boards, and check it.
 
     TARGET is a run directory or a recipe. The package holds the model (ONNX, plus ORT format for
     arm64) with the tokenizer inside the graph, labels, a manifest (inputs, outputs, versions, hashes)
     and golden vectors: inputs with the outputs PyTorch computed. It is checked in ONNX Runtime
     before it is installed.
 
+    With --target linux-arm64, package/linux-arm64/ also gets a device bundle: the same model files,
+    golden.json, manifest.json and run_device.py, which checks the golden cases and benchmarks on a
+    board with only Python 3.9+, numpy and onnxruntime installed (+ onnxruntime-extensions for a
+    classifier, onnxruntime-genai for a chat model). The recipe key package.linux: [arm64] does the same.
+
     \b
     Examples:
       edgetune package runs/intent-minilm --android android_demo
       edgetune package runs/intent-minilm --android android_demo --check
+      edgetune package runs/intent-minilm --target linux-arm64 --dest /tmp/intent-arm64
     """
     from .pipeline import build as run_build
     from .pipeline import load_run_recipe
 
+    if dest is not None and len(targets) != 1:
+        raise RecipeError("--dest: give exactly one --target (the bundle to copy there)")
+    if check and targets:
+        raise RecipeError("--check checks the Android app's package; it does not take --target")
     if target.is_dir():
         recipe, out = load_run_recipe(target), target
     else:
         recipe = _load(target)
     if android is not None:
         recipe = recipe.model_copy(update={"package": recipe.package.model_copy(update={"android": str(android.resolve())})})
+    if targets:
+        linux = list(dict.fromkeys([*recipe.package.linux, *(t.removeprefix("linux-") for t in targets)]))
+        recipe = recipe.model_copy(update={"package": recipe.package.model_copy(update={"linux": linux})})
     if check:
         from .pipeline import check_installed
 
         where = check_installed(recipe, out)
         click.echo(f"{where}: ok, matches the run's model")
         return
-    _print_result(run_build(recipe, out, until="package", log=_log))
+    result = run_build(recipe, out, until="package", log=_log)
+    _print_result(result)
+    if targets and result.package is None:
+        from .errors import CheckFailed
+
+        raise CheckFailed(f"no device bundle written: a verification gate failed (edgetune verify "
+                          f"{target} shows which); a model that fails verify is not packaged")
+    if result.package is not None:
+        from .device.bundle import bundle_dir, export_bundle
+
+        for t in targets:
+            click.echo(f"device bundle: {bundle_dir(result.package.path, t)}")
+        if dest is not None:
+            click.echo(f"device bundle copied to: {export_bundle(bundle_dir(result.package.path, targets[0]), dest)}")
 
 
 run_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))

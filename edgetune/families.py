@@ -29,9 +29,10 @@ class Targets:
     ia3_feedforward: tuple[str, ...] | None = None
 
 
-# Families peft 0.21 has no default for. Attention query and value projections for LoRA (peft's own choice for
-# BERT and LLaMA), the fused projection where the family fuses q, k and v; for IA3, keys, values and the
-# feed-forward output projection, as peft does for BERT and LLaMA.
+# Families peft 0.21 has no default for (xlm-roberta, electra: no IA3 default). Attention query and value
+# projections for LoRA (peft's own choice for BERT and LLaMA), the fused projection where the family fuses q, k
+# and v (Phi-3: all four of its linears, as its fused projections each carry several roles); for IA3, keys,
+# values and the feed-forward output projection, as peft does for BERT and LLaMA.
 TARGETS: dict[str, Targets] = {
     # encoders
     "distilbert": Targets(("q_lin", "v_lin"), ("k_lin", "v_lin", "lin2"), ("lin2",)),
@@ -41,12 +42,8 @@ TARGETS: dict[str, Targets] = {
     "mpnet": Targets(("q", "v"), ("k", "v", "output.dense"), ("output.dense",)),
     "modernbert": Targets(("Wqkv",), ("Wqkv", "mlp.Wo"), ("mlp.Wo",)),
     # decoders
-    "phi3": Targets(("qkv_proj",), ("qkv_proj", "down_proj"), ("down_proj",)),
+    "phi3": Targets(("qkv_proj", "o_proj", "gate_up_proj", "down_proj"), ("qkv_proj", "down_proj"), ("down_proj",)),
     "granite": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
-    "gemma3_text": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
-    "olmo": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
-    "smollm3": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
-    "phi": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "fc2"), ("fc2",)),
     "lfm2": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "w2"), ("w2",)),
     "nemotron": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
     "ernie4_5": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj", "down_proj"), ("down_proj",)),
@@ -131,9 +128,10 @@ def check_exportable(info: ModelInfo, task: str) -> None:
             raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
                               f"exported: {GENAI_REFUSED[info.architecture]}")
         if info.architecture not in GENAI_BUILDER:
+            usable = sorted(a.removesuffix("ForCausalLM") for a in GENAI_BUILDER - GENAI_REFUSED.keys())
             raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
                               f"exported: onnxruntime-genai's model builder does not support it (it supports "
-                              f"{', '.join(sorted(a.removesuffix('ForCausalLM') for a in GENAI_BUILDER - GENAI_REFUSED.keys()))})")
+                              f"{', '.join(usable)})")
         return
     import optimum.exporters.onnx.model_configs  # noqa: F401  (fills the registry asked below)
     from optimum.exporters.tasks import TasksManager

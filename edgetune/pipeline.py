@@ -232,7 +232,7 @@ def build(
         if last < 5:
             return stage.result
 
-        if r.package.android is not None or until == "package":
+        if r.package.android is not None or r.package.linux or until == "package":
             stage.result.package = _package_stage(stage, run, p, merged, verification, onnx_models, log)
         if last < 6:
             return stage.result
@@ -294,11 +294,26 @@ def _package_stage(stage: _Runner, run: RunDir, p: Prepared, merged: MergedModel
     model = onnx_models[-1]  # int8 for encoders; the last precision (int4 in the default LLM recipe) for decoders
 
     def do_package(tmp: Path) -> Package:
-        return pkg.package(model, merged, verification, p.data, p.task, r.package, r.name, tmp,
-                           r.training.max_length, getattr(r.dataset, "system_prompt", None))
+        record = pkg.package(model, merged, verification, p.data, p.task, r.package, r.name, tmp,
+                             r.training.max_length, getattr(r.dataset, "system_prompt", None))
+        for arch in r.package.linux:  # device bundles for Linux boards: package/linux-<arch>/
+            from .device.bundle import write_bundle
 
-    config = {k: v for k, v in r.package.model_dump().items() if k != "android"}
-    record = stage("package", Package, [config, r.training.max_length], ["merge", "quantize", "verify"], do_package)
+            tok = p.task.load_tokenizer(merged.path) if p.task.name == "classification" else None
+            where = write_bundle(tmp, f"linux-{arch}", tok, r.benchmark, r.verify.greedy_tokens,
+                                 r.verify.greedy_min_agreement)
+            log(f"package: device bundle for linux-{arch} in {run.stage_dir('package') / where.name}")
+        return record
+
+    # keys of runs without device bundles stay as they were
+    config = {k: v for k, v in r.package.model_dump().items() if k != "android" and (k != "linux" or v)}
+    bundles = []
+    if r.package.linux:  # a new run_device.py (an edgetune upgrade) rewrites the bundles too
+        from .device.bundle import runner_sha256
+
+        bundles = [r.benchmark.model_dump(), r.verify.greedy_tokens, r.verify.greedy_min_agreement, runner_sha256()]
+    record = stage("package", Package, [config, r.training.max_length, *bundles], ["merge", "quantize", "verify"],
+                   do_package)
     if r.package.android is not None:
         android = r.path(r.package.android)
         where = pkg.assets_dir(android, p.task.name)

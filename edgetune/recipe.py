@@ -163,6 +163,8 @@ class PackageConfig(Section):
     )
     ort_format: bool = Field(True, description="Also write the model in ORT format, optimized for arm64.")
     golden: Annotated[int, Field(ge=1, le=1000)] = Field(16, description="How many golden input/output cases.")
+    linux: list[Literal["arm64", "x86_64"]] = Field(
+        [], description="Linux boards to write a device bundle for (package/linux-<arch>/, with run_device.py).")
 
 
 class Recipe(Section):

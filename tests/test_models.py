@@ -86,6 +86,19 @@ def test_each_method_builds_merges_and_passes_the_gates(tiny_recipe, tmp_path, m
     assert stages["merge"]["record"]["eval_metrics"] == stages["finetune"]["record"]["eval_metrics"]
 
 
+def test_ia3_with_a_module_trained_in_full(tiny_recipe, tmp_path):
+    """The default recipe's shape: the pooler trained in full beside the adapter ('dense' names its linear too).
+    peft's own IA3 merge fails on it; edgetune's merge gives the proven-equal merged model."""
+    edit_recipe(tiny_recipe, lora={"method": "ia3", "target_modules": ["query", "key", "value", "dense"],
+                                   "modules_to_save": ["pooler"]})
+    run = tmp_path / "run"
+    result = build(load_recipe(tiny_recipe), run, until="verify", progress=False)
+    assert result.verification.passed
+    stages = json.loads((run / "manifest.json").read_text())["stages"]
+    assert stages["merge"]["record"]["merge_max_abs_diff"] <= 1e-5
+    assert stages["merge"]["record"]["eval_metrics"] == stages["finetune"]["record"]["eval_metrics"]
+
+
 def test_method_is_in_the_finetune_key_but_lora_keeps_old_keys(tiny_recipe, tmp_path):
     run = tmp_path / "run"
     build(load_recipe(tiny_recipe), run, until="finetune", progress=False)
@@ -197,3 +210,16 @@ def test_hub_id_with_hf_hub_offline(tiny_recipe, monkeypatch, tmp_path):
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     edit_recipe(tiny_recipe, model={"source": "someone/not-cached-model"})
     assert_one_line_error(validate(tiny_recipe), 2, "HF_HUB_OFFLINE is set", "model.source")
+
+
+@pytest.mark.parametrize("package", [{"android": "app"}, {"linux": ["arm64"]}])
+def test_package_with_a_tokenizer_that_cannot_go_in_the_graph(tmp_path, package):
+    """A packaged classifier carries its tokenizer inside the graph (WordPiece only): refused up front."""
+    from archs import make_tiny
+    from conftest import make_rows, write_recipe
+
+    model = make_tiny("roberta", tmp_path / "models")
+    recipe = write_recipe(tmp_path, make_rows(8, 1), make_rows(3, 2), {
+        "name": "r", "task": "classification", "model": {"source": str(model)}, "package": package})
+    field = "package." + next(iter(package))
+    assert_one_line_error(validate(recipe), 2, field, "WordPiece", "roberta", "RobertaTokenizerFast")

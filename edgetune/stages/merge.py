@@ -50,6 +50,8 @@ def merge(
     rows = data.eval[:check_rows] if check_rows else data.eval
     peft_model.eval().double()
     before, _ = task.evaluate(peft_model, tokenizer, rows, batch_size, max_length)
+    if peft_model.peft_type == "IA3":
+        _unwrap_trained_in_full(peft_model)
     merged = peft_model.merge_and_unload().eval()
     after, _ = task.evaluate(merged, tokenizer, rows, batch_size, max_length)
     diff = float(np.max(np.abs(after - before)))
@@ -63,3 +65,16 @@ def merge(
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
     return MergedModel(path=folder, merge_max_abs_diff=diff, eval_metrics=metrics, size_bytes=size,
                        fp32_max_abs_diff=float(np.max(np.abs(after32[: len(rows)] - before))))
+
+
+def _unwrap_trained_in_full(peft_model) -> None:
+    """Put each module trained in full (modules_to_save) in place of its wrapper. peft 0.21's IA3 unload fails on
+    a wrapped module without a .weight (AttributeError: 'BertPooler' object has no attribute 'weight')."""
+    from peft.utils import ModulesToSaveWrapper
+
+    for name, module in list(peft_model.base_model.model.named_modules()):
+        if isinstance(module, ModulesToSaveWrapper):
+            parent, _, child = name.rpartition(".")
+            owner = peft_model.base_model.model.get_submodule(parent) if parent else peft_model.base_model.model
+            setattr(owner, child, module.unload_and_optionally_merge_module(merge=True, safe_merge=False,
+                                                                            adapter_names=None))

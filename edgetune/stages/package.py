@@ -309,6 +309,8 @@ def install(package_dir: Path, android_dir: Path, task_name: str) -> Path:
     tmp.chmod(0o755)  # mkdtemp makes it private; the build tools that read the assets run as the user anyway
     try:
         for f in package_dir.iterdir():
+            if f.name.startswith("linux-") and f.is_dir() and not f.is_symlink():
+                continue  # a device bundle for Linux boards (edgetune/device), not for the app
             if f.is_symlink() or not f.is_file():
                 raise EdgetuneError(f"package: {f} is not a regular file; refusing to copy it")
             shutil.copy2(f, tmp / f.name)

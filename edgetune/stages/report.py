@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import json
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +163,56 @@ def _markdown(doc: dict, plot: Path | None) -> str:
         for name, x in r["models"].items():
             out.append(f"| {name} | {x['load_seconds']:.2f} | {x['peak_rss_mb']:.0f} | {x['size_bytes'] / 1e6:.1f} |")
         out.append("")
+    out += _devices_markdown(doc.get("devices", []))
     return "\n".join(out)
+
+
+def _devices_markdown(devices: list[dict]) -> list[str]:
+    """The 'On devices' section: each board's facts, golden check and benchmark (edgetune bench --ssh)."""
+    if not devices:
+        return []
+    out = ["## On devices", "",
+           "Measured with `edgetune bench RUN_DIR --ssh USER@HOST`: the device bundle's run_device.py on the board "
+           "(classifier rows: a text in, logits out, the tokenizer inside the graph; the text is built to the row's "
+           "token count). EMULATED rows ran under an emulator on another machine: their golden check holds, their "
+           "timings say nothing about the real board.", ""]
+    for d in devices:
+        dev, g = d["device"], d.get("golden") or {}
+        flag = {True: "**EMULATED**", False: "native", None: "emulation unknown"}[dev.get("emulated")]
+        out += [f"### {d.get('ssh', '?')}: {dev.get('board') or dev['cpu']} ({dev['arch']}, {flag})", "",
+                f"{dev['cpu']}; {dev['cores']} cores, {(dev.get('ram_mb') or 0) / 1024:.1f} GiB RAM; {dev['os']}, "
+                f"kernel {dev['kernel']}; Python {dev['python']}, onnxruntime {dev.get('onnxruntime')}"
+                + (f", onnxruntime-genai {dev['onnxruntime_genai']}" if dev.get("onnxruntime_genai") else "")
+                + f"; CPU features for ML: {', '.join(dev.get('ml_features') or []) or 'none listed'}. "
+                f"Bundle {d['bundle']['target']}, model sha256 `{d['bundle']['model_sha256'][:16]}`, run "
+                f"{d.get('finished', '')}.", "", f"Emulation: {dev.get('emulation_evidence')}.", ""]
+        for name, m in (g.get("models") or {}).items():
+            if g.get("kind") == "greedy":
+                out.append(f"- golden `{name}`: greedy tokens equal to the host's on {m['agreement']:.3f} of "
+                           f"{m['cases']} prompts (must be >= {m['min_agreement']:g}); prompt tokens equal "
+                           f"{m['tokenizer_agreement']:.3f}: **{'pass' if m['passed'] else 'FAIL'}**")
+            else:
+                out.append(f"- golden `{name}`: {m['cases'] - len(m['failures'])}/{m['cases']} cases within tolerance "
+                           f"(max abs diff {m['max_abs_diff']:.3g} <= {g.get('max_abs_diff_limit')}, min cosine "
+                           f"{m['min_cosine']:.6f} >= {g.get('min_cosine_limit')}): **{'pass' if m['passed'] else 'FAIL'}**")
+        s = d["settings"]
+        out += ["", f"{s['threads']} threads, {s['warmup']} warmup + {s['runs']} timed runs, each model in a fresh "
+                    f"process.", ""]
+        rows = d.get("results") or []
+        if rows and "decode_tokens_per_s" in rows[0]:
+            out += ["| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | peak RSS MB |",
+                    "|---|---|---|---|---|---|---|"]
+            out += [f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | "
+                    f"{x['prefill_tokens_per_s']:.1f} | {x['decode_tokens_per_s']:.1f} | "
+                    f"{d['models'][x['model']]['peak_rss_mb']:.0f} |" for x in rows]
+        elif rows:
+            out += ["| model | seq | p50 ms | p90 ms | p99 ms | items/s | first ms | peak RSS MB |",
+                    "|---|---|---|---|---|---|---|---|"]
+            out += [f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
+                    f"{x['throughput_per_s']:.1f} | {x['first_ms']:.1f} | {d['models'][x['model']]['peak_rss_mb']:.0f} |"
+                    for x in rows]
+        out.append("")
+    return out
 
 
 def headline(metrics: dict) -> tuple[str, float] | None:
@@ -181,8 +232,13 @@ def _seqs(st: dict) -> list[int]:
     return sorted({r["seq_len"] for r in st.get("bench", {}).get("results", [])})
 
 
-def report(stages: dict[str, dict], recipe: dict, out: Path) -> Report:
-    """Write out/report.json, out/report.md and out/latency.png from the stages' records and timings."""
+def report(stages: dict[str, dict], recipe: dict, out: Path, devices: list[dict] | None = None) -> Report:
+    """Write out/report.json, out/report.md and out/latency.png from the stages' records and timings.
+
+    `devices`: results of `edgetune bench --ssh`; by default those saved in the run directory that holds `out`.
+    """
+    from ..device.results import load_results
+
     checks = stages.get("verify", {}).get("record", {}).get("checks", [])
     doc = {
         "schema_version": SCHEMA_VERSION,
@@ -193,9 +249,31 @@ def report(stages: dict[str, dict], recipe: dict, out: Path) -> Report:
         "checks": checks,
         "summary": _summary(stages),
         "stages": {name: {**s["record"], "seconds": s["seconds"]} for name, s in stages.items()},
+        "devices": load_results(Path(out).parent) if devices is None else devices,
     }
     plot = _plot(stages.get("bench", {}).get("record", {}), out / "latency.png")
     atomic_write_json(out / "report.json", doc)
     md = out / "report.md"
     atomic_write_text(md, _markdown(doc, plot))
     return Report(json_path=out / "report.json", markdown_path=md, plot_path=plot)
+
+
+def add_devices(run_dir: Path) -> Path | None:
+    """Put the device results saved in `run_dir` into its finished report (report.json `devices`, report.md);
+    None when the run has no report yet (the next one written will have them)."""
+    from ..device.results import load_results
+    from ..rundir import RunDir
+
+    with RunDir(run_dir) as run:
+        entry = run.entry("report")
+        folder = run.stage_dir("report")
+        if entry is None or not (folder / "report.json").is_file():
+            return None
+        doc = json.loads((folder / "report.json").read_text())
+        doc["devices"] = load_results(run.root)
+        plot = folder / "latency.png"
+        atomic_write_json(folder / "report.json", doc)
+        atomic_write_text(folder / "report.md", _markdown(doc, plot if plot.is_file() else None))
+        # the manifest records the report's files as they are now
+        run.write_entry("report", dataclasses.replace(entry, outputs=run.hash_outputs("report")))
+        return folder / "report.md"

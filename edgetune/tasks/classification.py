@@ -78,12 +78,13 @@ class ClassificationTask:
     def check_model(self, info: Any, source: Any, package: Any, trust_remote_code: bool = False) -> list[str]:
         """A package puts the tokenizer inside the graph, which onnxruntime-extensions' BertTokenizer op does for
         WordPiece tokenizers only."""
-        if package.android is not None:
+        field = "package.android" if package.android is not None else "package.linux" if package.linux else None
+        if field is not None:
             kind = type(self.load_tokenizer(source.path, trust_remote_code)).__name__
             if kind not in EMBEDDABLE_TOKENIZERS:
-                raise RecipeError(f"package.android: the app's package embeds the tokenizer in the graph, which "
-                                  f"edgetune does for WordPiece (BERT-style) tokenizers only; this {info.model_type} "
-                                  f"model's is {kind} (set package.android: null to build without a package)")
+                raise RecipeError(f"{field}: a package embeds the tokenizer in the graph, which edgetune does for "
+                                  f"WordPiece (BERT-style) tokenizers only; this {info.model_type} model's is {kind} "
+                                  f"(leave {field} unset to build without a package)")
         return []
 
     # -- model ----------------------------------------------------------------------------------

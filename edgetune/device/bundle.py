@@ -1,0 +1,176 @@
+"""Write a device bundle: a run's package (model files, golden.json, manifest.json) plus run_device.py, which
+checks the golden cases and benchmarks on a Linux board with only numpy and onnxruntime installed there."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..data import file_sha256
+from ..errors import EdgetuneError, RecipeError
+from ..rundir import atomic_write_json, refuse_symlink, replace_dir
+from . import runner
+
+TARGETS = tuple(runner.TARGETS)  # linux-arm64, linux-x86_64
+RUNNER = "run_device.py"
+MANIFEST = "manifest.json"
+HASH_FILE = ".edgetune-bundle.sha256"  # on the device, beside the copied bundle
+BUNDLE_SCHEMA = 1
+
+
+def runner_sha256() -> str:
+    """The hash of the runner every bundle carries (part of the package stage's key)."""
+    return file_sha256(Path(runner.__file__))
+
+
+def bundle_dir(package_dir: Path, target: str) -> Path:
+    """Where the package stage writes the bundle for `target`: package/<target>/."""
+    return Path(package_dir) / target
+
+
+def write_bundle(package_dir: Path, target: str, tokenizer: Any = None, benchmark: Any = None,
+                 greedy_tokens: int = 32, min_agreement: float = 0.95) -> Path:
+    """Write package_dir/<target>/ from the package in `package_dir`; return the bundle folder.
+
+    Classification: model.onnx (+ model.ort for linux-arm64, where its arm-optimized layout belongs), golden.json
+    as packaged; `tokenizer` (the Hugging Face one) picks words the in-graph tokenizer reads as one token each,
+    so the runner can build a text of any benchmark length. Causal LM: the int4 genai folder; golden.json gains
+    the prompt ids and greedy tokens of this host's onnxruntime-genai, computed by the runner's own code.
+    """
+    if target not in TARGETS:
+        raise RecipeError(f"unknown device target '{target}' (known: {', '.join(TARGETS)})")
+    package_dir = Path(package_dir)
+    manifest = json.loads((package_dir / MANIFEST).read_text())
+    golden = json.loads((package_dir / manifest["golden"]["file"]).read_text())
+    out = bundle_dir(package_dir, target)
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir()
+    task, entry = manifest["task"], manifest["model"]
+    files = list(entry["files"])
+    models = [{"name": f"device_{entry['precision']}", "file": entry["file"],
+               "format": "genai" if task == "causal-lm" else "onnx", "size_bytes": entry["size_bytes"]}]
+    ort_entry = manifest.get("ort_model")
+    if ort_entry and target == "linux-arm64":
+        files.append(ort_entry["file"])
+        models.append({"name": f"device_{entry['precision']}_ort", "file": ort_entry["file"], "format": "ort",
+                       "size_bytes": ort_entry["size_bytes"]})
+    for name in files:
+        src = package_dir / name
+        if src.is_symlink() or not src.is_file():
+            raise EdgetuneError(f"device bundle: {src} is not a regular file; refusing to copy it")
+        shutil.copy2(src, out / name)
+    shutil.copy2(Path(runner.__file__), out / RUNNER)
+    bench = benchmark.model_dump() if benchmark is not None else {}
+    extra: dict = {}
+    if task == "causal-lm":
+        requires = ["numpy", "onnxruntime", "onnxruntime-genai"]
+        golden = _llm_golden(out, manifest, golden, greedy_tokens, min_agreement)
+        extra["vocab_size"] = json.loads((out / "genai_config.json").read_text())["model"]["vocab_size"]
+    else:
+        requires = ["numpy", "onnxruntime", "onnxruntime-extensions"]
+        if tokenizer is None:
+            raise EdgetuneError("device bundle: a classifier bundle needs the model's tokenizer")
+        extra.update(_bench_words(tokenizer, golden), max_length=manifest["tokenizer"]["max_length"])
+    atomic_write_json(out / manifest["golden"]["file"], golden)
+    bundle = {
+        "schema_version": BUNDLE_SCHEMA, "target": target, "runner": RUNNER, "requires": requires,
+        "models": models,
+        "files": {n: file_sha256(out / n) for n in sorted({*files, manifest["golden"]["file"], RUNNER})},
+        "defaults": {"threads": bench.get("threads", 2), "warmup": bench.get("warmup", 20),
+                     "runs": bench.get("runs", 100), "sequence_lengths": bench.get("sequence_lengths", [16, 32, 128]),
+                     "new_tokens": bench.get("new_tokens", 64)},
+        "created_with": {"edgetune": __version__},
+        **extra,
+    }
+    versions = dict(manifest.get("versions", {}))
+    if task == "causal-lm":
+        import onnxruntime_genai
+
+        versions["onnxruntime_genai"] = onnxruntime_genai.__version__
+    if "ort_model" in manifest and not any(m["format"] == "ort" for m in models):
+        manifest = {**manifest, "ort_model": None}  # not in this bundle
+    atomic_write_json(out / MANIFEST, {**manifest, "versions": versions, "bundle": bundle})
+    return out
+
+
+def _bench_words(tokenizer: Any, golden: dict) -> dict:
+    """Words from the golden texts (then the vocabulary) that the tokenizer keeps as one token each, and the
+    number of special tokens it adds to every text."""
+    special = len(tokenizer("")["input_ids"])
+    seen: list[str] = []
+    candidates = [w.lower() for c in golden["cases"] for w in re.findall(r"\b[A-Za-z]{2,}\b", c["text"], re.A)]
+    candidates += sorted(w for w in tokenizer.get_vocab() if re.fullmatch(r"[a-z]{2,}", w))
+    for w in candidates:
+        ids = tokenizer(w, add_special_tokens=False)["input_ids"]
+        if w not in seen and len(ids) == 1 and ids[0] != tokenizer.unk_token_id:
+            seen.append(w)
+        if len(seen) == 32:
+            break
+    if not seen:
+        raise EdgetuneError("device bundle: no word in the vocabulary is a single token; cannot build benchmark texts")
+    return {"bench_words": seen, "special_tokens": special}
+
+
+def _llm_golden(folder: Path, manifest: dict, golden: dict, n: int, min_agreement: float) -> dict:
+    """golden.json for a chat bundle: each prompt with this host's prompt ids and first `n` greedy tokens."""
+    prompts = [c["prompt"] for c in golden["cases"]]
+    try:
+        host = runner.greedy_cases(str(folder), manifest["chat"], prompts, n)
+    except Exception as e:  # onnxruntime-genai's own errors carry no type worth keeping
+        raise EdgetuneError(f"device bundle: onnxruntime-genai cannot run {folder}: {str(e).splitlines()[0][:200]}") from None
+    cases = [{**c, "prompt_ids": h["prompt_ids"], "host_tokens": h["tokens"]} for c, h in zip(golden["cases"], host)]
+    return {**golden, "greedy_tokens": n, "min_agreement": min_agreement, "cases": cases}
+
+
+def bundle_sha256(folder: Path) -> str:
+    """One hash over every file of a bundle (names and contents): what the device keeps to skip a copy."""
+    h = hashlib.sha256()
+    for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+        h.update(f"{path.relative_to(folder).as_posix()}\t{file_sha256(path)}\n".encode())
+    return h.hexdigest()
+
+
+def read_bundle(folder: Path) -> dict:
+    """A bundle's manifest; RecipeError when `folder` is not a bundle."""
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+        manifest["bundle"]["target"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RecipeError(f"{folder}: not a device bundle (no manifest.json with a 'bundle' entry)") from None
+    return manifest
+
+
+def find_bundles(target: Path) -> list[Path]:
+    """The device bundles of TARGET: a bundle folder itself, or a run directory's package/<target>/ folders."""
+    target = Path(target)
+    if (target / RUNNER).is_file() and (target / MANIFEST).is_file():
+        return [target]
+    found = [bundle_dir(target / "package", t) for t in TARGETS if (bundle_dir(target / "package", t) / RUNNER).is_file()]
+    if not found:
+        raise RecipeError(f"{target}: no device bundle: run `edgetune package {target} --target linux-arm64` first")
+    return found
+
+
+def export_bundle(src: Path, dest: Path) -> Path:
+    """Copy the bundle `src` to the folder `dest` (replacing an earlier bundle there, nothing else)."""
+    dest = Path(dest)
+    if dest.exists():
+        refuse_symlink(dest)
+        if not dest.is_dir() or (any(dest.iterdir()) and not (dest / RUNNER).is_file()):
+            raise RecipeError(f"--dest {dest}: exists and is not an edgetune device bundle; choose an empty or new folder")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(src, tmp, symlinks=False)
+        replace_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest

@@ -1,0 +1,582 @@
+#!/usr/bin/env python3
+"""Check an edgetune device bundle's golden cases on this machine, benchmark it, print one JSON document.
+
+This file is copied into every device bundle as run_device.py. It needs Python 3.9+, numpy and onnxruntime,
+plus onnxruntime-extensions (a classifier with its tokenizer inside the graph) or onnxruntime-genai (a chat
+model); never torch or edgetune. Run it from anywhere:
+
+    python3 run_device.py [--threads N] [--warmup N] [--runs N] [--seq L ...] [--new-tokens N] [--no-bench]
+
+Exit codes: 0 every golden case passed; 1 a golden case failed, or a model failed to run; 2 this machine cannot
+run the bundle (Python version, a missing module, the CPU architecture, a file that differs from the bundle).
+The JSON document goes to stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import struct
+import subprocess
+import sys
+import time
+
+SCHEMA_VERSION = 1
+HERE = os.path.dirname(os.path.abspath(__file__))
+MIN_PYTHON = (3, 9)
+# `uname -m` of the machines each bundle target runs on; the Python itself must also be 64-bit.
+TARGETS = {"linux-arm64": ("aarch64", "arm64"), "linux-x86_64": ("x86_64", "amd64")}
+# CPU features that decide which onnxruntime kernels run (int8 dot products, fp16/bf16, wide vectors).
+ML_FEATURES = ("asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2", "sme", "fma", "f16c",
+               "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+# Problems the owner of the device fixes (exit 2), as opposed to a model that fails its check (exit 1).
+ENVIRONMENT_KINDS = ("python", "abi", "missing_module", "import", "runtime_version", "illegal_instruction")
+
+
+class RunnerError(Exception):
+    def __init__(self, kind: str, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.kind, self.message, self.extra = kind, message, extra
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# -- the machine ------------------------------------------------------------------------------------------
+def _read(path: str) -> str | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+    except OSError:
+        return None
+
+
+def _readlink(path: str) -> str | None:
+    try:
+        return os.readlink(path)
+    except OSError:
+        return None
+
+
+def cpuinfo_fields(text: str | None) -> dict:
+    """The first value of each key in /proc/cpuinfo (the first CPU's)."""
+    out: dict = {}
+    for line in (text or "").splitlines():
+        if ":" in line:
+            key, value = line.split(":", 1)
+            out.setdefault(key.strip().lower(), value.strip())
+    return out
+
+
+def detect_emulation(machine: str, cpuinfo: dict, proc: str = "/proc") -> tuple:
+    """(emulated, evidence): True when this process's instructions are translated by a user-mode emulator
+    (qemu-user, box64, FEX), False when the kernel runs this Python directly and /proc/cpuinfo describes a CPU
+    of this architecture, None when /proc does not tell.
+
+    The signal: qemu-user answers reads of /proc/self/exe (and /proc/<own pid>/exe) with the guest program,
+    but not /proc/thread-self/exe, where the kernel names the binary it really runs: the emulator. A user-mode
+    emulator cannot hide that without also faking the per-thread /proc entries. Older qemu also passes the
+    host's /proc/cpuinfo through, which then describes an x86 CPU under an arm64 Python.
+    """
+    self_exe = _readlink(proc + "/self/exe")
+    thread_exe = _readlink(proc + "/thread-self/exe")
+    if thread_exe is None:
+        try:
+            import threading
+
+            thread_exe = _readlink("%s/self/task/%d/exe" % (proc, threading.get_native_id()))
+        except (AttributeError, OSError):
+            thread_exe = None
+    if self_exe and thread_exe and self_exe != thread_exe:
+        what = "qemu-user" if "qemu" in os.path.basename(thread_exe) else "a user-mode emulator"
+        return True, ("%s: the kernel runs this process as %s (/proc/thread-self/exe) while /proc/self/exe "
+                      "claims %s" % (what, thread_exe, self_exe))
+    arm = machine in ("aarch64", "arm64") or machine.startswith("arm")
+    x86_cpu = cpuinfo.get("vendor_id") in ("GenuineIntel", "AuthenticAMD") or "flags" in cpuinfo
+    if arm and x86_cpu:
+        return True, ("/proc/cpuinfo describes an x86 CPU (%s) while Python runs as %s: the host's cpuinfo seen "
+                      "through an emulator" % (cpuinfo.get("model name") or cpuinfo.get("vendor_id"), machine))
+    if not cpuinfo or self_exe is None or thread_exe is None:
+        return None, "cannot tell: /proc/cpuinfo or /proc/thread-self/exe is not readable"
+    return False, ("the kernel runs %s itself (/proc/thread-self/exe = /proc/self/exe) and /proc/cpuinfo "
+                   "describes an %s CPU" % (self_exe, "arm" if arm else machine))
+
+
+def _cpu_name(fields: dict) -> str:
+    for key in ("model name", "hardware", "cpu model", "processor"):
+        value = fields.get(key, "")
+        if value and not value.isdigit():
+            return value
+    if "cpu implementer" in fields:
+        name = _lscpu_model()
+        return name or "implementer %s part %s" % (fields.get("cpu implementer"), fields.get("cpu part"))
+    return platform.processor() or "unknown"
+
+
+def _lscpu_model() -> str | None:
+    """util-linux's name for an arm core (it keeps the implementer/part table), when lscpu is installed."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip() or None
+    return None
+
+
+def _os_name() -> str:
+    for path in ("/etc/os-release", "/usr/lib/os-release"):
+        for line in (_read(path) or "").splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip().strip('"')
+    return platform.platform()
+
+
+def _board() -> str | None:
+    for path in ("/proc/device-tree/model", "/sys/firmware/devicetree/base/model", "/sys/class/dmi/id/product_name"):
+        text = _read(path)
+        if text and text.strip("\0\n "):
+            return text.strip("\0\n ")
+    return None
+
+
+def _ram_mb() -> float | None:
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def _version(dist: str) -> str | None:
+    """An installed package's version, from its metadata (importing onnxruntime_extensions would import
+    transformers and torch when they are installed: seconds and hundreds of MB for a version string)."""
+    try:
+        from importlib import metadata
+
+        return metadata.version(dist)
+    except Exception:
+        return None
+
+
+def extensions_library() -> str:
+    """The onnxruntime-extensions custom-op library (what its get_library_path() returns), found without
+    importing the package, whose __init__ pulls in its converters and, through them, transformers."""
+    import importlib.machinery
+    import importlib.util
+
+    spec = importlib.util.find_spec("onnxruntime_extensions")
+    if spec is None or not spec.origin:
+        raise ImportError("No module named 'onnxruntime_extensions'", name="onnxruntime_extensions")
+    folder = os.path.dirname(spec.origin)
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+        path = os.path.join(folder, "_extensions_pydll" + suffix)
+        if os.path.isfile(path):
+            return path
+    raise RuntimeError("no _extensions_pydll library in %s" % folder)
+
+
+def device_facts() -> dict:
+    """What this machine is: architecture, CPU, cores, RAM, OS, versions, and whether it is emulated."""
+    machine = platform.machine()
+    fields = cpuinfo_fields(_read("/proc/cpuinfo"))
+    features = (fields.get("features") or fields.get("flags") or "").split()
+    emulated, evidence = detect_emulation(machine, fields)
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        usable = None
+    return {
+        "arch": machine, "bits": struct.calcsize("P") * 8, "cpu": _cpu_name(fields), "board": _board(),
+        "cpu_features": features, "ml_features": [f for f in ML_FEATURES if f in features],
+        "cores": os.cpu_count(), "usable_cores": usable, "ram_mb": _ram_mb(), "os": _os_name(),
+        "kernel": platform.release(), "python": platform.python_version(), "python_executable": sys.executable,
+        "numpy": _version("numpy"), "onnxruntime": _version("onnxruntime"),
+        "onnxruntime_extensions": _version("onnxruntime-extensions"),
+        "onnxruntime_genai": _version("onnxruntime-genai"),
+        "emulated": emulated, "emulation_evidence": evidence,
+    }
+
+
+def abi_problem(target: str, machine: str, bits: int) -> str | None:
+    """Why a bundle for `target` cannot run on a `machine` (uname -m) with a `bits`-bit Python, or None."""
+    if target not in TARGETS:
+        return "unknown bundle target %r (known: %s)" % (target, ", ".join(sorted(TARGETS)))
+    names = TARGETS[target]
+    if machine in names and bits == 64:
+        return None
+    if machine in names:
+        return ("this Python is %d-bit on a %s kernel (a 32-bit OS or Python on 64-bit hardware); the bundle is "
+                "for %s and onnxruntime publishes no 32-bit wheels: install a 64-bit OS" % (bits, machine, target))
+    if machine.startswith("arm") and machine not in ("arm64",):
+        return ("the device is %s (32-bit ARM); the bundle is for %s and onnxruntime publishes no 32-bit ARM "
+                "wheels: install a 64-bit OS on the board" % (machine, target))
+    other = [t for t, ns in TARGETS.items() if machine in ns]
+    hint = (": package for it with `edgetune package RUN_DIR --target %s`" % other[0]) if other else ""
+    return "the device is %s; the bundle is for %s%s" % (machine, target, hint)
+
+
+def pip_line(packages: list) -> str:
+    return "python3 -m pip install " + " ".join(packages)
+
+
+def check_modules(requires: list) -> None:
+    """Import each required package (pip names); RunnerError naming the pip line for the missing ones."""
+    missing, broken = [], []
+    for pkg in requires:
+        try:
+            if pkg == "onnxruntime-extensions":
+                extensions_library()
+            else:
+                __import__(pkg.replace("-", "_"))
+        except ImportError as e:
+            (missing if getattr(e, "name", None) == pkg.replace("-", "_") else broken).append((pkg, e))
+        except Exception as e:  # a wheel built for another CPU or glibc fails in its own way
+            broken.append((pkg, e))
+    if missing:
+        names = [p for p, _ in missing]
+        raise RunnerError("missing_module", "%s missing in %s: run `%s` on the device"
+                          % (", ".join(names), sys.executable, pip_line(names)), packages=names)
+    if broken:
+        pkg, e = broken[0]
+        raise RunnerError("import", "%s is installed but does not import in %s (%s: %s): reinstall it with `%s`"
+                          % (pkg, sys.executable, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
+                             "python3 -m pip install --force-reinstall " + pkg), packages=[pkg])
+
+
+def sha256_file(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_files(folder: str, files: dict) -> None:
+    for name, digest in sorted(files.items()):
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise RunnerError("corrupt", "%s is missing from the bundle" % name, file=name)
+        if sha256_file(path) != digest:
+            raise RunnerError("corrupt", "%s differs from the bundle (sha256 mismatch)" % name, file=name)
+
+
+# -- statistics: the same as the host benchmark (edgetune/stages/bench.py) ----------------------------------
+def stats(times_s: list, batch: int = 1) -> dict:
+    import numpy as np
+
+    ms = np.array(times_s) * 1000
+    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
+            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
+            "throughput_per_s": float(batch * 1000 / ms.mean())}
+
+
+def peak_rss_mb() -> float | None:
+    for line in (_read("/proc/self/status") or "").splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return None
+
+
+# -- classifier: a string in, logits out --------------------------------------------------------------------
+def classifier_session(path: str, threads: int):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(extensions_library())
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    # the host's session settings (edgetune/runtime.py), so both sides run the same graph
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=["SkipLayerNormFusion"])
+
+
+def classify(sess, text: str):
+    import numpy as np
+
+    return sess.run(["logits"], {"text": np.array([text], dtype=object)})[0][0]
+
+
+def check_classifier_golden(sess, golden: dict, labels: list) -> dict:
+    """Each golden text through the packaged graph against PyTorch's logits, with verify's tolerances."""
+    import numpy as np
+
+    worst_diff, worst_cos, same, failures = 0.0, 1.0, 0, []
+    for i, case in enumerate(golden["cases"]):
+        got = np.asarray(classify(sess, case["text"]), dtype=np.float64)
+        ref = np.asarray(case["pytorch_logits"], dtype=np.float64)
+        diff = float(np.abs(got - ref).max())
+        cos = float(got @ ref / (np.linalg.norm(got) * np.linalg.norm(ref) + 1e-12))
+        label = labels[int(np.argmax(got))]
+        same += label == case["pytorch_label"]
+        worst_diff, worst_cos = max(worst_diff, diff), min(worst_cos, cos)
+        if diff > golden["max_abs_diff"] or cos < golden["min_cosine"] or (case["check_label"] and label != case["pytorch_label"]):
+            failures.append({"case": i, "text": case["text"][:80], "max_abs_diff": diff, "cosine": cos,
+                             "label": label, "pytorch_label": case["pytorch_label"]})
+    return {"passed": not failures, "cases": len(golden["cases"]), "max_abs_diff": worst_diff,
+            "min_cosine": worst_cos, "label_agreement": same / max(1, len(golden["cases"])), "failures": failures}
+
+
+def bench_text(bundle: dict, seq: int) -> tuple:
+    """A text the packaged tokenizer turns into `seq` tokens (capped at max_length): single-token words
+    chosen on the host, plus the special tokens ([CLS], [SEP])."""
+    n = max(0, min(seq, bundle["max_length"]) - bundle["special_tokens"])
+    words = bundle["bench_words"]
+    return " ".join(words[i % len(words)] for i in range(n)), n + bundle["special_tokens"]
+
+
+def classifier_worker(job: dict) -> dict:
+    t0 = time.perf_counter()
+    sess = classifier_session(job["path"], job["threads"])
+    load_s = time.perf_counter() - t0
+    out = {"load_seconds": load_s, "per_seq": []}
+    out["golden"] = check_classifier_golden(sess, job["golden"], job["labels"])
+    for seq in job["seqs"]:
+        text, tokens = bench_text(job["bundle"], seq)
+        t = time.perf_counter()
+        classify(sess, text)
+        first_ms = (time.perf_counter() - t) * 1000
+        for _ in range(job["warmup"]):
+            classify(sess, text)
+        times = []
+        for _ in range(job["runs"]):
+            t = time.perf_counter()
+            classify(sess, text)
+            times.append(time.perf_counter() - t)
+        out["per_seq"].append({"seq_len": tokens, "first_ms": first_ms, **stats(times)})
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+# -- causal LM: onnxruntime-genai ---------------------------------------------------------------------------
+def genai_model(folder: str, threads: int):
+    import onnxruntime_genai as og
+
+    cfg = og.Config(folder)
+    if hasattr(cfg, "clear_providers"):
+        cfg.clear_providers()
+    if threads:
+        cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {
+            "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
+    return og, og.Model(cfg)
+
+
+def chat_prompt(chat: dict, user: str) -> str:
+    return chat["prompt_format"].replace("{system}", chat.get("system_prompt", "")).replace("{user}", user)
+
+
+def greedy(og, model, ids: list, n: int) -> list:
+    """Up to `n` greedy new tokens after `ids` (fewer when an end token comes first)."""
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(ids) + n)
+    gen = og.Generator(model, params)
+    gen.append_tokens([ids])
+    out = []
+    while len(out) < n and not gen.is_done():
+        gen.generate_next_token()
+        out.append(int(gen.get_next_tokens()[0]))
+    return out
+
+
+def greedy_cases(folder: str, chat: dict, prompts: list, n: int, threads: int = 0) -> list:
+    """For each user prompt: its token ids through the bundle's tokenizer and the first `n` greedy tokens.
+    The host runs this same function on the same folder to write the expected tokens into golden.json."""
+    og, model = genai_model(folder, threads)
+    tok = og.Tokenizer(model)
+    out = []
+    for p in prompts:
+        ids = [int(t) for t in tok.encode(chat_prompt(chat, p))]
+        out.append({"prompt_ids": ids, "tokens": greedy(og, model, ids, n)})
+    return out
+
+
+def check_llm_golden(og, model, golden: dict, chat: dict) -> dict:
+    """The device's greedy tokens against the host's, from the host's prompt ids; the prompt ids from this
+    device's tokenizer must also equal the host's."""
+    tok = og.Tokenizer(model)
+    n = golden["greedy_tokens"]
+    agree = same_ids = 0
+    failures = []
+    for i, case in enumerate(golden["cases"]):
+        ids = [int(t) for t in tok.encode(chat_prompt(chat, case["prompt"]))]
+        got = greedy(og, model, case["prompt_ids"], n)
+        host = case["host_tokens"]
+        ids_ok, tokens_ok = ids == case["prompt_ids"], got == host
+        same_ids += ids_ok
+        agree += tokens_ok
+        if not (ids_ok and tokens_ok):
+            first = next((k for k, (a, b) in enumerate(zip(got, host)) if a != b), min(len(got), len(host)))
+            failures.append({"case": i, "prompt": case["prompt"][:80], "prompt_ids_equal": ids_ok,
+                             "first_difference": None if tokens_ok else first,
+                             "host": host[first:first + 1], "device": got[first:first + 1]})
+    count = max(1, len(golden["cases"]))
+    agreement, tok_agreement = agree / count, same_ids / count
+    return {"passed": agreement >= golden["min_agreement"] and tok_agreement == 1.0,
+            "cases": len(golden["cases"]), "greedy_tokens": n, "agreement": agreement,
+            "min_agreement": golden["min_agreement"], "tokenizer_agreement": tok_agreement, "failures": failures}
+
+
+def llm_worker(job: dict) -> dict:
+    import numpy as np
+
+    t0 = time.perf_counter()
+    og, model = genai_model(job["path"], job["threads"])
+    load_s = time.perf_counter() - t0
+    out = {"load_seconds": load_s, "per_seq": []}
+    out["golden"] = check_llm_golden(og, model, job["golden"], job["chat"])
+    new, vocab = job["new_tokens"], job["bundle"]["vocab_size"]
+    for seq in job["seqs"][:1]:
+        # the host benchmark's prompt (edgetune/stages/bench.py): same seed, same ids
+        prompt = np.random.default_rng(seq).integers(100, vocab - 1, size=seq).tolist()
+
+        def run() -> list:
+            params = og.GeneratorParams(model)
+            params.set_search_options(do_sample=False, max_length=seq + new, min_length=seq + new)
+            gen = og.Generator(model, params)
+            stamps = [time.perf_counter()]
+            gen.append_tokens([prompt])
+            while not gen.is_done():
+                gen.generate_next_token()
+                gen.get_next_tokens()
+                stamps.append(time.perf_counter())
+            return stamps
+
+        for _ in range(job["warmup"]):
+            run()
+        ttft, decode = [], []
+        for _ in range(job["runs"]):
+            st = run()
+            ttft.append(st[1] - st[0])
+            decode.append((len(st) - 2) / (st[-1] - st[1]))
+        ttft_ms = float(np.median(ttft) * 1000)
+        out["per_seq"].append({
+            "seq_len": seq, "threads": job["threads"], "new_tokens": new, "ttft_ms": ttft_ms,
+            "prefill_tokens_per_s": seq / (ttft_ms / 1000), "decode_tokens_per_s": float(np.median(decode)),
+            "p50_ms": float(1000 / np.median(decode)), "p90_ms": float(1000 / np.percentile(decode, 10)),
+            "p99_ms": float(1000 / np.percentile(decode, 1)), "mean_ms": float(1000 / np.mean(decode)),
+            "throughput_per_s": float(np.median(decode)), "first_ms": ttft_ms})
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def worker_main() -> None:
+    """One model in a fresh process (so load time and peak RSS belong to it): job on stdin, result on stdout."""
+    job = json.loads(sys.stdin.read())
+    try:
+        result = (llm_worker if job["kind"] == "genai" else classifier_worker)(job)
+        print(json.dumps({"ok": True, **result}))
+    except Exception as e:
+        print(json.dumps({"ok": False, "error": "%s: %s" % (type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")}))
+
+
+# -- the whole run -------------------------------------------------------------------------------------------
+def _version_tuple(v: str | None) -> tuple:
+    out = []
+    for part in (v or "").split(".")[:3]:
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+def run_model(entry: dict, job: dict, device: dict, host_versions: dict) -> dict:
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker"], input=json.dumps(job),
+                          capture_output=True, text=True)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    if proc.returncode == -4 or (proc.returncode != 0 and "Illegal instruction" in proc.stderr):
+        raise RunnerError("illegal_instruction", "%s: onnxruntime stopped on an illegal instruction: this CPU lacks "
+                          "an instruction set the installed wheel needs; try an older onnxruntime" % entry["file"])
+    if not lines:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RunnerError("crash", "%s: the worker exited with code %s: %s" % (entry["file"], proc.returncode, tail[:300]))
+    msg = json.loads(lines[-1])
+    if not msg["ok"]:
+        module = "onnxruntime_genai" if job["kind"] == "genai" else "onnxruntime"
+        mine, theirs = device.get(module), host_versions.get(module)
+        if _version_tuple(mine) < _version_tuple(theirs):
+            raise RunnerError("runtime_version", "%s: %s (%s %s here, the bundle was made with %s): upgrade it with "
+                              "`python3 -m pip install -U %s`" % (entry["file"], msg["error"], module, mine, theirs,
+                                                                  module.replace("_", "-")))
+        raise RunnerError("model", "%s: %s" % (entry["file"], msg["error"]))
+    return msg
+
+
+def run(args: argparse.Namespace) -> tuple:
+    """The runner's JSON document and its exit code."""
+    t0 = time.perf_counter()
+    with open(os.path.join(HERE, "manifest.json")) as f:
+        manifest = json.load(f)
+    with open(os.path.join(HERE, manifest["golden"]["file"])) as f:
+        golden = json.load(f)
+    bundle = manifest["bundle"]
+    defaults = bundle["defaults"]
+    settings = {"threads": args.threads or defaults["threads"],
+                "warmup": defaults["warmup"] if args.warmup is None else args.warmup,
+                "runs": args.runs or defaults["runs"], "batch_size": 1,
+                "sequence_lengths": args.seq or defaults["sequence_lengths"],
+                "new_tokens": args.new_tokens or defaults["new_tokens"], "bench": not args.no_bench}
+    device = device_facts()
+    doc = {"schema_version": SCHEMA_VERSION, "status": "error", "error": None,
+           "bundle": {"target": bundle["target"], "task": manifest["task"], "recipe": manifest["recipe"],
+                      "model_sha256": manifest["model"]["sha256"], "precision": manifest["model"]["precision"]},
+           "device": device, "settings": settings, "golden": None, "results": [], "models": {}}
+    try:
+        if sys.version_info < MIN_PYTHON:
+            raise RunnerError("python", "Python %s; the runner needs %d.%d or newer" % (platform.python_version(), *MIN_PYTHON))
+        problem = abi_problem(bundle["target"], device["arch"], device["bits"])
+        if problem:
+            raise RunnerError("abi", problem)
+        check_modules(bundle["requires"])
+        check_files(HERE, bundle["files"])
+        golden_doc: dict = {"passed": True, "cases": len(golden["cases"]), "models": {}}
+        if manifest["task"] == "causal-lm":
+            golden_doc.update(kind="greedy", greedy_tokens=golden["greedy_tokens"], min_agreement=golden["min_agreement"])
+        else:
+            golden_doc.update(kind="logits", max_abs_diff_limit=golden["max_abs_diff"], min_cosine_limit=golden["min_cosine"])
+        for entry in bundle["models"]:
+            log("run_device: %s: golden cases%s ..." % (entry["file"], " and benchmark" if settings["bench"] else ""))
+            job = {"kind": entry["format"], "path": os.path.join(HERE, entry["file"]) if entry["format"] != "genai" else HERE,
+                   "threads": settings["threads"], "warmup": settings["warmup"] if settings["bench"] else 0,
+                   "runs": settings["runs"], "seqs": settings["sequence_lengths"] if settings["bench"] else [],
+                   "new_tokens": settings["new_tokens"], "golden": golden, "labels": manifest.get("labels", []),
+                   "chat": manifest.get("chat"), "bundle": bundle}
+            msg = run_model(entry, job, device, manifest.get("versions", {}))
+            golden_doc["models"][entry["file"]] = msg["golden"]
+            golden_doc["passed"] = golden_doc["passed"] and msg["golden"]["passed"]
+            doc["models"][entry["name"]] = {"file": entry["file"], "load_seconds": msg["load_seconds"],
+                                            "peak_rss_mb": msg["peak_rss_mb"], "size_bytes": entry["size_bytes"]}
+            doc["results"] += [{"model": entry["name"], "batch_size": 1, **row} for row in msg["per_seq"]]
+        doc["golden"] = golden_doc
+        doc["status"] = "ok" if golden_doc["passed"] else "golden_failed"
+        code = 0 if golden_doc["passed"] else 1
+    except RunnerError as e:
+        doc["error"] = {"kind": e.kind, "message": e.message, **e.extra}
+        code = 2 if e.kind in ENVIRONMENT_KINDS or e.kind == "corrupt" else 1
+    doc["seconds"] = round(time.perf_counter() - t0, 3)
+    return doc, code
+
+
+def main(argv: list | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads [default: the recipe's]")
+    parser.add_argument("--warmup", type=int, default=None, help="untimed runs first [default: the recipe's]")
+    parser.add_argument("--runs", type=int, default=None, help="timed runs [default: the recipe's]")
+    parser.add_argument("--seq", type=int, action="append", default=None, help="sequence length (repeat)")
+    parser.add_argument("--new-tokens", type=int, default=None, help="causal LM: tokens per benchmark run")
+    parser.add_argument("--no-bench", action="store_true", help="only check the golden cases")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        worker_main()
+        return 0
+    doc, code = run(args)
+    print(json.dumps(doc))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
