@@ -1,4 +1,5 @@
-"""Merge the adapter (LoRA, DoRA, AdaLoRA, IA3) into the base weights and prove the merged model computes the same outputs."""
+"""Merge the adapter (LoRA, DoRA, AdaLoRA, IA3) into the base weights and prove the merged model computes the
+same outputs."""
 
 from __future__ import annotations
 
