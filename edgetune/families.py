@@ -65,16 +65,16 @@ GENAI_BUILDER = frozenset({
 
 # Architectures the builder dispatches on but whose export cannot pass edgetune's parity gate, or cannot run
 # here; refused before stage one with the reason (found by the architecture matrix, tests/archs.py).
+_REMOTE_CODE = "it needs the model's own Python code, which edgetune does not let the model builder run"
 GENAI_REFUSED = {
     "OlmoForCausalLM": "the model builder exports OLMo's LayerNorm as RMSNorm, so the ONNX model computes "
                        "something else than PyTorch",
     "SmolLM3ForCausalLM": "the model builder fails on SmolLM3's layers without rotary embeddings (NoPE)",
     "PhiMoEForCausalLM": "the model builder exports PhiMoE for CUDA only",
-    "InternLM2ForCausalLM": "it needs the model's own Python code, which edgetune does not let the model builder run",
-    "ChatGLMForConditionalGeneration": "it needs the model's own Python code, which edgetune does not let the "
-                                       "model builder run",
-    "ChatGLMModel": "it needs the model's own Python code, which edgetune does not let the model builder run",
-    "Phi3SmallForCausalLM": "it needs the model's own Python code, which edgetune does not let the model builder run",
+    "InternLM2ForCausalLM": _REMOTE_CODE,
+    "ChatGLMForConditionalGeneration": _REMOTE_CODE,
+    "ChatGLMModel": _REMOTE_CODE,
+    "Phi3SmallForCausalLM": _REMOTE_CODE,
 }
 
 
