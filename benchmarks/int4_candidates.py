@@ -33,12 +33,11 @@ CANDIDATES: dict[str, tuple[dict, bool]] = {  # name: (builder extra options, fp
 
 def main() -> None:
     from edgetune.artifacts import MergedModel
+    from edgetune.genai import build_genai, half_embeddings
     from edgetune.pipeline import prepare
     from edgetune.recipe import BenchmarkConfig, load_recipe
     from edgetune.stages.bench import _bench_llm, format_benchmark
     from edgetune.stages.common import describe_onnx
-    from edgetune.stages.export import build_genai
-    from edgetune.stages.quantize import half_embeddings
     from edgetune.tasks.causal_lm import GenaiLM
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 
 from edgetune.artifacts import MergedModel
+from edgetune.genai import build_genai
 from edgetune.recipe import BenchmarkConfig
 from edgetune.stages.bench import _bench_llm, format_benchmark
 from edgetune.stages.common import describe_onnx
-from edgetune.stages.export import build_genai
 
 
 def main() -> None:

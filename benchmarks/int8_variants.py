@@ -51,6 +51,7 @@ def main() -> None:
     from edgetune.pipeline import prepare
     from edgetune.recipe import load_recipe
     from edgetune.runtime import DISABLED_OPTIMIZERS
+    from edgetune.stages.bench import encoder_inputs
     from edgetune.stages.common import quiet
 
     p = prepare(load_recipe(args.recipe))
@@ -59,8 +60,8 @@ def main() -> None:
     task = p.task
     torch.set_num_threads(args.threads)
     tok = task.load_tokenizer(merged_dir)
-    model = task.load_model(merged_dir, p.data)
-    feeds_np = task.dummy_inputs(tok, 1, args.seq)
+    model = task.load_model(merged_dir, p.data.labels)
+    feeds_np = encoder_inputs(tok, 1, args.seq)
     feeds_pt = {k: torch.from_numpy(v) for k, v in feeds_np.items()}
     batches = list(task.batches(p.data.eval, tok, 32, p.recipe.training.max_length))
     ref = np.concatenate([task.logits(model, b) for b in batches])
@@ -78,7 +79,7 @@ def main() -> None:
     files["fp32 torch.onnx.export"] = (tmp / "torch_onnx.onnx", time.perf_counter() - t)
     t = time.perf_counter()
     with quiet():
-        main_export(str(merged_dir), tmp / "optimum", task=task.onnx_task, opset=17, do_validation=False)
+        main_export(str(merged_dir), tmp / "optimum", task="text-classification", opset=17, do_validation=False)
     files["fp32 optimum main_export"] = (tmp / "optimum" / "model.onnx", time.perf_counter() - t)
     for name, skip in (("fused, SkipLayerNorm fused", False), ("fused, SkipLayerNorm unfused", True)):
         cfg = OptimizationConfig(optimization_level=1, disable_skip_layer_norm_fusion=skip,
@@ -103,7 +104,7 @@ def main() -> None:
             so.intra_op_num_threads = args.threads
             sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
             wanted = [i.name for i in sess.get_inputs()]
-            ms = p50_ms(lambda: sess.run(None, {n: feeds_np[n] for n in wanted}), 20, args.runs)
+            ms = p50_ms(lambda sess=sess, wanted=wanted: sess.run(None, {n: feeds_np[n] for n in wanted}), 20, args.runs)
             got = np.concatenate([sess.run(None, {n: b[n].numpy() for n in wanted})[0] for b in batches])
             cos = (got * ref).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
             agree = (got.argmax(-1) == ref.argmax(-1)).mean()

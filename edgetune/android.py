@@ -17,6 +17,7 @@ from pathlib import Path
 
 from .artifacts import Benchmark
 from .errors import EdgetuneError, RecipeError
+from .packaging.manifest import PackageManifest, read_manifest
 
 APP_ID = "ai.edgetune.demo"
 ACTIVITY = f"{APP_ID}/.BenchmarkActivity"
@@ -87,8 +88,8 @@ def ensure_app(adb: Adb, apk: Path | None) -> str:
 
 def push_package(adb: Adb, package_dir: Path) -> str:
     """Copy the package's files into the app's storage; return the model's path on the device."""
-    manifest = json.loads((package_dir / "manifest.json").read_text())
-    files = sorted(set(manifest["model"]["files"]) | {"manifest.json", manifest["golden"]["file"]})
+    manifest = read_manifest(package_dir)
+    files = sorted(set(manifest.model.files) | {"manifest.json", manifest.golden.file})
     adb.shell(f"rm -rf {REMOTE_TMP} && mkdir -p {REMOTE_TMP}")
     adb.run_as(f"rm -rf {BENCH_DIR} && mkdir -p {BENCH_DIR}")
     for name in files:
@@ -97,7 +98,7 @@ def push_package(adb: Adb, package_dir: Path) -> str:
         adb.shell(f"cat {REMOTE_TMP}/{name} | run-as {APP_ID} sh -c {shlex.quote(f'cat > {BENCH_DIR}/{name}')}")
     adb.shell(f"rm -rf {REMOTE_TMP}", check=False)
     home = adb.run_as("pwd").strip()
-    return f"{home}/{BENCH_DIR}/{manifest['model']['file']}"
+    return f"{home}/{BENCH_DIR}/{manifest.model.file}"
 
 
 def run_benchmark(adb: Adb, model_path: str, threads: int, warmup: int, runs: int, timeout: float = 900,
@@ -123,12 +124,12 @@ def run_benchmark(adb: Adb, model_path: str, threads: int, warmup: int, runs: in
                         f"(see `adb logcat -s edgetune`)")
 
 
-def to_benchmark(result: dict, package: dict) -> Benchmark:
+def to_benchmark(result: dict, package: PackageManifest) -> Benchmark:
     """The device's result as a Benchmark record, so it prints like the host benchmark."""
     lat = result["latency_ms"]
-    name = f"android_{package['model'].get('precision', 'model')}"
+    name = f"android_{package.model.precision}"
     dev = result.get("device", {})
-    row = {"model": name, "seq_len": package.get("tokenizer", {}).get("max_length", 0),
+    row = {"model": name, "seq_len": package.tokenizer.get("max_length", 0),
            "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
            "trimmed_mean_ms": lat["trimmed_mean"], "throughput_per_s": 1000.0 / lat["mean"] if lat["mean"] else 0.0,
            "first_inference_ms": result["first_inference_ms"]}
@@ -138,17 +139,20 @@ def to_benchmark(result: dict, package: dict) -> Benchmark:
                       f"(SDK {dev.get('sdk_int', '')}), {dev.get('abi', '')}, onnxruntime {result.get('onnxruntime_version', '')}",
                "device": dev}
     settings = {k: result.get(k) for k in ("threads", "warmup", "runs", "xnnpack", "text")} | {"batch_size": 1}
-    return Benchmark(results=[row], models=models, settings=settings, machine=machine, baseline="")
+    return Benchmark(kind="latency", results=[row], models=models, settings=settings, machine=machine, baseline="")
 
 
 def bench_on_device(package_dir: Path, serial: str | None, threads: int, warmup: int, runs: int,
                     apk: Path | None, log=lambda s: None) -> Benchmark:
     """The whole --adb flow for one package folder."""
-    manifest_path = package_dir / "manifest.json"
-    if not manifest_path.is_file():
+    if not (package_dir / "manifest.json").is_file():
         raise RecipeError(f"{package_dir}: no packaged model (run `edgetune package` first)")
+    try:
+        manifest = read_manifest(package_dir)
+    except ValueError as e:
+        raise RecipeError(str(e)) from None
     adb = Adb(serial)
     log(f"adb: device {adb.serial}; app {ensure_app(adb, apk)}")
     model_path = push_package(adb, package_dir)
     log(f"adb: pushed the package; benchmarking {model_path} ({threads} threads, {runs} runs)")
-    return to_benchmark(run_benchmark(adb, model_path, threads, warmup, runs), json.loads(manifest_path.read_text()))
+    return to_benchmark(run_benchmark(adb, model_path, threads, warmup, runs), manifest)

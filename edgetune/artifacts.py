@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,8 +88,12 @@ class Verification:
 
 @dataclass(frozen=True)
 class Benchmark:
-    """Latency of every model at each sequence length, with ratios to the PyTorch baseline."""
+    """Latency of every model at each sequence length, with ratios to the PyTorch baseline.
 
+    kind "latency": one forward pass per row (p50/p90/p99 ms); kind "decode": a causal LM generating tokens
+    (time to first token, prefill and decode tokens/s)."""
+
+    kind: str  # "latency" | "decode"
     results: list[dict]  # one per (model, seq_len)
     models: dict  # name -> {load_seconds, peak_rss_mb, size_bytes, ...}
     settings: dict
@@ -115,58 +120,61 @@ class Report:
     plot_path: Path | None = None
 
 
-def _path_fields(cls: type) -> set[str]:
-    hints = typing.get_type_hints(cls)
-    return {f.name for f in dataclasses.fields(cls) if Path in (hints[f.name], *typing.get_args(hints[f.name]))}
+Record = Adapter | MergedModel | OnnxModel | Quantized | Verification | Benchmark | Package | Report
 
 
 def to_json(record: Any, root: Path) -> dict:
-    """Serialize a record; Path fields become paths relative to `root`."""
-    out: dict = {}
-    paths = _path_fields(type(record))
-    for f in dataclasses.fields(record):
-        v = getattr(record, f.name)
-        if f.name in paths and v is not None:
-            out[f.name] = Path(v).resolve().relative_to(root.resolve()).as_posix()
-        elif isinstance(v, list) and v and isinstance(v[0], OnnxModel):
-            out[f.name] = [to_json(m, root) for m in v]
-        else:
-            out[f.name] = _plain(v)
-    return out
+    """Serialize a record; Path fields become paths relative to `root`, nested records are serialized too."""
+    return {f.name: _encode(getattr(record, f.name), root) for f in dataclasses.fields(record)}
 
 
-def _plain(v: Any) -> Any:
-    if dataclasses.is_dataclass(v):
-        return {f.name: _plain(getattr(v, f.name)) for f in dataclasses.fields(v)}
-    if isinstance(v, dict):
-        return {k: _plain(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_plain(x) for x in v]
+def _encode(v: Any, root: Path) -> Any:
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        return to_json(v, root)
     if isinstance(v, Path):
-        return str(v)
+        return Path(v).resolve().relative_to(root.resolve()).as_posix()
+    if isinstance(v, dict):
+        return {k: _encode(x, root) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_encode(x, root) for x in v]
     return v
 
 
 def from_json(cls: type, data: dict, root: Path) -> Any:
-    """Inverse of to_json for the record types above."""
-    kwargs = dict(data)
-    for name in _path_fields(cls):
-        if kwargs.get(name) is not None:
-            kwargs[name] = root / kwargs[name]
-    if cls is Verification:
-        kwargs["checks"] = [Check(**c) for c in kwargs["checks"]]
-    if cls is Quantized:
-        kwargs["models"] = [from_json(OnnxModel, m, root) for m in kwargs["models"]]
-    return cls(**kwargs)
+    """Inverse of to_json, driven by the record's type hints (KeyError/TypeError on another layout)."""
+    hints = typing.get_type_hints(cls)
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = data.keys() - fields
+    if unknown:
+        raise TypeError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
+    return cls(**{name: _decode(hints[name], value, root) for name, value in data.items()})
+
+
+def _decode(hint: Any, v: Any, root: Path) -> Any:
+    if v is None:
+        return None
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return _decode(next(a for a in args if a is not type(None)), v, root)
+    if hint is Path:
+        return root / v
+    if origin is list and args and dataclasses.is_dataclass(args[0]):
+        return [_decode(args[0], x, root) for x in v]
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        return from_json(hint, v, root)
+    return v
 
 
 def rebase(record: Any, old: Path, new: Path) -> Any:
-    """Return `record` with Path fields under `old` moved under `new` (after a stage dir is renamed)."""
-    if isinstance(record, Quantized):
-        return Quantized([rebase(m, old, new) for m in record.models])
-    changes = {}
-    for name in _path_fields(type(record)):
-        v = getattr(record, name)
-        if v is not None:
-            changes[name] = new / Path(v).relative_to(old)
+    """Return `record` with every Path under `old` (nested records too) moved under `new` (after a stage dir
+    is renamed)."""
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        v = getattr(record, f.name)
+        if isinstance(v, Path):
+            changes[f.name] = new / Path(v).relative_to(old)
+        elif isinstance(v, list) and v and dataclasses.is_dataclass(v[0]):
+            changes[f.name] = [rebase(x, old, new) for x in v]
+        elif dataclasses.is_dataclass(v):
+            changes[f.name] = rebase(v, old, new)
     return dataclasses.replace(record, **changes)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from .errors import EdgetuneError, RecipeError
 
@@ -38,17 +38,19 @@ class Chat:
     def __init__(self, folder: Path, threads: int = 0) -> None:
         from transformers import AutoTokenizer
 
-        from .tasks.causal_lm import GenaiLM, _end_ids
+        from .tasks.causal_lm import GenaiLM, end_ids
 
         self.model = GenaiLM(folder, threads)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
         except Exception as e:
             raise EdgetuneError(f"{folder}: cannot load the tokenizer: {str(e).splitlines()[0][:160]}") from None
-        self.eos = _end_ids(self.tokenizer)
+        self.eos = end_ids(self.tokenizer)
 
     def stream(self, messages: list[dict], max_tokens: int = 128) -> Iterator[str]:
-        ids = list(self.tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
+        from .tasks.causal_lm import chat_ids
+
+        ids = chat_ids(self.tokenizer, messages)
         out: list[int] = []
         shown = ""
         for t in self.model.tokens(ids, max_tokens):

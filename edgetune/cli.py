@@ -14,9 +14,11 @@ from .errors import EdgetuneError, RecipeError
 
 STAGE_HELP = {
     "finetune": "Fine-tune the base model with LoRA on the recipe's data and evaluate it each epoch.",
-    "merge": "Merge the LoRA adapter into the base weights; fail if merged outputs differ from the adapter model's.",
-    "export": "Export the merged model to ONNX (dynamic batch and sequence axes) with optimum-onnx.",
-    "quantize": "Quantize the exported ONNX model to int8 with ONNX Runtime.",
+    "merge": "Merge the adapter into the base weights; fail if merged outputs differ from the adapter model's.",
+    "export": "Export the merged model to ONNX: encoders with optimum-onnx (dynamic batch and sequence axes), "
+              "decoders with onnxruntime-genai's model builder (KV cache).",
+    "quantize": "Quantize the exported model: int8 with ONNX Runtime (encoders); int4 and/or int8 weight-only "
+                "(MatMulNBits) with onnxruntime-genai's model builder (decoders), as quantize.precisions says.",
     "verify": "Compare PyTorch and every ONNX model on the held-out split; exit 1 if a gate fails.",
     "report": "Write report.json, report.md and latency.png from the finished stages.",
 }
@@ -159,7 +161,7 @@ for _name in STAGE_HELP:
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Intra-op threads [default: recipe, or 2].")
 @click.option("--seq", "seqs", type=click.IntRange(1, 8192), multiple=True, help="Sequence length; repeat for several [default 16 32 128].")
 @click.option("--batch", type=click.IntRange(1, 1024), default=None, help="Batch size [default: 1].")
-@click.option("--warmup", type=click.IntRange(0, 100000), default=None, help="Untimed runs first [default 20].")
+@click.option("--warmup", type=click.IntRange(0, 100000), default=None, help="Untimed runs first [default: the recipe's benchmark.warmup (20); 10 with --adb].")
 @click.option("--runs", type=click.IntRange(1, 1000000), default=None, help="Timed runs [default 100].")
 @click.option("--adb", "on_adb", is_flag=True,
               help="Run on an Android phone through the demo app. TARGET: a run dir, recipe or package folder.")

@@ -90,6 +90,22 @@ class ModelInfo:
         return {k: getattr(self.config, k, None) for k in ("bos_token_id", "eos_token_id", "pad_token_id")}
 
 
+@dataclass(frozen=True)
+class Head:
+    """What a task trains on top of a base architecture, in transformers' terms."""
+
+    mapping: str  # transformers.models.auto.modeling_auto's table of architectures with this head
+    auto_class: str  # the Auto class (also the key of a remote-code model's auto_map)
+    kind: str  # in messages
+
+
+HEADS = {
+    "classification": Head("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "AutoModelForSequenceClassification",
+                           "sequence-classification"),
+    "causal-lm": Head("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "AutoModelForCausalLM", "causal-LM"),
+}
+
+
 def model_info(path: Path, task: str, trust_remote_code: bool = False) -> ModelInfo:
     """The model_type and task class of the model at `path` (HF folder or .gguf); RecipeError when the task has
     no class for it."""
@@ -105,34 +121,35 @@ def model_info(path: Path, task: str, trust_remote_code: bool = False) -> ModelI
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
         raise RecipeError(f"model.source: cannot read the model's config in {path}: "
                           f"{str(e).splitlines()[0][:200]}") from None
-    mapping = (modeling_auto.MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES if task == "classification"
-               else modeling_auto.MODEL_FOR_CAUSAL_LM_MAPPING_NAMES)
+    head = HEADS[task]
+    mapping = getattr(modeling_auto, head.mapping)
     model_type = getattr(config, "model_type", "") or "unknown"
     auto_map = getattr(config, "auto_map", None) or {}
-    remote = "AutoModelForSequenceClassification" if task == "classification" else "AutoModelForCausalLM"
     if model_type in mapping:
         arch = mapping[model_type]
-    elif trust_remote_code and remote in auto_map:
-        arch = auto_map[remote].split(".")[-1]
+    elif trust_remote_code and head.auto_class in auto_map:
+        arch = auto_map[head.auto_class].split(".")[-1]
     else:
-        kind = "sequence-classification" if task == "classification" else "causal-LM"
-        raise RecipeError(f"model.source: architecture '{model_type}' has no {kind} model class in transformers, "
-                          f"so task {task} cannot train it")
+        raise RecipeError(f"model.source: architecture '{model_type}' has no {head.kind} model class in "
+                          f"transformers, so task {task} cannot train it")
     return ModelInfo(model_type, arch, config)
 
 
-def check_exportable(info: ModelInfo, task: str) -> None:
-    """RecipeError, naming the architecture and the reason, when the task's exporter cannot handle the model."""
-    if task == "causal-lm":
-        if info.architecture in GENAI_REFUSED:
-            raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
-                              f"exported: {GENAI_REFUSED[info.architecture]}")
-        if info.architecture not in GENAI_BUILDER:
-            usable = sorted(a.removesuffix("ForCausalLM") for a in GENAI_BUILDER - GENAI_REFUSED.keys())
-            raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
-                              f"exported: onnxruntime-genai's model builder does not support it (it supports "
-                              f"{', '.join(usable)})")
-        return
+def check_genai_exportable(info: ModelInfo) -> None:
+    """RecipeError, naming the architecture and the reason, when onnxruntime-genai's model builder cannot export
+    the decoder (or exports it wrongly)."""
+    if info.architecture in GENAI_REFUSED:
+        raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
+                          f"exported: {GENAI_REFUSED[info.architecture]}")
+    if info.architecture not in GENAI_BUILDER:
+        usable = sorted(a.removesuffix("ForCausalLM") for a in GENAI_BUILDER - GENAI_REFUSED.keys())
+        raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
+                          f"exported: onnxruntime-genai's model builder does not support it (it supports "
+                          f"{', '.join(usable)})")
+
+
+def check_optimum_exportable(info: ModelInfo, onnx_task: str) -> None:
+    """RecipeError when optimum-onnx's registry has no ONNX export of the architecture for `onnx_task`."""
     import optimum.exporters.onnx.model_configs  # noqa: F401  (fills the registry asked below)
     from optimum.exporters.tasks import TasksManager
 
@@ -141,9 +158,9 @@ def check_exportable(info: ModelInfo, task: str) -> None:
                                                                 library_name="transformers")
     except (KeyError, ValueError):
         tasks = {}
-    if "text-classification" not in tasks:
+    if onnx_task not in tasks:
         raise RecipeError(f"model.source: architecture '{info.model_type}' cannot be exported: optimum-onnx has no "
-                          f"ONNX export for it as text-classification")
+                          f"ONNX export for it as {onnx_task}")
 
 
 def for_genai_builder(config: Any) -> None:
@@ -191,9 +208,9 @@ def plan_adapter(info: ModelInfo, task: str, lora: Any, trust_remote_code: bool 
     """Resolve the recipe's `lora` section (method, target_modules, modules_to_save) for this model; RecipeError
     when there is no default or a name matches no module, listing the names the model does have."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+    import transformers
 
-    auto = AutoModelForSequenceClassification if task == "classification" else AutoModelForCausalLM
+    auto = getattr(transformers, HEADS[task].auto_class)
     with torch.device("meta"):  # the module tree without weights: milliseconds, no memory
         model = auto.from_config(info.config, trust_remote_code=trust_remote_code)
     modules = {n: m for n, m in model.named_modules() if n}

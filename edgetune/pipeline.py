@@ -6,18 +6,19 @@ import dataclasses
 import functools
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .artifacts import (Adapter, Benchmark, MergedModel, OnnxModel, Package, Quantized, Report, Verification,
-                        from_json, rebase, to_json)
+from .artifacts import Benchmark, Package, Quantized, Report, Verification, from_json, rebase, to_json
 from .errors import CheckFailed, EdgetuneError, RecipeError
-from .families import AdapterPlan, ModelInfo, check_exportable, model_info, plan_adapter
+from .families import AdapterPlan, ModelInfo, model_info, plan_adapter
 from .recipe import Recipe, parse_recipe
 from .rundir import RunDir, StageEntry, config_key
 from .sources import ModelSource, resolve_model_source
+from .stages.base import BuildContext, Stage
 from .tasks import Task, TaskData, get_task
 
 STAGES = ("finetune", "merge", "export", "quantize", "verify", "package", "bench", "report")
@@ -61,8 +62,6 @@ class Prepared:
 def prepare(recipe: Recipe) -> Prepared:
     """Resolve the model source and read and validate the dataset; raise RecipeError on bad input."""
     task = get_task(recipe.task)
-    if task.exporter == "optimum" and recipe.quantize.precisions != ["int8"]:
-        raise RecipeError(f"quantize.precisions: the {recipe.task} task supports [int8] only")
     tr, q = recipe.training, recipe.quantize
     if tr.int4_aware_epochs:
         if tr.int4_aware_epochs > tr.epochs:
@@ -77,7 +76,8 @@ def prepare(recipe: Recipe) -> Prepared:
     remote = recipe.model.trust_remote_code
     source = resolve_model_source(recipe.model.source, recipe.base_dir)
     info = model_info(source.path, recipe.task, remote)
-    check_exportable(info, recipe.task)
+    for st in task.stages():  # what a stage cannot do with this recipe or model, before stage one
+        st.check(recipe, info)
     adapter = plan_adapter(info, recipe.task, recipe.lora, remote)
     data = task.load_data(recipe.dataset, recipe.base_dir, source, tr.max_length)
     data = dataclasses.replace(data, warnings=[*data.warnings, *task.check_model(info, source, recipe.package, remote)])
@@ -87,24 +87,27 @@ def prepare(recipe: Recipe) -> Prepared:
 class _Runner:
     """Runs or reuses one stage at a time and records it in the manifest."""
 
-    def __init__(self, run: RunDir, force_from: int | None, target: str | None, log: Callable[[str], None]) -> None:
-        self.run, self.force_from, self.target, self.log = run, force_from, target, log
-        self.result = BuildResult(run.root)
+    def __init__(self, ctx: BuildContext, stages: list[Stage], force_from: int | None) -> None:
+        self.ctx, self.run, self.log = ctx, ctx.run, ctx.log
+        self.order = [s.name for s in stages]
+        self.force_from = force_from
+        self.result = BuildResult(ctx.run.root)
         self.versions = _versions()
 
-    def __call__(self, name: str, cls: type, config: Any, inputs: list[str], fn: Callable[[Path], Any]) -> Any:
-        idx = STAGES.index(name)
-        fingerprints = [self.run.hash_outputs(i) if i in STAGES else i for i in inputs]
-        key = config_key(name, config, fingerprints)
+    def __call__(self, st: Stage, inputs: dict[str, Any]) -> Any:
+        name, ctx, target = st.name, self.ctx, self.ctx.until
+        idx = self.order.index(name)
+        k = st.key(ctx)
+        key = config_key(name, k.config, [self.run.hash_outputs(n) for n in inputs] + list(k.reads))
         entry = self.run.entry(name)
-        forced = (self.force_from is not None and idx >= self.force_from) or name == self.target
+        forced = (self.force_from is not None and idx >= self.force_from) or name == target
         if not forced and entry is not None:
-            upstream_of_target = self.target is not None and STAGES.index(self.target) > idx
+            upstream_of_target = target is not None and self.order.index(target) > idx
             if (upstream_of_target and self.run.stage_dir(name).is_dir()) or self.run.is_valid(name, key):
                 if upstream_of_target and self.run.hash_outputs(name) != entry.outputs:
                     self.log(f"{name}: files changed since it ran; using them as they are (build would redo it)")
                 try:
-                    record = from_json(cls, entry.record, self.run.root)
+                    record = from_json(st.record, entry.record, self.run.root)
                 except (KeyError, TypeError):  # written by an older edgetune with another record layout
                     record = None
                 if record is not None:
@@ -118,7 +121,7 @@ class _Runner:
         t0 = time.perf_counter()
         self.run.drop_entry(name)
         scratch = self.run.scratch_dir(name)
-        record = fn(scratch)
+        record = st.run(ctx, inputs, scratch)
         record = rebase(record, scratch, self.run.stage_dir(name))
         seconds = time.perf_counter() - t0
         # entry first, then the rename (see RunDir.commit_dir): no final folder the manifest does not know
@@ -149,115 +152,47 @@ def build(
             raise EdgetuneError(f"unknown stage '{s}' (stages: {', '.join(STAGES)})")
     p = prepare(recipe)
     out = Path(out) if out is not None else Path("runs") / recipe.name
-    force_from = 0 if force else (STAGES.index(from_stage) if from_stage else None)
-    last = STAGES.index(until) if until else len(STAGES) - 1
+    stages = p.task.stages()
+    names = [st.name for st in stages]
+    force_from = 0 if force else (names.index(from_stage) if from_stage else None)
+    last = names.index(until) if until else len(stages) - 1
     with RunDir(out) as run:
         from .rundir import atomic_write_json
 
         atomic_write_json(run.root / RUN_RECIPE,
                           {**recipe.model_dump(mode="json"), "base_dir": str(recipe.base_dir.resolve())})
-        stage = _Runner(run, force_from, until, log)
         remote = recipe.model.trust_remote_code
         if remote:
             log("warning: model.trust_remote_code is true: Python code shipped with the model will run")
         for w in p.data.warnings:
             log(f"warning: {w}")
-        r, task, data = p.recipe, p.task, p.data
         source_fp = p.source.fingerprint()
         # loaded lazily: only the stages that run need the base weights
-        base = functools.cache(lambda: _dequantized_once(run, p.source, source_fp, task, remote, log))
-        tr = r.training
-        ckpt_root = run.root / "finetune.ckpt"
-        int4_block = r.quantize.int4_block_size if tr.int4_aware_epochs else None
-        int4_key = [int4_block] if int4_block else []  # keys of runs without it stay as they were
+        base = functools.cache(lambda: _dequantized_once(run, p.source, source_fp, p.task, remote, log))
+        ctx = BuildContext(recipe=p.recipe, task=p.task, data=p.data, source=p.source, info=p.info, adapter=p.adapter,
+                           run=run, base=base, log=log, progress=progress, until=until)
+        runner = _Runner(ctx, stages, force_from)
+        records: dict[str, Any] = {}
+        for st in stages[: last + 1]:
+            inputs = {n: records[n] for n in st.needs if n in records}
+            why = st.skip(ctx, inputs)
+            if why is not None:
+                log(f"{st.name}: skipped, {why}")
+                continue
+            records[st.name] = record = runner(st, inputs)
+            st.finish(ctx, record)
+            if st.name in _RESULT_FIELDS:
+                setattr(runner.result, _RESULT_FIELDS[st.name], record)
+            if isinstance(record, Verification) and not record.passed and until == st.name:
+                raise _gate_error(record)
+        verification = records.get("verify")
+        if verification is not None and not verification.passed and "report" in records:
+            raise _gate_error(verification, records["report"])
+        return runner.result
 
-        def do_finetune(tmp: Path) -> Adapter:
-            from .stages.finetune import finetune
 
-            ckpt = ckpt_root / config_key(lora_key, tr.model_dump(), data.fingerprint, *int4_key)[:16]
-            rec = finetune(base(), data, r.lora, p.adapter, tr, task, tmp, ckpt, remote, progress, log, int4_block)
-            shutil.rmtree(ckpt_root, ignore_errors=True)
-            return rec
-
-        # method: lora is left out of the key, so runs from before methods existed stay valid
-        lora_key = r.lora.model_dump(exclude={"method"} if r.lora.method == "lora" else None)
-        adapter = stage("finetune", Adapter, [r.task, r.model.source, lora_key, tr.model_dump(), *int4_key],
-                        [data.fingerprint, source_fp], do_finetune)
-        if last < 1:
-            return stage.result
-
-        def do_merge(tmp: Path) -> MergedModel:
-            from .stages.merge import merge
-
-            return merge(adapter, base(), data, task, tmp, r.verify.merge_max_abs_diff,
-                         tr.batch_size * 2, tr.max_length, remote, r.verify.merge_check_rows)
-
-        merged = stage("merge", MergedModel, [r.verify.merge_max_abs_diff, r.verify.merge_check_rows, tr.max_length],
-                       ["finetune", data.fingerprint], do_merge)
-        if last < 2:
-            return stage.result
-
-        def do_export(tmp: Path) -> OnnxModel:
-            from .stages.export import export
-
-            return export(merged, r.export, task, tmp)
-
-        fp32 = stage("export", OnnxModel, r.export.model_dump(), ["merge"], do_export)
-        if last < 3:
-            return stage.result
-
-        def do_quantize(tmp: Path) -> OnnxModel:
-            from .stages.quantize import quantize
-
-            tok = task.load_tokenizer(merged.path) if r.quantize.mode == "static" else None
-            return quantize(fp32, merged, r.quantize, task, tmp, data.train, tok, tr.max_length)
-
-        quantized = stage("quantize", Quantized, [r.quantize.model_dump(), data.fingerprint], ["merge", "export"],
-                          do_quantize)
-        onnx_models = [fp32, *quantized.models]
-        if last < 4:
-            return stage.result
-
-        def do_verify(tmp: Path) -> Verification:
-            from .stages.verify import verify
-
-            return verify(merged, onnx_models, r.verify, data, task, tmp, tr.max_length, threads=r.benchmark.threads,
-                          base=base().path)
-
-        verification = stage("verify", Verification, [r.verify.model_dump(), tr.max_length],
-                             ["merge", "export", "quantize", data.fingerprint], do_verify)
-        stage.result.verification = verification
-        if until == "verify" and not verification.passed:
-            raise _gate_error(verification)
-        if last < 5:
-            return stage.result
-
-        if r.package.android is not None or r.package.linux or until == "package":
-            stage.result.package = _package_stage(stage, run, p, merged, verification, onnx_models, log)
-        if last < 6:
-            return stage.result
-
-        def do_bench(tmp: Path) -> Benchmark:
-            from .stages.bench import bench
-
-            return bench(onnx_models, r.benchmark, tmp, merged, task.name, data.labels, log)
-
-        stage.result.benchmark = stage("bench", Benchmark, r.benchmark.model_dump(),
-                                       ["merge", "export", "quantize"], do_bench)
-        if last < 7:
-            return stage.result
-
-        def do_report(tmp: Path) -> Report:
-            from .stages.report import report
-
-            stages = {s: {"record": e.record, "seconds": e.seconds}
-                      for s in STAGES[:-1] if (e := run.entry(s)) is not None}
-            return report(stages, {"name": r.name, "task": r.task, "model": r.model.source}, tmp)
-
-        stage.result.report = stage("report", Report, time.time(), STAGES[:-1], do_report)
-        if not verification.passed:
-            raise _gate_error(verification, stage.result.report)
-        return stage.result
+# the stages whose records BuildResult carries
+_RESULT_FIELDS = {"verify": "verification", "package": "package", "bench": "benchmark", "report": "report"}
 
 
 def _dequantized_once(run: RunDir, source: ModelSource, fingerprint: str, task: Task, remote: bool,
@@ -282,52 +217,10 @@ def _dequantized_once(run: RunDir, source: ModelSource, fingerprint: str, task: 
     return dataclasses.replace(source, path=folder)
 
 
-def _package_stage(stage: _Runner, run: RunDir, p: Prepared, merged: MergedModel, verification: Verification,
-                   onnx_models: list[OnnxModel], log: Callable[[str], None]) -> Package | None:
-    """Package the smallest quantized model for the Android demo; install it into the app when the recipe says."""
-    from .stages import package as pkg
-
-    r = p.recipe
-    if not verification.passed:
-        log("package: skipped, a verification gate failed")
-        return None
-    model = onnx_models[-1]  # int8 for encoders; the last precision (int4 in the default LLM recipe) for decoders
-
-    def do_package(tmp: Path) -> Package:
-        record = pkg.package(model, merged, verification, p.data, p.task, r.package, r.name, tmp,
-                             r.training.max_length, getattr(r.dataset, "system_prompt", None))
-        for arch in r.package.linux:  # device bundles for Linux boards: package/linux-<arch>/
-            from .device.bundle import write_bundle
-
-            tok = p.task.load_tokenizer(merged.path) if p.task.name == "classification" else None
-            where = write_bundle(tmp, f"linux-{arch}", tok, r.benchmark, r.verify.greedy_tokens,
-                                 r.verify.greedy_min_agreement)
-            log(f"package: device bundle for linux-{arch} in {run.stage_dir('package') / where.name}")
-        return record
-
-    # keys of runs without device bundles stay as they were
-    config = {k: v for k, v in r.package.model_dump().items() if k != "android" and (k != "linux" or v)}
-    bundles = []
-    if r.package.linux:  # a new run_device.py (an edgetune upgrade) rewrites the bundles too
-        from .device.bundle import runner_sha256
-
-        bundles = [r.benchmark.model_dump(), r.verify.greedy_tokens, r.verify.greedy_min_agreement, runner_sha256()]
-    record = stage("package", Package, [config, r.training.max_length, *bundles], ["merge", "quantize", "verify"],
-                   do_package)
-    if r.package.android is not None:
-        android = r.path(r.package.android)
-        where = pkg.assets_dir(android, p.task.name)
-        if pkg.check_package(where, model.sha256, run_golden=False):
-            where = pkg.install(record.path, android, p.task.name)
-            log(f"package: installed into {where}")
-        else:
-            log(f"package: {where} is up to date")
-    return record
-
-
 def check_installed(recipe: Recipe, out: Path | None = None) -> Path:
     """Check the package installed in the recipe's Android project against its run; CheckFailed if stale."""
-    from .stages import package as pkg
+    from .packaging.app import assets_dir
+    from .packaging.check import check_package
 
     if recipe.package.android is None:
         raise RecipeError("package.android: no Android project given (use --android)")
@@ -335,9 +228,9 @@ def check_installed(recipe: Recipe, out: Path | None = None) -> Path:
     entry = RunDir(run_dir).entry("quantize")
     if entry is None:
         raise RecipeError(f"{run_dir}: the run has no quantized model yet (run edgetune build)")
-    expect = entry.record["models"][-1]["sha256"]
-    where = pkg.assets_dir(recipe.path(recipe.package.android), get_task(recipe.task).name)
-    problems = pkg.check_package(where, expect)
+    expect = from_json(Quantized, entry.record, run_dir).models[-1].sha256
+    where = assets_dir(recipe.path(recipe.package.android), recipe.task)
+    problems = check_package(where, expect)
     if problems:
         raise CheckFailed("; ".join(problems))
     return where

@@ -80,7 +80,7 @@ class RunDir:
         self._lock_fd: int | None = None
         self._hash_cache: dict[tuple[str, int, int], str] = {}
 
-    def __enter__(self) -> "RunDir":
+    def __enter__(self) -> RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         for child in self.root.iterdir():  # stage folders, scratch folders, manifest, lock
             refuse_symlink(child)

@@ -6,12 +6,12 @@ No Android SDK is needed: these checks read the files only (stdlib + pytest, wel
 from __future__ import annotations
 
 import re
-import tomllib
 import xml.etree.ElementTree as ET
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1] / "android_demo"
 APP = ROOT / "app"

@@ -7,15 +7,15 @@ from __future__ import annotations
 import json
 
 import pytest
-from click.testing import CliRunner
-
 from archs import ARCHS, make_tiny
+from click.testing import CliRunner
 from conftest import make_chats, make_rows, write_recipe
+from test_recipe import assert_one_line_error
+
 from edgetune.cli import cli
 from edgetune.families import default_targets
 from edgetune.pipeline import STAGES, build
 from edgetune.recipe import load_recipe
-from test_recipe import assert_one_line_error
 
 ENCODERS = ["bert", "distilbert", "roberta", "xlm-roberta", "deberta-v2", "electra", "albert", "mpnet", "modernbert"]
 DECODERS = ["llama", "mistral", "qwen2", "qwen2-noeos", "qwen3", "phi3", "gemma", "gemma2", "granite",

@@ -10,7 +10,6 @@ import subprocess
 
 import numpy as np
 import pytest
-
 from board import arm64_boards  # noqa: F401  (session fixture)
 
 CPUS = ["cortex-a53", "max"]

@@ -4,13 +4,13 @@ import json
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import edit_recipe, make_chats, write_jsonl
+from test_pipeline import UNPACKAGED
+from test_recipe import assert_one_line_error
+
 from edgetune.cli import cli
 from edgetune.pipeline import build
 from edgetune.recipe import load_recipe
-from test_pipeline import UNPACKAGED
-from test_recipe import assert_one_line_error
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,7 @@ def test_training_loss_equals_transformers_loss(tiny_chat_recipe):
 
     p = prepare(load_recipe(tiny_chat_recipe))
     tok = p.task.load_tokenizer(p.source.path)
-    model = get_peft_model(p.task.load_model(p.source.path, p.data), LoraConfig(task_type="CAUSAL_LM", r=4))
+    model = get_peft_model(p.task.load_model(p.source.path), LoraConfig(task_type="CAUSAL_LM", r=4))
     batch = next(iter(p.task.batches(p.data.train, tok, 8, 128)))
     with torch.no_grad():
         want = model(**batch).loss
@@ -98,6 +98,9 @@ def test_build_exports_genai_folders_and_verifies(tiny_chat_recipe, tmp_path):
     rows = report["stages"]["bench"]["results"]
     assert {r["model"] for r in rows} == {"pytorch_fp32", "onnx_fp32", "onnx_int8", "onnx_int4"}
     assert all(r["decode_tokens_per_s"] > 0 and r["ttft_ms"] > 0 for r in rows)
+    assert report["stages"]["bench"]["kind"] == "decode"
+    md = (run / "report" / "report.md").read_text()
+    assert "merged perplexity" in md and "None" not in md  # the merge's own figure (it does not generate)
 
     r = CliRunner().invoke(cli, ["generate", str(run), "--prompt", "turn on the kitchen light", "--max-tokens", "8"])
     assert r.exit_code == 0, r.output
@@ -125,7 +128,7 @@ def test_half_embeddings(tmp_path, case):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgetune.stages.quantize import half_embeddings
+    from edgetune.genai import half_embeddings
 
     table = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32) * (1e6 if case == "too-large" else 1)
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["emb"])]

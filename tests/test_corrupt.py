@@ -10,9 +10,9 @@ from pathlib import Path
 import onnx
 import pytest
 from click.testing import CliRunner
+from conftest import edit_recipe, tiny_classifier_recipe
 from onnx import TensorProto, helper
 
-from conftest import edit_recipe, tiny_classifier_recipe
 from edgetune.cli import cli
 from edgetune.pipeline import build
 from edgetune.recipe import load_recipe

@@ -1,10 +1,10 @@
 
 import pytest
 from click.testing import CliRunner
-
 from conftest import edit_recipe, make_rows, write_jsonl
-from edgetune.cli import cli
 from test_recipe import assert_one_line_error
+
+from edgetune.cli import cli
 
 
 def build(recipe, tmp_path):

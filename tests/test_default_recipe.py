@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+from test_pipeline import _scale_largest_weight
 
 from edgetune.cli import cli
-from edgetune.stages.package import check_package
-from test_pipeline import _scale_largest_weight
+from edgetune.packaging.check import check_package
 
 REPO = Path(__file__).resolve().parents[1]
 

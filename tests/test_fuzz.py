@@ -10,14 +10,13 @@ import math
 import pytest
 import yaml
 from click.testing import CliRunner
+from conftest import make_rows, write_jsonl
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgetune.cli import cli
 from edgetune.errors import RecipeError
 from edgetune.recipe import field_path, parse_recipe
-
-from conftest import make_rows, write_jsonl
 
 VALID = {
     "name": "fuzz",
@@ -198,7 +197,7 @@ def test_run_name_cannot_leave_the_runs_folder(tiny_recipe, name):
 
 def test_install_refuses_a_symlink_in_the_package(tmp_path):
     from edgetune.errors import EdgetuneError
-    from edgetune.stages.package import install
+    from edgetune.packaging.app import install
 
     pkg, android = tmp_path / "pkg", tmp_path / "android"
     pkg.mkdir()

@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import edit_recipe
+from test_recipe import assert_one_line_error
+
 from edgetune.cli import cli
 from edgetune.int4 import fake_int4, int4_forward, round_frozen_for_int4
-from test_recipe import assert_one_line_error
+from edgetune.tasks.causal_lm import prompt_ids
 
 
 def _onnxruntime_int4(w: np.ndarray, block: int) -> np.ndarray:
@@ -122,7 +123,7 @@ def test_int4_aware_build_exports_the_model_it_trained(tiny_chat_recipe, tmp_pat
     onnx = GenaiLM(run / "quantize" / "int4", 1)
     worst_rounded = worst_plain = 0.0
     for example in p.data.eval[:3]:
-        ids = p.task.prompt_ids(tok, example)
+        ids = prompt_ids(tok, example)
         got = onnx.logits(ids)  # [prompt length, vocab]
         with torch.no_grad():
             want = rounded(torch.tensor([ids])).logits[0].numpy()

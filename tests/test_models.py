@@ -7,14 +7,13 @@ import json
 import time
 
 import pytest
-import yaml
 from click.testing import CliRunner
-
 from conftest import edit_recipe, make_chats, write_jsonl
-from edgetune.cli import cli
-from edgetune.pipeline import build, prepare
-from edgetune.recipe import load_recipe
 from test_recipe import assert_one_line_error
+
+from edgetune.cli import cli
+from edgetune.pipeline import build
+from edgetune.recipe import load_recipe
 
 
 def validate(recipe):

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from conftest import tiny_classifier_recipe
 
 from edgetune.cli import cli
-from edgetune.stages.package import assets_dir, check_package, golden_failures, run_classifier
-
-from conftest import tiny_classifier_recipe
+from edgetune.packaging.app import assets_dir
+from edgetune.packaging.check import check_package, golden_failures, run_classifier
 
 
 def _android(root: Path) -> Path:

@@ -14,12 +14,12 @@ from typing import Any
 from .. import __version__
 from ..data import file_sha256
 from ..errors import EdgetuneError, RecipeError
+from ..packaging.manifest import MANIFEST, ManifestError, PackageManifest, read_manifest
 from ..rundir import atomic_write_json, refuse_symlink, replace_dir
 from . import runner
 
 TARGETS = tuple(runner.TARGETS)  # linux-arm64, linux-x86_64
 RUNNER = "run_device.py"
-MANIFEST = "manifest.json"
 HASH_FILE = ".edgetune-bundle.sha256"  # on the device, beside the copied bundle
 BUNDLE_SCHEMA = 1
 
@@ -35,31 +35,34 @@ def bundle_dir(package_dir: Path, target: str) -> Path:
 
 
 def write_bundle(package_dir: Path, target: str, tokenizer: Any = None, benchmark: Any = None,
-                 greedy_tokens: int = 32, min_agreement: float = 0.95) -> Path:
+                 greedy_tokens: int = 32, reference: Any = None) -> Path:
     """Write package_dir/<target>/ from the package in `package_dir`; return the bundle folder.
 
     Classification: model.onnx (+ model.ort for linux-arm64, where its arm-optimized layout belongs), golden.json
     as packaged; `tokenizer` (the Hugging Face one) picks words the in-graph tokenizer reads as one token each,
     so the runner can build a text of any benchmark length. Causal LM: the int4 genai folder; golden.json gains
-    the prompt ids and greedy tokens of this host's onnxruntime-genai, computed by the runner's own code.
+    the prompt ids, greedy tokens and top logits of this host's onnxruntime-genai, computed by the runner's own
+    code, with PyTorch's logits for the same tokens from `reference` ([(prompt_ids, tokens)] -> per-step logit
+    rows, see `_llm_golden`).
     """
     if target not in TARGETS:
         raise RecipeError(f"unknown device target '{target}' (known: {', '.join(TARGETS)})")
     package_dir = Path(package_dir)
-    manifest = json.loads((package_dir / MANIFEST).read_text())
-    golden = json.loads((package_dir / manifest["golden"]["file"]).read_text())
+    manifest = read_manifest(package_dir)
+    golden_file = manifest.golden.file
+    golden = json.loads((package_dir / golden_file).read_text())
     out = bundle_dir(package_dir, target)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
-    task, entry = manifest["task"], manifest["model"]
-    files = list(entry["files"])
-    models = [{"name": f"device_{entry['precision']}", "file": entry["file"],
-               "format": "genai" if task == "causal-lm" else "onnx", "size_bytes": entry["size_bytes"]}]
-    ort_entry = manifest.get("ort_model")
-    if ort_entry and target == "linux-arm64":
-        files.append(ort_entry["file"])
-        models.append({"name": f"device_{entry['precision']}_ort", "file": ort_entry["file"], "format": "ort",
-                       "size_bytes": ort_entry["size_bytes"]})
+    entry, chat = manifest.model, manifest.chat  # a chat model's package carries its prompt format
+    files = list(entry.files)
+    models = [{"name": f"device_{entry.precision}", "file": entry.file,
+               "format": "genai" if chat else "onnx", "size_bytes": entry.size_bytes}]
+    ort = manifest.ort_model if target == "linux-arm64" else None  # its arm-optimized layout belongs on arm64
+    if ort:
+        files.append(ort.file)
+        models.append({"name": f"device_{entry.precision}_ort", "file": ort.file, "format": "ort",
+                       "size_bytes": ort.size_bytes})
     for name in files:
         src = package_dir / name
         if src.is_symlink() or not src.is_file():
@@ -68,34 +71,33 @@ def write_bundle(package_dir: Path, target: str, tokenizer: Any = None, benchmar
     shutil.copy2(Path(runner.__file__), out / RUNNER)
     bench = benchmark.model_dump() if benchmark is not None else {}
     extra: dict = {}
-    if task == "causal-lm":
+    versions = dict(manifest.versions)
+    if chat:
+        import onnxruntime_genai
+
         requires = ["numpy", "onnxruntime", "onnxruntime-genai"]
-        golden = _llm_golden(out, manifest, golden, greedy_tokens, min_agreement)
+        if reference is None:
+            raise EdgetuneError("device bundle: a chat bundle needs PyTorch's logits (reference)")
+        golden = _llm_golden(out, chat.model_dump(), golden, greedy_tokens, reference)
         extra["vocab_size"] = json.loads((out / "genai_config.json").read_text())["model"]["vocab_size"]
+        versions["onnxruntime_genai"] = onnxruntime_genai.__version__
     else:
         requires = ["numpy", "onnxruntime", "onnxruntime-extensions"]
         if tokenizer is None:
             raise EdgetuneError("device bundle: a classifier bundle needs the model's tokenizer")
-        extra.update(_bench_words(tokenizer, golden), max_length=manifest["tokenizer"]["max_length"])
-    atomic_write_json(out / manifest["golden"]["file"], golden)
+        extra.update(_bench_words(tokenizer, golden), max_length=manifest.tokenizer["max_length"])
+    atomic_write_json(out / golden_file, golden)
     bundle = {
         "schema_version": BUNDLE_SCHEMA, "target": target, "runner": RUNNER, "requires": requires,
         "models": models,
-        "files": {n: file_sha256(out / n) for n in sorted({*files, manifest["golden"]["file"], RUNNER})},
+        "files": {n: file_sha256(out / n) for n in sorted({*files, golden_file, RUNNER})},
         "defaults": {"threads": bench.get("threads", 2), "warmup": bench.get("warmup", 20),
                      "runs": bench.get("runs", 100), "sequence_lengths": bench.get("sequence_lengths", [16, 32, 128]),
                      "new_tokens": bench.get("new_tokens", 64)},
         "created_with": {"edgetune": __version__},
         **extra,
     }
-    versions = dict(manifest.get("versions", {}))
-    if task == "causal-lm":
-        import onnxruntime_genai
-
-        versions["onnxruntime_genai"] = onnxruntime_genai.__version__
-    if "ort_model" in manifest and not any(m["format"] == "ort" for m in models):
-        manifest = {**manifest, "ort_model": None}  # not in this bundle
-    atomic_write_json(out / MANIFEST, {**manifest, "versions": versions, "bundle": bundle})
+    manifest.model_copy(update={"versions": versions, "bundle": bundle, "ort_model": ort}).write(out)
     return out
 
 
@@ -117,15 +119,27 @@ def _bench_words(tokenizer: Any, golden: dict) -> dict:
     return {"bench_words": seen, "special_tokens": special}
 
 
-def _llm_golden(folder: Path, manifest: dict, golden: dict, n: int, min_agreement: float) -> dict:
-    """golden.json for a chat bundle: each prompt with this host's prompt ids and first `n` greedy tokens."""
+def _llm_golden(folder: Path, chat: dict, golden: dict, n: int, reference: Any) -> dict:
+    """golden.json for a chat bundle: each prompt with this host's prompt ids, first `n` greedy tokens and, at each
+    step, the host's top logits and PyTorch's logits for the same tokens (teacher-forced along the host's tokens).
+    The tolerance is the classifier's rule: 1.5x the largest difference between this host's quantized model and
+    PyTorch over those logits; a board must stay as close to PyTorch as that."""
+    import numpy as np
+
     prompts = [c["prompt"] for c in golden["cases"]]
     try:
-        host = runner.greedy_cases(str(folder), manifest["chat"], prompts, n)
+        host = runner.greedy_cases(str(folder), chat, prompts, n)
     except Exception as e:  # onnxruntime-genai's own errors carry no type worth keeping
         raise EdgetuneError(f"device bundle: onnxruntime-genai cannot run {folder}: {str(e).splitlines()[0][:200]}") from None
-    cases = [{**c, "prompt_ids": h["prompt_ids"], "host_tokens": h["tokens"]} for c, h in zip(golden["cases"], host)]
-    return {**golden, "greedy_tokens": n, "min_agreement": min_agreement, "cases": cases}
+    ref_rows = reference([(h["prompt_ids"], h["tokens"]) for h in host])
+    cases, worst = [], 0.0
+    for c, h, rows in zip(golden["cases"], host, ref_rows):
+        ref = [[round(float(row[i]), 4) for i in ids] for row, ids in zip(rows, h["top_ids"])]
+        worst = max([worst] + [float(np.abs(np.subtract(a, b)).max()) for a, b in zip(h["top_logits"], ref)])
+        cases.append({**c, "prompt_ids": h["prompt_ids"], "host_tokens": h["tokens"], "top_ids": h["top_ids"],
+                      "top_logits": h["top_logits"], "pytorch_logits": ref})
+    return {**golden, "greedy_tokens": n, "top_k": runner.TOP_K, "host_max_abs_diff": round(worst, 4),
+            "max_abs_diff": round(max(0.05, 1.5 * worst), 4), "cases": cases}
 
 
 def bundle_sha256(folder: Path) -> str:
@@ -136,13 +150,13 @@ def bundle_sha256(folder: Path) -> str:
     return h.hexdigest()
 
 
-def read_bundle(folder: Path) -> dict:
+def read_bundle(folder: Path) -> PackageManifest:
     """A bundle's manifest; RecipeError when `folder` is not a bundle."""
-    path = Path(folder) / MANIFEST
     try:
-        manifest = json.loads(path.read_text())
-        manifest["bundle"]["target"]
-    except (OSError, ValueError, KeyError, TypeError):
+        manifest = read_manifest(Path(folder))
+    except ManifestError:
+        manifest = None
+    if manifest is None or manifest.bundle is None:
         raise RecipeError(f"{folder}: not a device bundle (no manifest.json with a 'bundle' entry)") from None
     return manifest
 

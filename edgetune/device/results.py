@@ -26,6 +26,19 @@ def save_result(run_dir: Path, run) -> Path:
     return path
 
 
+def greedy_summary(m: dict) -> str:
+    """A chat model's device golden result in words (the bench table and report.md share it)."""
+    n = m["cases"]
+    if "steps" not in m:  # a result from an edgetune before logit checks
+        return f"greedy tokens equal to the host's on {round(m['agreement'] * n)}/{n} prompts"
+    return (f"logits within {m['max_abs_diff_limit']:g} of PyTorch's at every token on {n - len(m['failures'])}/{n} "
+            f"prompts (max|diff| {m['max_abs_diff']:.3g}; against the host's {m.get('max_abs_diff_host', 0):.3g}; "
+            f"teacher-forced along the host's first {m['greedy_tokens']} greedy tokens); greedy tokens equal to the "
+            f"host's on {round(m['agreement'] * n)}/{n} prompts ({round(m['step_agreement'] * m['steps'])}/"
+            f"{m['steps']} tokens, {m['near_ties']} near ties); prompt tokens equal on "
+            f"{round(m['tokenizer_agreement'] * n)}/{n}")
+
+
 def load_results(run_dir: Path) -> list[dict]:
     """Every device result saved in `run_dir`, oldest first."""
     folder = Path(run_dir) / DEVICES_DIR

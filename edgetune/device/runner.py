@@ -370,55 +370,95 @@ def chat_prompt(chat: dict, user: str) -> str:
     return chat["prompt_format"].replace("{system}", chat.get("system_prompt", "")).replace("{user}", user)
 
 
-def greedy(og, model, ids: list, n: int) -> list:
-    """Up to `n` greedy new tokens after `ids` (fewer when an end token comes first)."""
+TOP_K = 5  # host logits kept per generated token in golden.json
+
+
+def decode_steps(og, model, ids: list, n: int, forced: list | None = None) -> tuple:
+    """Up to `n` decoding steps after `ids`: the next-token logits at each step and the tokens fed back.
+    Greedy when `forced` is None (the argmax is fed back, fewer steps when an end token comes); teacher-forced
+    otherwise (`forced[k]` is fed back whatever this model prefers, so one early difference cannot shift every
+    later step)."""
+    import numpy as np
+
+    steps = n if forced is None else min(n, len(forced))
     params = og.GeneratorParams(model)
-    params.set_search_options(do_sample=False, max_length=len(ids) + n)
+    params.set_search_options(do_sample=False, max_length=len(ids) + steps + 1)
     gen = og.Generator(model, params)
     gen.append_tokens([ids])
-    out = []
-    while len(out) < n and not gen.is_done():
-        gen.generate_next_token()
-        out.append(int(gen.get_next_tokens()[0]))
-    return out
+    logits, tokens = [], []
+    for k in range(steps):
+        row = np.asarray(gen.get_logits(), dtype=np.float32).reshape(-1).copy()
+        token = int(row.argmax()) if forced is None else int(forced[k])
+        logits.append(row)
+        tokens.append(token)
+        if k + 1 == steps:
+            break
+        gen.append_tokens([[token]])
+        if forced is None and gen.is_done():
+            break
+    return tokens, logits
 
 
 def greedy_cases(folder: str, chat: dict, prompts: list, n: int, threads: int = 0) -> list:
-    """For each user prompt: its token ids through the bundle's tokenizer and the first `n` greedy tokens.
-    The host runs this same function on the same folder to write the expected tokens into golden.json."""
+    """For each user prompt: its token ids through the bundle's tokenizer, the first `n` greedy tokens and, at
+    each step, the TOP_K highest logits with their token ids. The host runs this same function on the same
+    folder to write golden.json."""
+    import numpy as np
+
     og, model = genai_model(folder, threads)
     tok = og.Tokenizer(model)
     out = []
     for p in prompts:
         ids = [int(t) for t in tok.encode(chat_prompt(chat, p))]
-        out.append({"prompt_ids": ids, "tokens": greedy(og, model, ids, n)})
+        tokens, logits = decode_steps(og, model, ids, n)
+        top = [np.argsort(row)[::-1][:TOP_K] for row in logits]
+        out.append({"prompt_ids": ids, "tokens": tokens,
+                    "top_ids": [[int(i) for i in t] for t in top],
+                    "top_logits": [[round(float(row[i]), 4) for i in t] for row, t in zip(logits, top)]})
     return out
 
 
 def check_llm_golden(og, model, golden: dict, chat: dict) -> dict:
-    """The device's greedy tokens against the host's, from the host's prompt ids; the prompt ids from this
-    device's tokenizer must also equal the host's."""
+    """The device's logits along the host's greedy tokens (teacher-forced) against PyTorch's: at every step, the
+    logits of the host's TOP_K tokens within golden["max_abs_diff"] of PyTorch's (1.5x what the host's own
+    quantized model measured), and the device's choice among those tokens. A choice other than the host's inside
+    the tolerance is a near tie (counted, not failed). The prompt ids from this device's tokenizer must equal the
+    host's."""
+    import numpy as np
+
     tok = og.Tokenizer(model)
-    n = golden["greedy_tokens"]
-    agree = same_ids = 0
+    limit = golden["max_abs_diff"]
+    steps = same_steps = same_prompts = same_ids = near_ties = 0
+    worst = worst_host = 0.0
     failures = []
     for i, case in enumerate(golden["cases"]):
         ids = [int(t) for t in tok.encode(chat_prompt(chat, case["prompt"]))]
-        got = greedy(og, model, case["prompt_ids"], n)
         host = case["host_tokens"]
-        ids_ok, tokens_ok = ids == case["prompt_ids"], got == host
+        _, logits = decode_steps(og, model, case["prompt_ids"], len(host), forced=host)
+        ids_ok, all_equal, bad = ids == case["prompt_ids"], True, None
+        for k, row in enumerate(logits):
+            top = np.asarray(case["top_ids"][k])
+            diff = float(np.abs(row[top] - np.asarray(case["pytorch_logits"][k], dtype=np.float32)).max())
+            worst_host = max(worst_host, float(np.abs(row[top] - np.asarray(case["top_logits"][k], dtype=np.float32)).max()))
+            choice = int(row.argmax())
+            worst = max(worst, diff)
+            steps += 1
+            same_steps += choice == host[k]
+            if choice != host[k]:
+                all_equal = False
+                near_ties += choice in top and diff <= limit
+            if bad is None and (diff > limit or choice not in top):
+                bad = {"step": k, "max_abs_diff": diff, "host": host[k], "device": choice,
+                       "in_host_top": bool(choice in top)}
         same_ids += ids_ok
-        agree += tokens_ok
-        if not (ids_ok and tokens_ok):
-            first = next((k for k, (a, b) in enumerate(zip(got, host)) if a != b), min(len(got), len(host)))
-            failures.append({"case": i, "prompt": case["prompt"][:80], "prompt_ids_equal": ids_ok,
-                             "first_difference": None if tokens_ok else first,
-                             "host": host[first:first + 1], "device": got[first:first + 1]})
+        same_prompts += all_equal
+        if bad is not None or not ids_ok:
+            failures.append({"case": i, "prompt": case["prompt"][:80], "prompt_ids_equal": ids_ok, **(bad or {})})
     count = max(1, len(golden["cases"]))
-    agreement, tok_agreement = agree / count, same_ids / count
-    return {"passed": agreement >= golden["min_agreement"] and tok_agreement == 1.0,
-            "cases": len(golden["cases"]), "greedy_tokens": n, "agreement": agreement,
-            "min_agreement": golden["min_agreement"], "tokenizer_agreement": tok_agreement, "failures": failures}
+    return {"passed": not failures, "cases": len(golden["cases"]), "greedy_tokens": golden["greedy_tokens"],
+            "steps": steps, "step_agreement": same_steps / max(1, steps), "agreement": same_prompts / count,
+            "near_ties": near_ties, "max_abs_diff": worst, "max_abs_diff_limit": limit,
+            "max_abs_diff_host": worst_host, "tokenizer_agreement": same_ids / count, "failures": failures}
 
 
 def llm_worker(job: dict) -> dict:
@@ -434,7 +474,7 @@ def llm_worker(job: dict) -> dict:
         # the host benchmark's prompt (edgetune/stages/bench.py): same seed, same ids
         prompt = np.random.default_rng(seq).integers(100, vocab - 1, size=seq).tolist()
 
-        def run() -> list:
+        def run(seq: int = seq, prompt: list = prompt) -> list:
             params = og.GeneratorParams(model)
             params.set_search_options(do_sample=False, max_length=seq + new, min_length=seq + new)
             gen = og.Generator(model, params)
@@ -534,7 +574,7 @@ def run(args: argparse.Namespace) -> tuple:
         check_files(HERE, bundle["files"])
         golden_doc: dict = {"passed": True, "cases": len(golden["cases"]), "models": {}}
         if manifest["task"] == "causal-lm":
-            golden_doc.update(kind="greedy", greedy_tokens=golden["greedy_tokens"], min_agreement=golden["min_agreement"])
+            golden_doc.update(kind="greedy", greedy_tokens=golden["greedy_tokens"], max_abs_diff_limit=golden["max_abs_diff"])
         else:
             golden_doc.update(kind="logits", max_abs_diff_limit=golden["max_abs_diff"], min_cosine_limit=golden["min_cosine"])
         for entry in bundle["models"]:

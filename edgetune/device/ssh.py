@@ -16,13 +16,14 @@ import shlex
 import shutil
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ..errors import CheckFailed, EdgetuneError, RecipeError
 from . import runner
 from .bundle import HASH_FILE, RUNNER, bundle_sha256, read_bundle
+from .results import greedy_summary
 
 REMOTE_ROOT = ".cache/edgetune"  # relative to the login directory on the device
 NO_PYTHON = "__edgetune_no_python__"
@@ -225,7 +226,7 @@ def bench_on_board(target: Path, where: SshTarget, python: str = "python3", thre
     bundle = bundles[0]
     if len(bundles) > 1:  # one per architecture: ask the board which one it is
         found = probe(Ssh(where), python, ".", [])
-        bundle = next((b for b in bundles if runner.abi_problem(read_bundle(b)["bundle"]["target"], found["machine"],
+        bundle = next((b for b in bundles if runner.abi_problem(read_bundle(b).bundle["target"], found["machine"],
                                                                 int(found["bits"])) is None), bundles[0])
     run = bench_over_ssh(bundle, where, python, threads, warmup, runs, seqs, log)
     if (target / RUNNER).is_file():
@@ -291,10 +292,10 @@ def bench_over_ssh(bundle: Path, target: SshTarget, python: str = "python3", thr
     model. A failed golden case is not raised here: DeviceRun.doc['status'] is 'golden_failed'.
     """
     manifest = read_bundle(bundle)
-    info = manifest["bundle"]
+    info = manifest.bundle or {}
     ssh = Ssh(target)
     where = target.label()
-    remote_dir = f"{REMOTE_ROOT}/{manifest['recipe']}-{info['target']}"
+    remote_dir = f"{REMOTE_ROOT}/{manifest.recipe}-{info['target']}"
     log(f"ssh: probing {where} ...")
     found = probe(ssh, python, remote_dir, info["requires"])
     check_probe(found, info["target"], info["requires"], python, where)
@@ -363,10 +364,7 @@ def golden_summary(doc: dict) -> str:
     lines = []
     for name, m in g["models"].items():
         if g["kind"] == "greedy":
-            lines.append(f"golden {name}: greedy tokens equal to the host's on {round(m['agreement'] * m['cases'])}/"
-                         f"{m['cases']} prompts (first {m['greedy_tokens']} tokens; must be >= {m['min_agreement']:g}), "
-                         f"prompt tokens equal on {round(m['tokenizer_agreement'] * m['cases'])}/{m['cases']}: "
-                         f"{'pass' if m['passed'] else 'FAIL'}")
+            lines.append(f"golden {name}: {greedy_summary(m)}: {'pass' if m['passed'] else 'FAIL'}")
         else:
             lines.append(f"golden {name}: {m['cases'] - len(m['failures'])}/{m['cases']} cases within tolerance, "
                          f"max|diff| {m['max_abs_diff']:.3g}, min cosine {m['min_cosine']:.6f}, labels equal "
@@ -383,16 +381,16 @@ def golden_failure(doc: dict, where: str) -> CheckFailed:
         if m["passed"]:
             continue
         if g["kind"] == "greedy":
-            f = m["failures"][0] if m["failures"] else None
-            case = ""
-            if f is not None:
-                what = (f"differs from token {f['first_difference']} (host {f['host']}, device {f['device']})"
-                        if f["first_difference"] is not None else "equal tokens")
-                case = (f"; case {f['case']} '{f['prompt'][:40]}': {what}"
-                        + ("" if f["prompt_ids_equal"] else ", and its prompt tokenizes differently"))
-            return CheckFailed(f"golden check failed on {where} ({name}): greedy agreement with the host "
-                               f"{m['agreement']:.3f} (must be >= {m['min_agreement']:g}), prompt tokens equal "
-                               f"{m['tokenizer_agreement']:.3f} (must be 1){case}{also}")
+            f = m["failures"][0] if m["failures"] else {"case": "?", "prompt": "", "prompt_ids_equal": True}
+            what = []
+            if "step" in f:
+                what.append(f"token {f['step']}: max|diff| {f['max_abs_diff']:.4g} against PyTorch over the host's top "
+                            f"logits (<= {m['max_abs_diff_limit']:g}), device token {f['device']} (host {f['host']}"
+                            + ("" if f["in_host_top"] else ", not among the host's top tokens") + ")")
+            if not f["prompt_ids_equal"]:
+                what.append("the prompt tokenizes differently on the device")
+            return CheckFailed(f"golden check failed on {where} ({name}): {len(m['failures'])}/{m['cases']} prompts; "
+                               f"case {f['case']} '{f['prompt'][:40]}': {'; '.join(what)}{also}")
         f = m["failures"][0]
         return CheckFailed(f"golden check failed on {where} ({name}): {len(m['failures'])}/{m['cases']} cases; case "
                            f"{f['case']} '{f['text'][:40]}': max|diff| {f['max_abs_diff']:.4g} (<= "

@@ -16,8 +16,54 @@ from ..artifacts import Benchmark, MergedModel, OnnxModel
 from ..errors import EdgetuneError
 from ..recipe import BenchmarkConfig
 from ..rundir import atomic_write_json
+from .base import BaseStage, BuildContext, Key
 
 BASELINE = "pytorch_fp32"
+
+
+class EncoderBench(BaseStage):
+    """Latency of PyTorch eager fp32 (the baseline) and each ONNX model on the same token ids, at each sequence
+    length, each model in a fresh process."""
+
+    name = "bench"
+    needs = ("merge", "export", "quantize")
+    record = Benchmark
+
+    def key(self, ctx: BuildContext) -> Key:
+        return Key(ctx.recipe.benchmark.model_dump())
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Benchmark:
+        merged, cfg = inputs["merge"], ctx.recipe.benchmark
+        tok = ctx.task.load_tokenizer(merged.path)
+        feeds = {seq: encoder_inputs(tok, cfg.batch_size, seq) for seq in cfg.sequence_lengths}
+        return bench([inputs["export"], *inputs["quantize"].models], cfg, out, merged, ctx.recipe.task,
+                     ctx.data.labels, ctx.log, feeds)
+
+
+class DecodeBench(BaseStage):
+    """Time to first token, prefill and decode tokens/s of PyTorch eager fp32 (the baseline) and each ONNX
+    model in onnxruntime-genai, at each thread count, each model in a fresh process."""
+
+    name = "bench"
+    needs = ("merge", "export", "quantize")
+    record = Benchmark
+
+    def key(self, ctx: BuildContext) -> Key:
+        return Key(ctx.recipe.benchmark.model_dump())
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Benchmark:
+        return bench_decode([inputs["export"], *inputs["quantize"].models], ctx.recipe.benchmark, out,
+                            inputs["merge"], ctx.recipe.task, ctx.log)
+
+
+def encoder_inputs(tokenizer: Any, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
+    """Token ids of a given shape (seeded by the length), with the inputs this model's tokenizer gives it."""
+    rng = np.random.default_rng(seq_len)
+    vocab = int(tokenizer.vocab_size)
+    ids = rng.integers(min(1000, vocab // 2), vocab, size=(batch_size, seq_len), dtype=np.int64)
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    # what the tokenizer gives this model (DistilBERT, MPNet, RoBERTa take no token_type_ids)
+    return {k: v for k, v in feeds.items() if k in tokenizer.model_input_names}
 
 
 def _stats(times_s: list[float], batch: int) -> dict:
@@ -101,10 +147,9 @@ def _worker(job: dict) -> dict:
         import torch
 
         torch.set_num_threads(threads)
-        from ..tasks import TaskData, get_task
+        from ..tasks import get_task
 
-        task = get_task(job["task"])
-        model = task.load_model(Path(job["path"]), TaskData([], [], labels=job["labels"]))
+        model = get_task(job["task"]).load_model(Path(job["path"]), job["labels"])
 
         def make(seq: int) -> Any:
             feeds = {k: torch.from_numpy(v) for k, v in given[seq].items()}
@@ -151,10 +196,11 @@ def _llm_worker(job: dict) -> dict:
     t0 = time.perf_counter()
     if job["kind"] == "torch":
         import torch
-        from transformers import AutoModelForCausalLM
+
+        from ..tasks import get_task
 
         torch.set_num_threads(threads)
-        model = AutoModelForCausalLM.from_pretrained(job["path"], dtype=torch.float32).eval()
+        model = get_task(job["task"]).load_model(Path(job["path"]))
 
         def run() -> list[float]:
             stamps = [time.perf_counter()]
@@ -257,17 +303,11 @@ def bench(
     task_name: str | None = None,
     labels: list[str] | None = None,
     log: Any = lambda s: None,
+    inputs: dict[int, dict[str, np.ndarray]] | None = None,
 ) -> Benchmark:
-    """Time every model at batch cfg.batch_size for each sequence length; the PyTorch merged model is the baseline."""
-    if task_name == "causal-lm" and merged is not None:
-        return _bench_llm(models, cfg, out, merged, log)
-    inputs = None
-    if merged is not None and task_name:
-        from ..tasks import get_task
-
-        task = get_task(task_name)
-        tok = task.load_tokenizer(merged.path)
-        inputs = {seq: task.dummy_inputs(tok, cfg.batch_size, seq) for seq in cfg.sequence_lengths}
+    """Time every model at batch cfg.batch_size for each sequence length; the PyTorch merged model (of task
+    `task_name`) is the baseline. `inputs` ({seq_len: feeds}) go to every model; without them, each ONNX
+    model gets inputs made from its own metadata."""
     common = {"threads": cfg.threads, "batch": cfg.batch_size, "seqs": list(cfg.sequence_lengths),
               "warmup": cfg.warmup, "runs": cfg.runs, "task": task_name, "inputs": inputs}
     jobs = []
@@ -291,17 +331,19 @@ def bench(
         if b:
             r["p50_ratio_to_baseline"] = r["p50_ms"] / b["p50_ms"]
             r["speedup_vs_baseline"] = b["p50_ms"] / r["p50_ms"]
-    return _record(results, summary, cfg, out, BASELINE if merged is not None else "")
+    return _record("latency", results, summary, cfg, out, BASELINE if merged is not None else "")
 
 
-def _bench_llm(models: list[OnnxModel], cfg: BenchmarkConfig, out: Path | None, merged: MergedModel, log: Any) -> Benchmark:
+def bench_decode(models: list[OnnxModel], cfg: BenchmarkConfig, out: Path | None, merged: MergedModel, task_name: str,
+                 log: Any = lambda s: None) -> Benchmark:
     """Decode benchmark: PyTorch eager fp32 and each ONNX model (onnxruntime-genai), at each thread count."""
     import json as _json
 
     vocab = _json.loads((merged.path / "config.json").read_text())["vocab_size"]
     results, summary = [], {}
     for threads in sorted({*cfg.threads_sweep, cfg.threads}):
-        jobs = [{"name": BASELINE, "kind": "torch", "path": str(merged.path), "size_bytes": merged.size_bytes}]
+        jobs = [{"name": BASELINE, "kind": "torch", "path": str(merged.path), "size_bytes": merged.size_bytes,
+                 "task": task_name}]
         jobs += [{"name": f"onnx_{m.precision}", "kind": "genai", "path": str(m.path), "size_bytes": m.size_bytes}
                  for m in models]
         for job in jobs:
@@ -319,12 +361,13 @@ def _bench_llm(models: list[OnnxModel], cfg: BenchmarkConfig, out: Path | None, 
         r["decode_speedup_vs_baseline"] = r["decode_tokens_per_s"] / base["decode_tokens_per_s"]
         r["p50_ratio_to_baseline"] = r["p50_ms"] / base["p50_ms"]
         r["speedup_vs_baseline"] = r["decode_speedup_vs_baseline"]
-    return _record(results, summary, cfg, out, BASELINE)
+    return _record("decode", results, summary, cfg, out, BASELINE)
 
 
-def _record(results: list[dict], models: dict, cfg: BenchmarkConfig, out: Path | None, baseline: str) -> Benchmark:
+def _record(kind: str, results: list[dict], models: dict, cfg: BenchmarkConfig, out: Path | None,
+            baseline: str) -> Benchmark:
     """The Benchmark record of a run, also written to out/bench.json when `out` is given."""
-    record = Benchmark(results=results, models=models, settings=cfg.model_dump(), machine=machine_info(cfg.threads),
+    record = Benchmark(kind=kind, results=results, models=models, settings=cfg.model_dump(), machine=machine_info(cfg.threads),
                        baseline=baseline)
     if out is not None:
         atomic_write_json(out / "bench.json", dataclasses.asdict(record))
@@ -333,7 +376,7 @@ def _record(results: list[dict], models: dict, cfg: BenchmarkConfig, out: Path |
 
 def format_benchmark(b: Benchmark) -> str:
     """A fixed-width table of a Benchmark, as the CLI prints it."""
-    if b.results and "decode_tokens_per_s" in b.results[0]:
+    if b.kind == "decode":
         head = f"{'model':<22}{'threads':>8}{'prompt':>7}{'TTFT ms':>9}{'prefill t/s':>12}{'decode t/s':>11}{'x base':>8}{'RSS MB':>8}{'size MB':>9}"
         lines = [f"machine: {b.machine.get('cpu')}", head, "-" * len(head)]
         for r in b.results:

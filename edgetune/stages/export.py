@@ -1,4 +1,5 @@
-"""Export the merged model to ONNX with optimum-onnx, then apply ONNX Runtime's transformer fusions."""
+"""Export the merged model to ONNX: optimum-onnx plus ONNX Runtime's transformer fusions for encoders,
+onnxruntime-genai's model builder (KV cache, GroupQueryAttention) for decoders. The task picks one."""
 
 from __future__ import annotations
 
@@ -7,29 +8,65 @@ from pathlib import Path
 
 from ..artifacts import MergedModel, OnnxModel
 from ..errors import EdgetuneError
-from ..recipe import ExportConfig
-from ..tasks.base import Task
+from ..families import ModelInfo, check_genai_exportable, check_optimum_exportable
+from ..genai import MODEL_NAME, build_genai
+from ..recipe import ExportConfig, Recipe
+from .base import BaseStage, BuildContext, Key
 from .common import describe_onnx, quiet
 
 FP32_NAME = "model.onnx"
 
 
-def export(merged: MergedModel, cfg: ExportConfig, task: Task, out: Path) -> OnnxModel:
-    """Export `merged` to `out/model.onnx` and return its record.
+class OptimumExport(BaseStage):
+    """optimum-onnx's `main_export` for `onnx_task` (dynamic batch and sequence axes), then ONNX Runtime's
+    portable fusions."""
 
-    Encoders go through optimum-onnx (dynamic batch and sequence axes) and ONNX Runtime's fusions; decoders
-    through onnxruntime-genai's model builder (KV cache, GroupQueryAttention), which also writes
-    genai_config.json so the folder runs in onnxruntime-genai (Python, Java, Android).
-    """
-    if task.exporter == "genai-builder":
+    name = "export"
+    needs = ("merge",)
+    record = OnnxModel
+
+    def __init__(self, onnx_task: str) -> None:
+        self.onnx_task = onnx_task
+
+    def check(self, recipe: Recipe, info: ModelInfo) -> None:
+        check_optimum_exportable(info, self.onnx_task)
+
+    def key(self, ctx: BuildContext) -> Key:
+        return Key(ctx.recipe.export.model_dump())
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> OnnxModel:
+        return export_optimum(inputs["merge"], ctx.recipe.export, self.onnx_task, out)
+
+
+class GenaiExport(BaseStage):
+    """onnxruntime-genai's model builder at fp32: the folder (genai_config.json, tokenizer) also runs in
+    onnxruntime-genai's Python, Java and Android APIs."""
+
+    name = "export"
+    needs = ("merge",)
+    record = OnnxModel
+
+    def check(self, recipe: Recipe, info: ModelInfo) -> None:
+        check_genai_exportable(info)
+
+    def key(self, ctx: BuildContext) -> Key:
+        return Key(ctx.recipe.export.model_dump())
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> OnnxModel:
+        merged: MergedModel = inputs["merge"]
         build_genai(merged.path, out, "fp32")
-        return describe_onnx(out / FP32_NAME, "fp32", {"exporter": "onnxruntime-genai model builder", "precision": "fp32"})
+        return describe_onnx(out / MODEL_NAME, "fp32", {"exporter": "onnxruntime-genai model builder",
+                                                        "precision": "fp32"})
+
+
+def export_optimum(merged: MergedModel, cfg: ExportConfig, onnx_task: str, out: Path) -> OnnxModel:
+    """Export `merged` to `out/model.onnx` with optimum-onnx and return its record."""
     from optimum.exporters.onnx import main_export
 
     raw = out / "raw"
     with quiet():
         main_export(
-            str(merged.path), raw, task=task.onnx_task, opset=cfg.opset, do_validation=False,
+            str(merged.path), raw, task=onnx_task, opset=cfg.opset, do_validation=False,
             library_name="transformers",
         )
     if not (raw / FP32_NAME).exists():
@@ -62,27 +99,11 @@ def _optimize(raw: Path, out: Path) -> dict:
         raise EdgetuneError(f"export: ONNX Runtime optimizer wrote no {FP32_NAME} into {out / 'opt'}")
     produced.replace(out / FP32_NAME)
     shutil.rmtree(out / "opt")
-    import onnx
     from collections import Counter
+
+    import onnx
 
     ops = Counter(n.op_type for n in onnx.load(out / FP32_NAME, load_external_data=False).graph.node)
     return {k: v for k, v in ops.items() if k in {"Attention", "MultiHeadAttention", "EmbedLayerNormalization",
                                                     "BiasGelu", "FastGelu", "Gelu", "SkipLayerNormalization",
                                                     "LayerNormalization"}}
-
-
-def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = None) -> None:
-    """Run onnxruntime-genai's model builder on a transformers folder; raise EdgetuneError with its last words."""
-    import subprocess
-    import sys
-    import tempfile
-
-    with tempfile.TemporaryDirectory(dir=out) as cache:
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(out),
-               "-p", precision, "-e", "cpu", "-c", cache]
-        if extra:
-            cmd += ["--extra_options", *[f"{k}={v}" for k, v in extra.items()]]
-        done = subprocess.run(cmd, capture_output=True, text=True)
-    if done.returncode != 0 or not (out / FP32_NAME).exists():
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise EdgetuneError(f"onnxruntime-genai model builder failed ({precision}): {tail[:400]}")

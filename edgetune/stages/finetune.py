@@ -6,8 +6,9 @@ import contextlib
 import dataclasses
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -15,8 +16,42 @@ from ..artifacts import Adapter
 from ..families import AdapterPlan
 from ..int4 import int4_forward, round_frozen_for_int4
 from ..recipe import LoraConfig, TrainingConfig
+from ..rundir import config_key
 from ..sources import ModelSource
 from ..tasks.base import Task, TaskData
+from .base import BaseStage, BuildContext, Key
+
+
+class Finetune(BaseStage):
+    """Train the recipe's adapter on the base model (resumable at epoch boundaries from finetune.ckpt/)."""
+
+    name = "finetune"
+    record = Adapter
+
+    def _parts(self, ctx: BuildContext) -> tuple[dict, list]:
+        r = ctx.recipe
+        # method: lora is left out of the key, so runs from before methods existed stay valid
+        lora = r.lora.model_dump(exclude={"method"} if r.lora.method == "lora" else None)
+        block = r.quantize.int4_block_size if r.training.int4_aware_epochs else None
+        return lora, [block] if block else []  # keys of runs without int4-aware epochs stay as they were
+
+    def key(self, ctx: BuildContext) -> Key:
+        r = ctx.recipe
+        lora, int4 = self._parts(ctx)
+        return Key([r.task, r.model.source, lora, r.training.model_dump(), *int4],
+                   [ctx.data.fingerprint, ctx.source.fingerprint()])
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Adapter:
+        import shutil
+
+        r, tr = ctx.recipe, ctx.recipe.training
+        lora, int4 = self._parts(ctx)
+        root = ctx.run.root / "finetune.ckpt"
+        ckpt = root / config_key(lora, tr.model_dump(), ctx.data.fingerprint, *int4)[:16]
+        record = finetune(ctx.base(), ctx.data, r.lora, ctx.adapter, tr, ctx.task, out, ckpt,
+                          r.model.trust_remote_code, ctx.progress, ctx.log, int4[0] if int4 else None)
+        shutil.rmtree(root, ignore_errors=True)
+        return record
 
 
 def finetune(
@@ -38,13 +73,13 @@ def finetune(
     With `int4_block`, the untrained linears are rounded to int4 first and the last training.int4_aware_epochs
     epochs train against int4 rounding (see edgetune/int4.py)."""
     import torch
-    from peft import get_peft_model, set_peft_model_state_dict, get_peft_model_state_dict
+    from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(training.seed)
     tokenizer = task.load_tokenizer(base.path, trust_remote_code)
-    model = task.load_model(base.path, data, trust_remote_code)
+    model = task.load_model(base.path, data.labels, trust_remote_code)
     steps_per_epoch = -(-len(data.train) // training.batch_size)
     total_steps = steps_per_epoch * training.epochs
     # modules the base checkpoint lacks (set by Task.load_model) are trained in full and saved with the adapter

@@ -12,6 +12,25 @@ from ..artifacts import Adapter, MergedModel
 from ..errors import CheckFailed, EdgetuneError
 from ..sources import ModelSource
 from ..tasks.base import Task, TaskData
+from .base import BaseStage, BuildContext, Key
+
+
+class Merge(BaseStage):
+    """Merge the adapter into the base weights and prove, in float64, that nothing changed."""
+
+    name = "merge"
+    needs = ("finetune",)
+    record = MergedModel
+
+    def key(self, ctx: BuildContext) -> Key:
+        v, tr = ctx.recipe.verify, ctx.recipe.training
+        return Key([v.merge_max_abs_diff, v.merge_check_rows, tr.max_length], [ctx.data.fingerprint])
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> MergedModel:
+        r = ctx.recipe
+        return merge(inputs["finetune"], ctx.base(), ctx.data, ctx.task, out, r.verify.merge_max_abs_diff,
+                     r.training.batch_size * 2, r.training.max_length, r.model.trust_remote_code,
+                     r.verify.merge_check_rows)
 
 
 def merge(
@@ -32,7 +51,7 @@ def merge(
     from peft import PeftModel
 
     tokenizer = task.load_tokenizer(adapter.path, trust_remote_code)
-    model = task.load_model(base.path, data, trust_remote_code)
+    model = task.load_model(base.path, data.labels, trust_remote_code)
     try:
         with warnings.catch_warnings():
             # peft 0.21 checks an AdaLoRA rank_pattern (keys of lora_E parameters) as if it named modules and warns

@@ -1,4 +1,5 @@
-"""int8 quantization with ONNX Runtime's quantizers (dynamic, or static with calibration)."""
+"""Quantize the exported model: int8 with ONNX Runtime's quantizers (dynamic, or static with calibration) for
+encoders; weight-only int4/int8 (MatMulNBits) with onnxruntime-genai's model builder for decoders."""
 
 from __future__ import annotations
 
@@ -7,86 +8,77 @@ from pathlib import Path
 from typing import Any
 
 from ..artifacts import MergedModel, OnnxModel, Quantized
-from ..recipe import QuantizeConfig
+from ..errors import RecipeError
+from ..families import ModelInfo
+from ..genai import MODEL_NAME, build_genai, half_embeddings
+from ..recipe import QuantizeConfig, Recipe
 from ..tasks.base import Task
+from .base import BaseStage, BuildContext, Key
 from .common import describe_onnx, quiet
 
 INT8_NAME = "model_int8.onnx"
 
 
-def quantize(
-    model: OnnxModel,
-    merged: MergedModel,
-    cfg: QuantizeConfig,
-    task: Task,
-    out: Path,
-    calibration: list[dict] | None = None,
-    tokenizer: Any = None,
-    max_length: int = 128,
-) -> Quantized:
-    """Quantize to each of cfg.precisions: int8 with ONNX Runtime's quantizers for encoders; weight-only
-    int4/int8 (MatMulNBits) with onnxruntime-genai's model builder for decoders, one folder per precision."""
-    if task.exporter == "genai-builder":
-        from .export import FP32_NAME, build_genai
+class OrtInt8(BaseStage):
+    """int8 weights (and activations, static QDQ with calibration) with onnxruntime.quantization."""
 
-        models = []
-        for precision in cfg.precisions:
-            folder = out / precision
-            folder.mkdir()
-            extra: dict = {"block_size": cfg.int4_block_size, "accuracy_level": cfg.int4_accuracy_level}
-            head_int4 = precision == "int4" and not cfg.int4_keep_lm_head
-            # The builder shares a tied embedding table with an int4 lm_head (GatherBlockQuantized); the 0.15
-            # builder breaks that sharing when the lm_head is int8, so the table is kept apart then.
-            if not (head_int4 and cfg.embeddings == "auto"):
-                extra["shared_embeddings"] = "false"
-            mixed = [g for g, on in (("last_matmul:int8", cfg.int4_keep_lm_head),
-                                     ("mixed_layers:int8", cfg.int4_int8_layers)) if on]
-            if precision == "int4" and mixed:
-                extra["matmul_mixed_precision"] = ",".join(mixed)
-            build_genai(merged.path, folder, precision, extra)
-            notes = {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", **extra}
-            if cfg.embeddings != "fp32" and half_embeddings(folder / FP32_NAME):
-                notes["embeddings"] = "fp16"
-            models.append(describe_onnx(folder / FP32_NAME, precision, notes))
-        return Quantized(models)
-    return Quantized([_quantize_int8(model, cfg, task, out, calibration, tokenizer, max_length)])
+    name = "quantize"
+    needs = ("merge", "export")
+    record = Quantized
+
+    def check(self, recipe: Recipe, info: ModelInfo) -> None:
+        if recipe.quantize.precisions != ["int8"]:
+            raise RecipeError(f"quantize.precisions: the {recipe.task} task supports [int8] only")
+
+    def key(self, ctx: BuildContext) -> Key:
+        return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint])
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
+        r, merged = ctx.recipe, inputs["merge"]
+        tok = ctx.task.load_tokenizer(merged.path) if r.quantize.mode == "static" else None
+        return Quantized([quantize_int8(inputs["export"], r.quantize, ctx.task, out, ctx.data.train, tok,
+                                        r.training.max_length)])
 
 
-def half_embeddings(path: Path) -> bool:
-    """Store a decoder's float32 token-embedding table (the Gather on `input_ids`) in float16, with a Cast back
-    to float32 after the lookup. Halves the table (113 MB -> 57 MB for SmolLM2-135M); held-out JSON exact match
-    unchanged in our measurement. Returns False (and leaves the file alone) when the graph has no such table, when
-    the table feeds anything else too, or when a value would not fit in float16."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+class GenaiQuantize(BaseStage):
+    """Weight-only int4 and/or int8 (MatMulNBits) with onnxruntime-genai's model builder, one folder per
+    precision in quantize.precisions."""
 
-    model = onnx.load(path)
-    graph = model.graph
-    tables = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 2}
-    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] in tables
-                   and n.input[1] == "input_ids"), None)
-    if gather is None or sum(gather.input[0] in n.input for n in graph.node) != 1:
-        return False
-    table = tables[gather.input[0]]
-    values = numpy_helper.to_array(table)
-    if not np.isfinite(values).all() or np.abs(values).max() > np.finfo(np.float16).max:
-        return False
-    half = numpy_helper.from_array(values.astype(np.float16), f"{table.name}.fp16")
-    graph.initializer.remove(table)
-    graph.initializer.append(half)
-    out = gather.output[0]
-    gather.input[0], gather.output[0] = half.name, f"{out}.fp16"
-    cast = helper.make_node("Cast", [gather.output[0]], [out], name=f"{gather.name}/CastToFloat", to=TensorProto.FLOAT)
-    graph.node.insert(list(graph.node).index(gather) + 1, cast)
-    data = path.with_name(path.name + ".data")
-    path.unlink()
-    data.unlink(missing_ok=True)
-    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
-    return True
+    name = "quantize"
+    needs = ("merge", "export")
+    record = Quantized
+
+    def key(self, ctx: BuildContext) -> Key:
+        return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint])
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
+        return quantize_genai(inputs["merge"], ctx.recipe.quantize, out)
 
 
-def _quantize_int8(
+def quantize_genai(merged: MergedModel, cfg: QuantizeConfig, out: Path) -> Quantized:
+    models = []
+    for precision in cfg.precisions:
+        folder = out / precision
+        folder.mkdir()
+        extra: dict = {"block_size": cfg.int4_block_size, "accuracy_level": cfg.int4_accuracy_level}
+        head_int4 = precision == "int4" and not cfg.int4_keep_lm_head
+        # The builder shares a tied embedding table with an int4 lm_head (GatherBlockQuantized); the 0.15
+        # builder breaks that sharing when the lm_head is int8, so the table is kept apart then.
+        if not (head_int4 and cfg.embeddings == "auto"):
+            extra["shared_embeddings"] = "false"
+        mixed = [g for g, on in (("last_matmul:int8", cfg.int4_keep_lm_head),
+                                 ("mixed_layers:int8", cfg.int4_int8_layers)) if on]
+        if precision == "int4" and mixed:
+            extra["matmul_mixed_precision"] = ",".join(mixed)
+        build_genai(merged.path, folder, precision, extra)
+        notes = {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", **extra}
+        if cfg.embeddings != "fp32" and half_embeddings(folder / MODEL_NAME):
+            notes["embeddings"] = "fp16"
+        models.append(describe_onnx(folder / MODEL_NAME, precision, notes))
+    return Quantized(models)
+
+
+def quantize_int8(
     model: OnnxModel,
     cfg: QuantizeConfig,
     task: Task,
@@ -113,7 +105,13 @@ def _quantize_int8(
 
 def _run(cfg: QuantizeConfig, model: OnnxModel, target: Path, task: Task, calibration: list[dict] | None,
          tokenizer: Any, max_length: int, extra: dict) -> None:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_dynamic, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_dynamic,
+        quantize_static,
+    )
 
     if cfg.mode == "dynamic":
         quantize_dynamic(model.path, target, weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
@@ -122,10 +120,9 @@ def _run(cfg: QuantizeConfig, model: OnnxModel, target: Path, task: Task, calibr
         examples = (calibration or [])[: cfg.calibration_samples]
         if not examples:
             raise ValueError("static quantization needs calibration examples")
-        feeds = [
-            {k: v.numpy() for k, v in task.model_inputs(b).items()}
-            for b in task.batches(examples, tokenizer, 1, max_length)
-        ]
+        # the batches the task trains on, without the training targets: what the exported graph takes
+        feeds = [{k: v.numpy() for k, v in b.items() if k != "labels"}
+                 for b in task.batches(examples, tokenizer, 1, max_length)]
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:

@@ -9,30 +9,63 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import Report
+from ..artifacts import Adapter, Benchmark, MergedModel, Package, Report, Verification, from_json, to_json
+from ..device.results import greedy_summary
 from ..rundir import atomic_write_json, atomic_write_text
+from .base import BaseStage, BuildContext, Key
 
 SCHEMA_VERSION = 1
 
 
-def _summary(stages: dict[str, dict]) -> dict:
+class ReportStage(BaseStage):
+    """report.json, report.md and latency.png from every record of the build (and the device results saved in
+    the run directory)."""
+
+    name = "report"
+    needs = ("finetune", "merge", "export", "quantize", "verify", "package", "bench")  # those the build has
+    record = Report
+
+    def key(self, ctx: BuildContext) -> Key:
+        r = ctx.recipe
+        return Key([SCHEMA_VERSION, _recipe_facts(r)], [devices_fingerprint(ctx.run.root)])
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Report:
+        seconds = {name: e.seconds for name in inputs if (e := ctx.run.entry(name)) is not None}
+        return report(inputs, seconds, _recipe_facts(ctx.recipe), out, ctx.run.root)
+
+
+def _recipe_facts(r: Any) -> dict:
+    return {"name": r.name, "task": r.task, "model": r.model.source}
+
+
+def devices_fingerprint(run_dir: Path) -> str:
+    """A hash of the device results saved in the run directory: a new `bench --ssh` result changes it."""
+    from ..data import file_sha256
+    from ..device.results import DEVICES_DIR
+
+    folder = Path(run_dir) / DEVICES_DIR
+    files = sorted(folder.glob("*.json")) if folder.is_dir() else []
+    return ",".join(f"{f.name}:{file_sha256(f)}" for f in files)
+
+
+def _summary(records: dict[str, Any]) -> dict:
     models: dict[str, dict] = {}
-    verify = stages.get("verify", {}).get("record", {})
-    for name, metrics in verify.get("models", {}).items():
-        models.setdefault(name, {})["eval"] = {k: v for k, v in metrics.items()}
-    if "merge" in stages:
-        models.setdefault("pytorch_fp32", {})["size_bytes"] = stages["merge"]["record"]["size_bytes"]
-    if "export" in stages:
-        models.setdefault("onnx_fp32", {})["size_bytes"] = stages["export"]["record"]["size_bytes"]
-    for m in stages.get("quantize", {}).get("record", {}).get("models", []):
-        models.setdefault(f"onnx_{m['precision']}", {})["size_bytes"] = m["size_bytes"]
-    bench = stages.get("bench", {}).get("record", {})
-    for r in bench.get("results", []):
+    verify: Verification | None = records.get("verify")
+    for name, metrics in (verify.models if verify else {}).items():
+        models.setdefault(name, {})["eval"] = dict(metrics)
+    if "merge" in records:
+        models.setdefault("pytorch_fp32", {})["size_bytes"] = records["merge"].size_bytes
+    if "export" in records:
+        models.setdefault("onnx_fp32", {})["size_bytes"] = records["export"].size_bytes
+    for m in records["quantize"].models if "quantize" in records else []:
+        models.setdefault(f"onnx_{m.precision}", {})["size_bytes"] = m.size_bytes
+    bench: Benchmark | None = records.get("bench")
+    for r in bench.results if bench else []:
         m = models.setdefault(r["model"], {})
         m.setdefault("p50_ms", {})[str(r["seq_len"])] = r["p50_ms"]
         if "p50_ratio_to_baseline" in r:
             m.setdefault("p50_ratio_to_baseline", {})[str(r["seq_len"])] = r["p50_ratio_to_baseline"]
-    for name, info in bench.get("models", {}).items():
+    for name, info in (bench.models if bench else {}).items():
         models.setdefault(name, {})["peak_rss_mb"] = info["peak_rss_mb"]
     fp32 = models.get("onnx_fp32", {}).get("size_bytes")
     if fp32:
@@ -42,9 +75,9 @@ def _summary(stages: dict[str, dict]) -> dict:
     return {"models": models}
 
 
-def _plot(bench: dict, path: Path) -> Path | None:
-    results = bench.get("results", [])
-    if not results:
+def _plot(bench: Benchmark | None, path: Path) -> Path | None:
+    results = bench.results if bench else []
+    if not bench or not results:
         return None
     import matplotlib
 
@@ -62,8 +95,8 @@ def _plot(bench: dict, path: Path) -> Path | None:
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(seqs))], [f"seq {s}" for s in seqs])
     ax.set_ylabel("p50 latency (ms), lower is better")
-    m = bench.get("machine", {})
-    ax.set_title(f"batch {bench['settings']['batch_size']}, {m.get('threads')} threads, {m.get('cpu', '')[:40]}", fontsize=8)
+    m = bench.machine
+    ax.set_title(f"batch {bench.settings['batch_size']}, {m.get('threads')} threads, {m.get('cpu', '')[:40]}", fontsize=8)
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
@@ -79,8 +112,8 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _markdown(doc: dict, plot: Path | None) -> str:
-    st = doc["stages"]
+def _markdown(doc: dict, records: dict[str, Any], seconds: dict[str, float], plot: Path | None) -> str:
+    """report.md: the summary from `doc` (report.json), each stage's section from its record."""
     out = [f"# edgetune report: {doc['recipe']['name']}", "",
            f"Result: **{'PASSED' if doc['passed'] else 'FAILED'}**, created {doc['created']} with edgetune {doc['edgetune_version']}.", ""]
     failed = [c for c in doc["checks"] if not c["passed"]]
@@ -88,83 +121,95 @@ def _markdown(doc: dict, plot: Path | None) -> str:
         out.append(f"- FAILED {c['stage']}: {c['name']} = {_fmt(c['value'])} (must be {c['op']} {c['threshold']:g})")
     if failed:
         out.append("")
+    bench: Benchmark | None = records.get("bench")
+    seqs = sorted({r["seq_len"] for r in bench.results}) if bench else []
     summary = doc["summary"]["models"]
     out += ["## Summary", "", "| model | accuracy / exact match | size MB | size vs ONNX fp32 | " +
-            " | ".join(f"p50 ms seq {s}" for s in _seqs(st)) + " |",
-            "|---|---|---|---|" + "---|" * len(_seqs(st))]
+            " | ".join(f"p50 ms seq {s}" for s in seqs) + " |",
+            "|---|---|---|---|" + "---|" * len(seqs)]
     for name, m in summary.items():
         acc = _task_metric(m.get("eval", {}))
         cells = [name, _fmt(acc) if acc is not None else "-", _fmt(m.get("size_bytes", 0) / 1e6) if m.get("size_bytes") else "-",
                  _fmt(m["size_ratio_to_onnx_fp32"]) if "size_ratio_to_onnx_fp32" in m else "-"]
-        for s in _seqs(st):
+        for s in seqs:
             p = m.get("p50_ms", {}).get(str(s))
             r = m.get("p50_ratio_to_baseline", {}).get(str(s))
             cells.append("-" if p is None else f"{p:.2f}" + (f" ({r:.2f}x)" if r is not None else ""))
         out.append("| " + " | ".join(cells) + " |")
     out += ["", "Latency ratios in parentheses are p50 divided by the PyTorch eager fp32 p50 at the same length (lower is better).", ""]
-    if "finetune" in st:
-        r = st["finetune"]
+    ft: Adapter | None = records.get("finetune")
+    if ft is not None:
+        evals = [k for k in ft.epochs[0] if k.startswith("eval_")] if ft.epochs else []
         out += ["## Fine-tune (LoRA)", "",
-                f"{r['train_examples']} training rows, {r['eval_examples']} held-out rows; "
-                f"{r['trainable_params']:,} trainable of {r['total_params']:,} parameters; {st['finetune']['seconds']:.1f} s.", "",
-                "| epoch | loss | " + " | ".join(k for k in r["epochs"][0] if k.startswith("eval_")) + " | seconds |",
-                "|---|---|" + "---|" * sum(k.startswith("eval_") for k in r["epochs"][0]) + "---|"]
-        for e in r["epochs"]:
-            out.append(f"| {e['epoch']} | {e['loss']:.4f} | " + " | ".join(_fmt(v) for k, v in e.items() if k.startswith("eval_")) + f" | {e['seconds']} |")
+                f"{ft.train_examples} training rows, {ft.eval_examples} held-out rows; "
+                f"{ft.trainable_params:,} trainable of {ft.total_params:,} parameters; {seconds.get('finetune', 0.0):.1f} s.", "",
+                "| epoch | loss | " + " | ".join(evals) + " | seconds |", "|---|---|" + "---|" * len(evals) + "---|"]
+        for e in ft.epochs:
+            out.append(f"| {e['epoch']} | {e['loss']:.4f} | " + " | ".join(_fmt(e[k]) for k in evals) + f" | {e['seconds']} |")
         out.append("")
-    if "merge" in st:
-        r = st["merge"]
-        out += ["## Merge", "", f"max |merged - adapter| on held-out outputs: {r['merge_max_abs_diff']:.3g}; "
-                f"merged accuracy {_fmt(r['eval_metrics'].get('accuracy'))}; weights {r['size_bytes'] / 1e6:.1f} MB.", ""]
-    for stage in ("export", "quantize"):
-        if stage in st:
-            out += [f"## {stage.capitalize()}", ""]
-            for r in st[stage].get("models", [st[stage]]):
-                out += [f"`{r['path']}`: {r['precision']}, {r['size_bytes'] / 1e6:.1f} MB, {len(r['inputs'])} inputs "
-                        f"({', '.join(r['inputs'][:3])}{', ...' if len(r['inputs']) > 3 else ''}); sha256 `{r['sha256'][:16]}`.", "",
-                        "Notes: " + ", ".join(f"{k}: {v}" for k, v in r["notes"].items()), ""]
-    if "verify" in st:
-        r = st["verify"]
-        out += ["## Verify (parity on the held-out split)", "", f"{r['rows']} rows. Details: `{r['details_path']}`.", "",
+    merged: MergedModel | None = records.get("merge")
+    if merged is not None:
+        found = headline(merged.eval_metrics)
+        figure = f"merged {found[0].replace('_', ' ')} {_fmt(found[1])}; " if found else ""
+        out += ["## Merge", "", f"max |merged - adapter| on held-out outputs: {merged.merge_max_abs_diff:.3g}; "
+                f"{figure}weights {merged.size_bytes / 1e6:.1f} MB.", ""]
+    onnx_models = [(n, [records[n]] if n == "export" else records[n].models) for n in ("export", "quantize") if n in records]
+    for stage, models in onnx_models:
+        out += [f"## {stage.capitalize()}", ""]
+        for m in models:
+            out += [f"`{_rel(m.path, doc)}`: {m.precision}, {m.size_bytes / 1e6:.1f} MB, {len(m.inputs)} inputs "
+                    f"({', '.join(m.inputs[:3])}{', ...' if len(m.inputs) > 3 else ''}); sha256 `{m.sha256[:16]}`.", "",
+                    "Notes: " + ", ".join(f"{k}: {v}" for k, v in m.notes.items()), ""]
+    v: Verification | None = records.get("verify")
+    if v is not None:
+        out += ["## Verify (parity on the held-out split)", "", f"{v.rows} rows. Details: `{_rel(v.details_path, doc)}`.", "",
                 "| model | accuracy / exact match | max abs diff | min cosine | top-1 agreement |", "|---|---|---|---|---|"]
-        for name, m in r["models"].items():
+        for name, m in v.models.items():
             out.append(f"| {name} | {_fmt(_task_metric(m))} | {_fmt(m.get('max_abs_diff', 0.0))} | "
                        f"{_fmt(m.get('min_cosine', 1.0))} | {_fmt(m.get('top1_agreement', 1.0))} |")
         out += ["", "| check | value | threshold | result |", "|---|---|---|---|"]
-        for c in r["checks"]:
-            out.append(f"| {c['stage']} {c['name']} | {_fmt(c['value'])} | {c['op']} {c['threshold']:g} | {'pass' if c['passed'] else 'FAIL'} |")
+        for c in v.checks:
+            out.append(f"| {c.stage} {c.name} | {_fmt(c.value)} | {c.op} {c.threshold:g} | {'pass' if c.passed else 'FAIL'} |")
         out.append("")
-    if "package" in st:
-        r = st["package"]
+    pkg: Package | None = records.get("package")
+    if pkg is not None:
         out += ["## Package (Android demo app)", "",
-                f"`{r['path']}`: {', '.join(r['files'])}; {r['size_bytes'] / 1e6:.1f} MB; model sha256 "
-                f"`{r['model_sha256'][:16]}`; {r['golden_cases']} golden cases reproduced in ONNX Runtime.", ""]
-    if "bench" in st:
-        r = st["bench"]
-        m = r["machine"]
+                f"`{_rel(pkg.path, doc)}`: {', '.join(pkg.files)}; {pkg.size_bytes / 1e6:.1f} MB; model sha256 "
+                f"`{pkg.model_sha256[:16]}`; {pkg.golden_cases} golden cases reproduced in ONNX Runtime.", ""]
+    if bench is not None:
+        m, st = bench.machine, bench.settings
         out += ["## Benchmark", "", f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} intra-op threads; "
-                f"onnxruntime {m.get('onnxruntime')}, torch {m.get('torch', '-')}; batch {r['settings']['batch_size']}, "
-                f"{r['settings']['warmup']} warmup + {r['settings']['runs']} timed runs; each model in a fresh process.", ""]
+                f"onnxruntime {m.get('onnxruntime')}, torch {m.get('torch', '-')}; batch {st['batch_size']}, "
+                f"{st['warmup']} warmup + {st['runs']} timed runs; each model in a fresh process.", ""]
         if plot:
             out += [f"![latency]({plot.name})", ""]
-        if r["results"] and "decode_tokens_per_s" in r["results"][0]:
+        if bench.kind == "decode":
             out += ["| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | decode vs PyTorch |",
                     "|---|---|---|---|---|---|---|"]
-            for x in r["results"]:
+            for x in bench.results:
                 out.append(f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | {x['prefill_tokens_per_s']:.1f} | "
                            f"{x['decode_tokens_per_s']:.1f} | {x['decode_speedup_vs_baseline']:.2f}x |")
         else:
             out += ["| model | seq | p50 ms | p90 ms | p99 ms | items/s | p50 / baseline | first ms |", "|---|---|---|---|---|---|---|---|"]
-        for x in r["results"] if "decode_tokens_per_s" not in (r["results"] or [{}])[0] else []:
-            ratio = f"{x['p50_ratio_to_baseline']:.3f}" if "p50_ratio_to_baseline" in x else "-"
-            out.append(f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
-                       f"{x['throughput_per_s']:.1f} | {ratio} | {x['first_ms']:.1f} |")
+            for x in bench.results:
+                ratio = f"{x['p50_ratio_to_baseline']:.3f}" if "p50_ratio_to_baseline" in x else "-"
+                out.append(f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
+                           f"{x['throughput_per_s']:.1f} | {ratio} | {x['first_ms']:.1f} |")
         out += ["", "| model | load s | peak RSS MB | size MB |", "|---|---|---|---|"]
-        for name, x in r["models"].items():
+        for name, x in bench.models.items():
             out.append(f"| {name} | {x['load_seconds']:.2f} | {x['peak_rss_mb']:.0f} | {x['size_bytes'] / 1e6:.1f} |")
         out.append("")
     out += _devices_markdown(doc.get("devices", []))
     return "\n".join(out)
+
+
+def _rel(path: Path | None, doc: dict) -> str:
+    """A record's path as report.json shows it (relative to the run directory)."""
+    root = Path(doc.get("run_dir", "/"))
+    try:
+        return Path(path).relative_to(root).as_posix() if path is not None else "-"
+    except ValueError:
+        return str(path)
 
 
 def _devices_markdown(devices: list[dict]) -> list[str]:
@@ -188,9 +233,7 @@ def _devices_markdown(devices: list[dict]) -> list[str]:
                 f"{d.get('finished', '')}.", "", f"Emulation: {dev.get('emulation_evidence')}.", ""]
         for name, m in (g.get("models") or {}).items():
             if g.get("kind") == "greedy":
-                out.append(f"- golden `{name}`: greedy tokens equal to the host's on {m['agreement']:.3f} of "
-                           f"{m['cases']} prompts (must be >= {m['min_agreement']:g}); prompt tokens equal "
-                           f"{m['tokenizer_agreement']:.3f}: **{'pass' if m['passed'] else 'FAIL'}**")
+                out.append(f"- golden `{name}`: {greedy_summary(m)}: **{'pass' if m['passed'] else 'FAIL'}**")
             else:
                 out.append(f"- golden `{name}`: {m['cases'] - len(m['failures'])}/{m['cases']} cases within tolerance "
                            f"(max abs diff {m['max_abs_diff']:.3g} <= {g.get('max_abs_diff_limit')}, min cosine "
@@ -199,7 +242,7 @@ def _devices_markdown(devices: list[dict]) -> list[str]:
         out += ["", f"{s['threads']} threads, {s['warmup']} warmup + {s['runs']} timed runs, each model in a fresh "
                     f"process.", ""]
         rows = d.get("results") or []
-        if rows and "decode_tokens_per_s" in rows[0]:
+        if g.get("kind") == "greedy":  # a chat model's bundle: decode rows
             out += ["| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | peak RSS MB |",
                     "|---|---|---|---|---|---|---|"]
             out += [f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | "
@@ -228,33 +271,32 @@ def _task_metric(metrics: dict) -> float | None:
     return found[1] if found else None
 
 
-def _seqs(st: dict) -> list[int]:
-    return sorted({r["seq_len"] for r in st.get("bench", {}).get("results", [])})
-
-
-def report(stages: dict[str, dict], recipe: dict, out: Path, devices: list[dict] | None = None) -> Report:
+def report(records: dict[str, Any], seconds: dict[str, float], recipe: dict, out: Path, root: Path,
+           devices: list[dict] | None = None) -> Report:
     """Write out/report.json, out/report.md and out/latency.png from the stages' records and timings.
 
-    `devices`: results of `edgetune bench --ssh`; by default those saved in the run directory that holds `out`.
+    `root`: the run directory (paths in report.json are relative to it). `devices`: results of `edgetune bench
+    --ssh`; by default those saved in `root`.
     """
     from ..device.results import load_results
 
-    checks = stages.get("verify", {}).get("record", {}).get("checks", [])
+    v: Verification | None = records.get("verify")
+    checks = [to_json(c, root) for c in v.checks] if v else []
     doc = {
         "schema_version": SCHEMA_VERSION,
         "edgetune_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "recipe": recipe,
-        "passed": all(c["passed"] for c in checks) and "verify" in stages,
+        "passed": v is not None and v.passed,
         "checks": checks,
-        "summary": _summary(stages),
-        "stages": {name: {**s["record"], "seconds": s["seconds"]} for name, s in stages.items()},
-        "devices": load_results(Path(out).parent) if devices is None else devices,
+        "summary": _summary(records),
+        "stages": {name: {**to_json(rec, root), "seconds": seconds.get(name)} for name, rec in records.items()},
+        "devices": load_results(root) if devices is None else devices,
     }
-    plot = _plot(stages.get("bench", {}).get("record", {}), out / "latency.png")
+    plot = _plot(records.get("bench"), out / "latency.png")
     atomic_write_json(out / "report.json", doc)
     md = out / "report.md"
-    atomic_write_text(md, _markdown(doc, plot))
+    atomic_write_text(md, _markdown({**doc, "run_dir": str(root)}, records, seconds, plot))
     return Report(json_path=out / "report.json", markdown_path=md, plot_path=plot)
 
 
@@ -263,6 +305,7 @@ def add_devices(run_dir: Path) -> Path | None:
     None when the run has no report yet (the next one written will have them)."""
     from ..device.results import load_results
     from ..rundir import RunDir
+    from ..tasks import get_task
 
     with RunDir(run_dir) as run:
         entry = run.entry("report")
@@ -271,9 +314,20 @@ def add_devices(run_dir: Path) -> Path | None:
             return None
         doc = json.loads((folder / "report.json").read_text())
         doc["devices"] = load_results(run.root)
+        types = {st.name: st.record for st in get_task(doc["recipe"]["task"]).stages()}
+        records, seconds = {}, {}
+        for name in doc["stages"]:
+            e = run.entry(name)
+            if e is not None and name in types:
+                try:
+                    records[name] = from_json(types[name], e.record, run.root)
+                except (KeyError, TypeError):  # written by an older edgetune: the next report will be whole
+                    return None
+                seconds[name] = e.seconds
         plot = folder / "latency.png"
         atomic_write_json(folder / "report.json", doc)
-        atomic_write_text(folder / "report.md", _markdown(doc, plot if plot.is_file() else None))
+        markdown = _markdown({**doc, "run_dir": str(run.root)}, records, seconds, plot if plot.is_file() else None)
+        atomic_write_text(folder / "report.md", markdown)
         # the manifest records the report's files as they are now
         run.write_entry("report", dataclasses.replace(entry, outputs=run.hash_outputs("report")))
         return folder / "report.md"

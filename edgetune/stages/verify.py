@@ -12,6 +12,29 @@ from ..errors import EdgetuneError
 from ..recipe import VerifyConfig
 from ..rundir import atomic_write_json
 from ..tasks.base import Task, TaskData
+from .base import BaseStage, BuildContext, Key
+
+
+class Verify(BaseStage):
+    """PyTorch merged vs every ONNX model on the held-out split; with `generate`, greedy decoding compared too."""
+
+    name = "verify"
+    needs = ("merge", "export", "quantize")
+    record = Verification
+
+    def __init__(self, generate: bool = False) -> None:
+        self.generate = generate
+
+    def key(self, ctx: BuildContext) -> Key:
+        # benchmark.threads is read too (ONNX Runtime sessions), for speed: results do not depend on it
+        return Key([ctx.recipe.verify.model_dump(), ctx.recipe.training.max_length], [ctx.data.fingerprint])
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Verification:
+        r = ctx.recipe
+        models = [inputs["export"], *inputs["quantize"].models]
+        generate = r.verify.greedy_tokens if self.generate else 0
+        return verify(inputs["merge"], models, r.verify, ctx.data, ctx.task, out, r.training.max_length,
+                      threads=r.benchmark.threads, base=ctx.base().path, generate=generate)
 
 
 def verify(
@@ -25,17 +48,18 @@ def verify(
     batch_size: int = 32,
     threads: int = 0,
     base: Path | None = None,
+    generate: int = 0,
 ) -> Verification:
     """Compare each ONNX model's outputs and task metrics to the PyTorch merged model; never raises on a failed gate.
 
-    With `base` (the model before fine-tuning) its task metrics are measured too, for the report."""
+    With `base` (the model before fine-tuning) its task metrics are measured too, for the report. With
+    `generate`, each model also decodes greedily, and its first `generate` tokens are compared with PyTorch's."""
     tokenizer = task.load_tokenizer(merged.path)
-    torch_model = task.load_model(merged.path, data)
-    generate = cfg.greedy_tokens if task.generates else 0
+    torch_model = task.load_model(merged.path, data.labels)
     ref, ref_metrics = task.evaluate(torch_model, tokenizer, data.eval, batch_size, max_length, generate)
     results: dict[str, dict[str, Any]] = {"pytorch_fp32": dict(ref_metrics)}
     if base is not None:
-        _, base_metrics = task.evaluate(task.load_model(base, data), tokenizer, data.eval, batch_size, max_length, generate)
+        _, base_metrics = task.evaluate(task.load_model(base, data.labels), tokenizer, data.eval, batch_size, max_length, generate)
         results["pytorch_base"] = base_metrics
     checks: list[Check] = []
     for m in models:
@@ -46,7 +70,7 @@ def verify(
             raise EdgetuneError(f"verify: {m.path.name} outputs have shape {got.shape}, PyTorch's {ref.shape}")
         r = {**metrics, **compare(ref, got)}
         if "generations" in r:
-            r["greedy_agreement"] = task.greedy_agreement(ref_metrics["generations"], r["generations"], cfg.greedy_tokens)
+            r["greedy_agreement"] = greedy_agreement(ref_metrics["generations"], r["generations"], generate)
         for key in ref_metrics.keys() & metrics.keys():
             if isinstance(metrics[key], float):
                 r[f"{key}_drop"] = float(ref_metrics[key] - metrics[key])
@@ -73,3 +97,8 @@ def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
         "mean_cosine": float(cos.mean()),
         "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
     }
+
+
+def greedy_agreement(ref: list[list[int]], got: list[list[int]], n: int) -> float:
+    """Share of prompts whose first `n` greedy tokens (up to the end token) are identical."""
+    return float(np.mean([a[:n] == b[:n] for a, b in zip(ref, got)]))

@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import json
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -14,6 +15,9 @@ from ..data import Row, data_fingerprint, load_splits
 from ..errors import RecipeError
 from ..families import for_genai_builder
 from .base import TaskData
+
+if TYPE_CHECKING:
+    from ..stages.base import Stage
 
 ROLES = {"system", "user", "assistant"}
 IGNORE = -100
@@ -67,8 +71,19 @@ def parse_json(text: str) -> Any:
 class CausalLMTask:
     name = "causal-lm"
     peft_task_type = "CAUSAL_LM"
-    exporter = "genai-builder"
-    generates = True
+
+    def stages(self) -> list[Stage]:
+        from ..stages.bench import DecodeBench
+        from ..stages.export import GenaiExport
+        from ..stages.finetune import Finetune
+        from ..stages.merge import Merge
+        from ..stages.package import ChatPackage
+        from ..stages.quantize import GenaiQuantize
+        from ..stages.report import ReportStage
+        from ..stages.verify import Verify
+
+        return [Finetune(), Merge(), GenaiExport(), GenaiQuantize(), Verify(generate=True), ChatPackage(),
+                DecodeBench(), ReportStage()]
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self, cfg: Any, base_dir: Path, source: Any = None, max_length: int | None = None) -> TaskData:
@@ -79,7 +94,7 @@ class CausalLMTask:
             out = []
             for r in rows:
                 msgs = _messages(r, cfg.system_prompt)
-                ex = {"messages": msgs, "where": r.where}
+                ex: dict[str, Any] = {"messages": msgs, "where": r.where}
                 if tokenizer is not None:
                     ids, labels = self._encode(tokenizer, msgs, r.where)
                     if context and len(ids) > context:
@@ -90,6 +105,11 @@ class CausalLMTask:
                                           f"in training.max_length ({max_length}); raise training.max_length or "
                                           f"shorten the conversation")
                     ex["ids"], ex["labels"] = ids, labels
+                if cfg.response_format == "json":
+                    if parse_json(msgs[-1]["content"]) is None:
+                        raise RecipeError(f"{r.where}: the assistant's answer is not JSON, but dataset.response_format "
+                                          f"is json (answers are scored by exact match of the parsed JSON)")
+                    ex["score_json"] = True
                 out.append(ex)
             return out
 
@@ -127,12 +147,8 @@ class CausalLMTask:
                     "onnxruntime-genai's default (1), which edgetune's prompts never use"]
         return []
 
-    def prompt_ids(self, tokenizer: Any, example: dict) -> list[int]:
-        """The conversation up to the last assistant turn, ready for generation."""
-        return _ids(tokenizer.apply_chat_template(example["messages"][:-1], tokenize=True, add_generation_prompt=True))
-
     # -- model ----------------------------------------------------------------------------------
-    def load_model(self, path: Path, data: TaskData | None = None, trust_remote_code: bool = False) -> Any:
+    def load_model(self, path: Path, labels: list[str] | None = None, trust_remote_code: bool = False) -> Any:
         import torch
         from transformers import AutoModelForCausalLM
 
@@ -193,7 +209,7 @@ class CausalLMTask:
         the generations: token lists in metrics['generations'], JSON exact match when responses are JSON.
         """
         first, logps, gens, texts, prompts, budgets = [], [], [], [], [], []
-        eos = _end_ids(tokenizer)
+        eos = end_ids(tokenizer)
         all_logits = _all_logits(model, [ex["ids"][:max_length] for ex in examples], batch_size)
         for ex, logits in zip(examples, all_logits):
             ids, labels = ex["ids"][:max_length], ex["labels"][:max_length]
@@ -216,17 +232,13 @@ class CausalLMTask:
         metrics: dict[str, Any] = {"perplexity": float(np.exp(-lp_all.mean())), "tokens": int(lp_all.size)}
         if generate:
             metrics["generations"] = gens
-            if all(parse_json(ex["messages"][-1]["content"]) is not None for ex in examples):
+            if examples and all(ex.get("score_json") for ex in examples):  # dataset.response_format: json
                 metrics["json_exact_match"] = json_exact_match(texts, examples)
         return np.stack(first), metrics
 
-    def load_onnx(self, path: Path, threads: int = 0) -> "GenaiLM":
+    def load_onnx(self, path: Path, threads: int = 0) -> GenaiLM:
         """An onnxruntime-genai model that `evaluate` can use in place of the PyTorch model."""
         return GenaiLM(Path(path).parent, threads)
-
-    def greedy_agreement(self, ref: list[list[int]], got: list[list[int]], n: int) -> float:
-        """Share of prompts whose first `n` greedy tokens (up to the end token) are identical."""
-        return float(np.mean([a[:n] == b[:n] for a, b in zip(ref, got)]))
 
     def checks(self, precision: str, cfg: Any, ref_metrics: dict, metrics: dict) -> list[tuple[str, float, float, str]]:
         """The gates for one ONNX model: (name, value, threshold, op)."""
@@ -296,7 +308,31 @@ def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[
             yield out[j, : len(s)].numpy()
 
 
-def _end_ids(tokenizer: Any) -> set[int]:
+def prompt_ids(tokenizer: Any, example: dict) -> list[int]:
+    """The conversation up to the last assistant turn, ready for generation."""
+    return chat_ids(tokenizer, example["messages"][:-1])
+
+
+def chat_ids(tokenizer: Any, messages: list[dict]) -> list[int]:
+    """`messages` through the chat template, ending with the assistant's turn opened."""
+    return _ids(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
+
+
+def step_logits(model: Any, seqs: list[tuple[list[int], list[int]]]) -> list[np.ndarray]:
+    """For each (prompt ids, generated tokens): the next-token logits before each generated token, from one
+    causal forward pass (teacher-forced: as if the model had chosen exactly those tokens)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for prompt, tokens in seqs:
+            ids = torch.tensor([list(prompt) + list(tokens[:-1])])
+            logits = model(input_ids=ids).logits[0].float().numpy()
+            out.append(logits[len(prompt) - 1: len(prompt) - 1 + len(tokens)])
+    return out
+
+
+def end_ids(tokenizer: Any) -> set[int]:
     ids = {tokenizer.eos_token_id}
     if "<|im_end|>" in tokenizer.get_vocab():
         ids.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
@@ -368,7 +404,7 @@ class GenaiLM:
         except Exception as e:
             raise EdgetuneError(f"onnxruntime-genai cannot load {folder}: {str(e).splitlines()[0][:200]}") from None
 
-    def eval(self) -> "GenaiLM":
+    def eval(self) -> GenaiLM:
         return self
 
     def _failed(self, e: Exception) -> Exception:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..data import Row, data_fingerprint, load_splits
 from ..errors import RecipeError
 from .base import TaskData
+
+if TYPE_CHECKING:
+    from ..stages.base import Stage
 
 
 # Longer texts are cut before tokenizing: far beyond any max_length, and a 100k-character row would only cost
@@ -29,10 +33,20 @@ def _summarize(warnings: list[str]) -> list[str]:
 
 class ClassificationTask:
     name = "classification"
-    onnx_task = "text-classification"
     peft_task_type = "SEQ_CLS"
-    exporter = "optimum"
-    generates = False
+
+    def stages(self) -> list[Stage]:
+        from ..stages.bench import EncoderBench
+        from ..stages.export import OptimumExport
+        from ..stages.finetune import Finetune
+        from ..stages.merge import Merge
+        from ..stages.package import ClassifierPackage
+        from ..stages.quantize import OrtInt8
+        from ..stages.report import ReportStage
+        from ..stages.verify import Verify
+
+        return [Finetune(), Merge(), OptimumExport("text-classification"), OrtInt8(), Verify(), ClassifierPackage(),
+                EncoderBench(), ReportStage()]
 
     # -- data -----------------------------------------------------------------------------------
     def _examples(self, rows: list[Row], text_col: str, label_col: str, warnings: list[str]) -> list[dict]:
@@ -88,11 +102,12 @@ class ClassificationTask:
         return []
 
     # -- model ----------------------------------------------------------------------------------
-    def load_model(self, path: Path, data: TaskData, trust_remote_code: bool = False) -> Any:
+    def load_model(self, path: Path, labels: list[str] | None = None, trust_remote_code: bool = False) -> Any:
         from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
 
-        labels = data.labels
+        if not labels:
+            raise ValueError("a classifier is loaded with its labels")
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "classifier newly initialized" is expected for a base encoder
         try:
@@ -139,14 +154,11 @@ class ClassificationTask:
     def loss(self, model: Any, batch: dict[str, Any]) -> Any:
         return model(**batch).loss
 
-    def model_inputs(self, batch: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in batch.items() if k != "labels"}
-
     def logits(self, model: Any, batch: dict[str, Any]) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            out = model(**self.model_inputs(batch)).logits
+            out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         return out.numpy() if out.dtype == torch.float64 else out.float().numpy()
 
     def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int,
@@ -156,7 +168,7 @@ class ClassificationTask:
         stacked = np.concatenate([self.logits(model, b) for b in self.batches(examples, tokenizer, batch_size, max_length)])
         return stacked, self.score(stacked, examples)
 
-    def load_onnx(self, path: Path, threads: int = 0) -> "OrtClassifier":
+    def load_onnx(self, path: Path, threads: int = 0) -> OrtClassifier:
         """An ONNX Runtime session that `evaluate` can use in place of the PyTorch model."""
         return OrtClassifier(path, threads)
 
@@ -172,14 +184,6 @@ class ClassificationTask:
     def score(self, outputs: np.ndarray, examples: list[dict]) -> dict[str, float]:
         gold = np.array([e["label"] for e in examples])
         return {"accuracy": float((outputs.argmax(-1) == gold).mean())}
-
-    def dummy_inputs(self, tokenizer: Any, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
-        rng = np.random.default_rng(seq_len)
-        vocab = int(tokenizer.vocab_size)
-        ids = rng.integers(min(1000, vocab // 2), vocab, size=(batch_size, seq_len), dtype=np.int64)
-        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-        # what the tokenizer gives this model (DistilBERT, MPNet, RoBERTa take no token_type_ids)
-        return {k: v for k, v in feeds.items() if k in tokenizer.model_input_names}
 
 
 def _over_length(tokenizer: Any, examples: list[dict], max_length: int) -> list[str]:
@@ -211,7 +215,7 @@ class OrtClassifier:
             raise EdgetuneError(f"onnxruntime cannot load {path}: {str(e).splitlines()[0][:200]}") from None
         self.inputs = [i.name for i in self.session.get_inputs()]
 
-    def eval(self) -> "OrtClassifier":
+    def eval(self) -> OrtClassifier:
         return self
 
     def __call__(self, **batch: Any) -> Any:
