@@ -22,8 +22,16 @@ TESTED = {
     "onnxruntime-extensions": "0.15",
 }
 # Each of these installs its own `onnxruntime` Python module: two of them at once shadow each other.
-ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
-                     "onnxruntime-qnn", "onnxruntime-training", "ort-nightly", "ort-nightly-gpu")
+ORT_DISTRIBUTIONS = (
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnxruntime-openvino",
+    "onnxruntime-directml",
+    "onnxruntime-qnn",
+    "onnxruntime-training",
+    "ort-nightly",
+    "ort-nightly-gpu",
+)
 
 
 @dataclass(frozen=True)
@@ -55,16 +63,32 @@ def check_packages() -> list[Finding]:
             out.append(Finding("ok", dist, v))
     torch_v = _version("torch") or ""
     if "+cu" in torch_v or any(_version(d) for d in ("nvidia-cublas-cu12", "nvidia-cudnn-cu12")):
-        out.append(Finding("warn", "torch", f"{torch_v} is a CUDA build (GBs, unused on CPU): "
-                                            f"pip install torch==2.13.0 installs the CPU build"))
+        out.append(
+            Finding(
+                "warn",
+                "torch",
+                f"{torch_v} is a CUDA build (GBs, unused on CPU): pip install torch==2.13.0 installs the CPU build",
+            )
+        )
     transformers_v = _version("transformers") or "0"
     if _version("optimum-onnx") and tuple(int(x) for x in transformers_v.split(".")[:2] if x.isdigit()) >= (4, 58):
-        out.append(Finding("fail", "transformers", f"{transformers_v}: optimum-onnx 0.1 needs transformers < 4.58: "
-                                                   f"pip install 'transformers<4.58'"))
+        out.append(
+            Finding(
+                "fail",
+                "transformers",
+                f"{transformers_v}: optimum-onnx 0.1 needs transformers < 4.58: pip install 'transformers<4.58'",
+            )
+        )
     ort = [d for d in ORT_DISTRIBUTIONS if _version(d)]
     if len(ort) > 1:
-        out.append(Finding("fail", "onnxruntime", f"{len(ort)} onnxruntime packages installed ({', '.join(ort)}); "
-                                                  f"they overwrite each other's module: pip uninstall all but one"))
+        out.append(
+            Finding(
+                "fail",
+                "onnxruntime",
+                f"{len(ort)} onnxruntime packages installed ({', '.join(ort)}); "
+                f"they overwrite each other's module: pip uninstall all but one",
+            )
+        )
     return out
 
 
@@ -76,12 +100,25 @@ def check_cpu(flags: set[str] | None = None) -> list[Finding]:
     if "avx2" not in flags and platform.machine() in ("x86_64", "AMD64"):
         out.append(Finding("warn", "cpu", "no AVX2: ONNX Runtime and PyTorch fall back to slow kernels"))
     vnni = {"avx512_vnni", "avx_vnni"} & flags
-    out.append(Finding("ok" if vnni else "warn", "cpu int8",
-                       f"{', '.join(sorted(vnni))}: fast int8 matrix kernels" if vnni else
-                       "no AVX-VNNI: int8 models still run, with a smaller speed-up over fp32"))
+    out.append(
+        Finding(
+            "ok" if vnni else "warn",
+            "cpu int8",
+            f"{', '.join(sorted(vnni))}: fast int8 matrix kernels"
+            if vnni
+            else "no AVX-VNNI: int8 models still run, with a smaller speed-up over fp32",
+        )
+    )
     bf16 = NATIVE_BF16 & flags
-    out.append(Finding("ok", "cpu bf16", f"{', '.join(sorted(bf16))}: training.precision auto uses bf16"
-                       if bf16 else "no native bf16: training.precision auto trains in fp32"))
+    out.append(
+        Finding(
+            "ok",
+            "cpu bf16",
+            f"{', '.join(sorted(bf16))}: training.precision auto uses bf16"
+            if bf16
+            else "no native bf16: training.precision auto trains in fp32",
+        )
+    )
     return out
 
 
@@ -127,19 +164,33 @@ def check_resources(recipe=None, where: Path = Path(".")) -> list[Finding]:
     free_disk = shutil.disk_usage(where).free / 1e9
     free_ram = psutil.virtual_memory().available / 1e9
     if recipe is None:
-        return [Finding("ok", "disk", f"{free_disk:.1f} GB free at {where.resolve()}"),
-                Finding("ok", "memory", f"{free_ram:.1f} GB available")]
+        return [
+            Finding("ok", "disk", f"{free_disk:.1f} GB free at {where.resolve()}"),
+            Finding("ok", "memory", f"{free_ram:.1f} GB available"),
+        ]
     disk, ram, how = estimate(recipe)
     return [
-        Finding("ok" if free_disk >= disk else "fail", "disk",
-                f"{free_disk:.1f} GB free at {where.resolve()}; {recipe.name} needs about {disk:.1f} GB ({how})"
-                + ("" if free_disk >= disk else ": free some space or pass --out on another disk")),
-        Finding("ok" if free_ram >= ram else "warn", "memory",
-                f"{free_ram:.1f} GB available; {recipe.name} needs about {ram:.1f} GB"
-                + ("" if free_ram >= ram else ": close other programs or lower training.batch_size")),
+        Finding(
+            "ok" if free_disk >= disk else "fail",
+            "disk",
+            f"{free_disk:.1f} GB free at {where.resolve()}; {recipe.name} needs about {disk:.1f} GB ({how})"
+            + ("" if free_disk >= disk else ": free some space or pass --out on another disk"),
+        ),
+        Finding(
+            "ok" if free_ram >= ram else "warn",
+            "memory",
+            f"{free_ram:.1f} GB available; {recipe.name} needs about {ram:.1f} GB"
+            + ("" if free_ram >= ram else ": close other programs or lower training.batch_size"),
+        ),
     ]
 
 
 def doctor(recipe=None, out: Path | None = None) -> list[Finding]:
+    """Every finding for this machine, and for `recipe` when given. A recipe whose paths lead nowhere (dataset,
+    model folder, Android project) raises RecipeError first, as `recipe validate` and `build` do."""
+    if recipe is not None:
+        from .recipe import check_paths
+
+        check_paths(recipe)
     where = out if out is not None else Path("runs")
     return check_packages() + check_cpu() + check_resources(recipe, where)

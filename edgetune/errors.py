@@ -23,3 +23,14 @@ class CheckFailed(EdgetuneError):
     """A verification gate failed (exit 1); the report is still written."""
 
     exit_code = 1
+
+
+def shorten(text: str, limit: int = 300) -> str:
+    """`text` on one line and at most `limit` characters: cut at the last word boundary that fits, with '...',
+    never inside a word."""
+    text = " ".join(text.split())
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 3 + 1]  # one character more, to see whether the cut falls between two words
+    cut = cut[: cut.rfind(" ")] if " " in cut else cut[: limit - 3]
+    return cut.rstrip(" ,;:.") + "..."

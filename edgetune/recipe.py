@@ -1,10 +1,11 @@
-"""Recipe schema (pydantic, unknown keys are errors) and load_recipe()."""
+"""Recipe schema (pydantic, unknown keys are errors) and load_recipe(), which also checks the recipe's paths."""
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
-
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -12,6 +13,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import RecipeError
+from .sources import check_model_source
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -38,7 +40,9 @@ class ModelConfig(Section):
 
 class DatasetConfig(Section):
     train: str = Field(description="Training file (.jsonl or .csv), relative to the recipe file.")
-    eval: str | None = Field(None, description="Held-out evaluation file; if absent, eval_fraction of train is held out.")
+    eval: str | None = Field(
+        None, description="Held-out evaluation file; if absent, eval_fraction of train is held out."
+    )
     eval_fraction: Fraction = 0.2
     seed: int = 0
     format: Literal["auto", "jsonl", "csv"] = "auto"
@@ -54,21 +58,31 @@ class DatasetConfig(Section):
 # exported model is an ordinary network of the base architecture.
 METHODS = ("lora", "dora", "adalora", "ia3")
 # Methods that prepend trained virtual tokens (or a trained prefix of keys/values) to every input instead.
-UNMERGEABLE = {"prefix", "prefix_tuning", "prompt", "prompt_tuning", "p_tuning", "ptuning", "p-tuning",
-               "prefix-tuning", "prompt-tuning"}
+UNMERGEABLE = {
+    "prefix",
+    "prefix_tuning",
+    "prompt",
+    "prompt_tuning",
+    "p_tuning",
+    "ptuning",
+    "p-tuning",
+    "prefix-tuning",
+    "prompt-tuning",
+}
 
 
 class LoraConfig(Section):
     method: str = Field(
         "lora",
         description="lora | dora (weight-decomposed LoRA) | adalora (adaptive rank) | ia3 (learned scaling vectors); "
-                    "each is merged into plain weights before export.",
+        "each is merged into plain weights before export.",
     )
     r: PositiveInt = 8
     alpha: Annotated[float, Field(gt=0)] = 16
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
     target_modules: list[str] | None = Field(
-        None, description="Module names to adapt; default: edgetune's per-architecture table (edgetune/families.py), "
+        None,
+        description="Module names to adapt; default: edgetune's per-architecture table (edgetune/families.py), "
         "then peft's.",
     )
     modules_to_save: list[str] | None = Field(
@@ -80,9 +94,11 @@ class LoraConfig(Section):
     def _mergeable(cls, v: str) -> str:
         m = v.strip().lower()
         if m in UNMERGEABLE:
-            raise ValueError(f"'{v}' cannot be merged into the exported weights: it feeds trained virtual tokens "
-                             f"into every input instead of changing weights, so the ONNX model would need them as "
-                             f"an extra input; use one of {', '.join(METHODS)}")
+            raise ValueError(
+                f"'{v}' cannot be merged into the exported weights: it feeds trained virtual tokens "
+                f"into every input instead of changing weights, so the ONNX model would need them as "
+                f"an extra input; use one of {', '.join(METHODS)}"
+            )
         if m not in METHODS:
             raise ValueError(f"unknown method '{v}' (expected one of {', '.join(METHODS)})")
         return m
@@ -102,7 +118,7 @@ class TrainingConfig(Section):
     int4_aware_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(
         0,
         description="causal-lm: the last N epochs train against the int4 export's exact rounding "
-                    "(quantize.int4_block_size), so the int4 model keeps what fine-tuning learned. 0: off.",
+        "(quantize.int4_block_size), so the int4 model keeps what fine-tuning learned. 0: off.",
     )
 
 
@@ -114,7 +130,9 @@ class ExportConfig(Section):
 class QuantizeConfig(Section):
     precisions: Annotated[list[Literal["int8", "int4"]], Field(min_length=1)] = ["int8"]
     mode: Literal["dynamic", "static"] = Field("dynamic", description="int8 activations: per batch, or calibrated.")
-    per_channel: bool = Field(True, description="One scale per output channel: measured far closer to fp32 than per-tensor.")
+    per_channel: bool = Field(
+        True, description="One scale per output channel: measured far closer to fp32 than per-tensor."
+    )
     calibration_samples: Annotated[int, Field(gt=0, le=100_000)] = 128
     int4_block_size: Literal[16, 32, 64, 128, 256] = 32
     int4_accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
@@ -127,7 +145,7 @@ class QuantizeConfig(Section):
     embeddings: Literal["auto", "fp16", "fp32"] = Field(
         "auto",
         description="Decoders' token-embedding table. auto: share the lm_head's int4 weights when lm_head is int4 "
-                    "(tied models), else fp16; fp16: its own fp16 table; fp32: its own fp32 table.",
+        "(tied models), else fp16; fp16: its own fp16 table; fp32: its own fp32 table.",
     )
 
 
@@ -164,7 +182,8 @@ class PackageConfig(Section):
     ort_format: bool = Field(True, description="Also write the model in ORT format, optimized for arm64.")
     golden: Annotated[int, Field(ge=1, le=1000)] = Field(16, description="How many golden input/output cases.")
     linux: list[Literal["arm64", "x86_64"]] = Field(
-        [], description="Linux boards to write a device bundle for (package/linux-<arch>/, with run_device.py).")
+        [], description="Linux boards to write a device bundle for (package/linux-<arch>/, with run_device.py)."
+    )
 
 
 class Recipe(Section):
@@ -213,10 +232,32 @@ def _format_error(source: str, err: ValidationError) -> str:
     loc = field_path(first["loc"]) or "(top level)"
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + _did_you_mean(first["loc"])
     more = len(err.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {loc}: {msg}{tail}"
+
+
+def _did_you_mean(loc: tuple) -> str:
+    """The "; did you mean 'learning_rate'?" for an unknown key close to a key of its section, or ""."""
+    section = _section_at(loc[:-1]) if loc else None
+    if section is None:
+        return ""
+    keys = [name for name, f in section.model_fields.items() if not f.exclude]
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def _section_at(loc: tuple) -> type[BaseModel] | None:
+    """The schema class of the mapping at a YAML path (() is the recipe itself), or None if it is not one."""
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        inner = field.annotation if field is not None else None
+        if not (isinstance(inner, type) and issubclass(inner, BaseModel)):
+            return None
+        model = inner
+    return model
 
 
 def parse_recipe(data: object, source: str = "recipe", base_dir: Path = Path(".")) -> Recipe:
@@ -246,4 +287,44 @@ def load_recipe(path: Path | str) -> Recipe:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise RecipeError(f"{path}: YAML syntax error: {where}{problem}") from None
-    return parse_recipe(data, str(path), path.resolve().parent)
+    recipe = parse_recipe(data, str(path), path.resolve().parent)
+    check_paths(recipe, str(path))
+    return recipe
+
+
+# The file that marks a folder as the edgetune Android demo project (the package stage installs into it).
+ANDROID_MARKER = Path("app") / "build.gradle.kts"
+
+
+def check_paths(recipe: Recipe, source: str | None = None) -> None:
+    """Refuse a recipe whose paths lead nowhere, before any stage runs, in one line naming the field and the
+    path it resolves to: model.source (a package folder or a local path; a hub id is resolved later, as it may
+    need the network), dataset.train, dataset.eval and package.android."""
+    problem = next(_path_problems(recipe), None)
+    if problem is not None:
+        raise RecipeError(f"{source}: {problem}" if source else problem)
+
+
+def _path_problems(recipe: Recipe) -> Iterator[str]:
+    """Each path field that does not lead where it must, as 'field: problem', in the recipe's order."""
+    try:
+        check_model_source(recipe.model.source, recipe.base_dir)
+    except RecipeError as e:
+        yield e.message
+    for field, value in (("dataset.train", recipe.dataset.train), ("dataset.eval", recipe.dataset.eval)):
+        if value is not None and not recipe.path(value).is_file():
+            where = recipe.path(value).resolve()
+            what = "is a folder, not a dataset file" if where.is_dir() else "dataset file not found"
+            yield f"{field}: {what}: {value} (resolved to {where})"
+    android = recipe.package.android
+    if android is not None and not is_android_demo(recipe.path(android)):
+        yield (
+            f"package.android: {android} (resolved to {recipe.path(android).resolve()}) is not the edgetune "
+            f"Android demo (no {ANDROID_MARKER.as_posix()}); set it to the android_demo folder of edgetune, or "
+            f"to null to build without the app"
+        )
+
+
+def is_android_demo(folder: Path) -> bool:
+    """Whether `folder` is the edgetune Android demo project: the check the package stage's install() makes."""
+    return (Path(folder) / ANDROID_MARKER).is_file()

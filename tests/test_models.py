@@ -24,8 +24,9 @@ def validate(recipe):
 def test_target_module_that_matches_nothing_names_the_modules_the_model_has(tiny_recipe):
     edit_recipe(tiny_recipe, lora={"target_modules": ["query", "valu"]})
     r = validate(tiny_recipe)
-    assert_one_line_error(r, 2, "lora.target_modules", "'valu' matches no module", "bert",
-                          "query", "value", "key", "dense")
+    assert_one_line_error(
+        r, 2, "lora.target_modules", "'valu' matches no module", "bert", "query", "value", "key", "dense"
+    )
 
 
 def test_target_module_naming_a_container_is_refused(tiny_recipe):
@@ -47,16 +48,22 @@ def test_family_without_any_default_is_asked_for_targets(tiny_recipe, monkeypatc
     monkeypatch.setitem(families.TARGETS, "bert", families.Targets())
     monkeypatch.delitem(constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, "bert")
     edit_recipe(tiny_recipe, lora={"target_modules": None})
-    assert_one_line_error(validate(tiny_recipe), 2, "lora.target_modules", "no default for architecture 'bert'",
-                          "query", "value")
+    assert_one_line_error(
+        validate(tiny_recipe), 2, "lora.target_modules", "no default for architecture 'bert'", "query", "value"
+    )
 
 
 # -- methods ----------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["prefix_tuning", "prompt_tuning", "p_tuning", "prefix"])
 def test_unmergeable_methods_are_refused_with_the_reason(tiny_recipe, method):
     edit_recipe(tiny_recipe, lora={"method": method})
-    assert_one_line_error(validate(tiny_recipe), 2, "lora.method", "cannot be merged into the exported weights",
-                          "lora, dora, adalora, ia3")
+    assert_one_line_error(
+        validate(tiny_recipe),
+        2,
+        "lora.method",
+        "cannot be merged into the exported weights",
+        "lora, dora, adalora, ia3",
+    )
 
 
 def test_unknown_method(tiny_recipe):
@@ -88,8 +95,10 @@ def test_each_method_builds_merges_and_passes_the_gates(tiny_recipe, tmp_path, m
 def test_ia3_with_a_module_trained_in_full(tiny_recipe, tmp_path):
     """The default recipe's shape: the pooler trained in full beside the adapter ('dense' names its linear too).
     peft's own IA3 merge fails on it; edgetune's merge gives the proven-equal merged model."""
-    edit_recipe(tiny_recipe, lora={"method": "ia3", "target_modules": ["query", "key", "value", "dense"],
-                                   "modules_to_save": ["pooler"]})
+    edit_recipe(
+        tiny_recipe,
+        lora={"method": "ia3", "target_modules": ["query", "key", "value", "dense"], "modules_to_save": ["pooler"]},
+    )
     run = tmp_path / "run"
     result = build(load_recipe(tiny_recipe), run, until="verify", progress=False)
     assert result.verification.passed
@@ -107,8 +116,9 @@ def test_method_is_in_the_finetune_key_but_lora_keeps_old_keys(tiny_recipe, tmp_
 
 
 def test_int4_aware_training_needs_lora(tiny_chat_recipe):
-    edit_recipe(tiny_chat_recipe, lora={"method": "ia3"}, training={"int4_aware_epochs": 1},
-                quantize={"precisions": ["int4"]})
+    edit_recipe(
+        tiny_chat_recipe, lora={"method": "ia3"}, training={"int4_aware_epochs": 1}, quantize={"precisions": ["int4"]}
+    )
     assert_one_line_error(validate(tiny_chat_recipe), 2, "training.int4_aware_epochs", "lora.method: lora")
 
 
@@ -121,8 +131,9 @@ def test_adalora_on_a_decoder_builds(tiny_chat_recipe, tmp_path):
 
 # -- data that does not fit ---------------------------------------------------------------------------------------
 def test_chat_whose_prompt_fills_max_length_is_a_file_line_error(tiny_chat_recipe, tmp_path):
-    rows = make_chats(3, seed=4) + [{"messages": [{"role": "user", "content": "x" * 140},
-                                                  {"role": "assistant", "content": "{}"}]}]
+    rows = make_chats(3, seed=4) + [
+        {"messages": [{"role": "user", "content": "x" * 140}, {"role": "assistant", "content": "{}"}]}
+    ]
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
     r = CliRunner().invoke(cli, ["build", str(tiny_chat_recipe), "--out", str(tmp_path / "run")])
     assert_one_line_error(r, 2, "train.jsonl:4", "the prompt takes", "tokens", "training.max_length (128)")
@@ -158,8 +169,7 @@ def _copy_model(src, dst, **config_edits):
 
 
 def test_eos_missing_from_config_is_taken_from_the_tokenizer(tiny_chat_recipe, tiny_llama, tmp_path):
-    model = _copy_model(tiny_llama, tmp_path / "llama-no-eos", eos_token_id=None, bos_token_id=None,
-                        pad_token_id=None)
+    model = _copy_model(tiny_llama, tmp_path / "llama-no-eos", eos_token_id=None, bos_token_id=None, pad_token_id=None)
     gen = tmp_path / "llama-no-eos" / "generation_config.json"
     gen.write_text(json.dumps({k: v for k, v in json.loads(gen.read_text()).items() if not k.endswith("token_id")}))
     edit_recipe(tiny_chat_recipe, model={"source": str(model)}, quantize={"precisions": ["int4"]})
@@ -182,8 +192,7 @@ def test_eos_known_to_neither_config_nor_tokenizer(tiny_chat_recipe, tiny_llama,
     tc.write_text(json.dumps(cfg))
     (model / "special_tokens_map.json").unlink(missing_ok=True)
     edit_recipe(tiny_chat_recipe, model={"source": str(model)})
-    assert_one_line_error(validate(tiny_chat_recipe), 2, "model.source", "no end-of-sequence token",
-                          "eos_token_id")
+    assert_one_line_error(validate(tiny_chat_recipe), 2, "model.source", "no end-of-sequence token", "eos_token_id")
 
 
 # -- hub ids without a network ------------------------------------------------------------------------------------
@@ -198,8 +207,15 @@ def test_hub_id_without_a_network_fails_fast_in_one_line(tiny_recipe, monkeypatc
     t0 = time.monotonic()
     r = CliRunner().invoke(cli, ["build", str(tiny_recipe), "--out", str(tmp_path / "run")])
     assert time.monotonic() - t0 < 30
-    assert_one_line_error(r, 2, "model.source", "someone/not-cached-model", "hub (http://127.0.0.1:9) cannot be "
-                          "reached", "connection refused", "package:")
+    assert_one_line_error(
+        r,
+        2,
+        "model.source",
+        "someone/not-cached-model",
+        "hub (http://127.0.0.1:9) cannot be reached",
+        "connection refused",
+        "package:",
+    )
     assert not (tmp_path / "run").exists()
 
 
@@ -218,7 +234,13 @@ def test_package_with_a_tokenizer_that_cannot_go_in_the_graph(tmp_path, package)
     from conftest import make_rows, write_recipe
 
     model = make_tiny("roberta", tmp_path / "models")
-    recipe = write_recipe(tmp_path, make_rows(8, 1), make_rows(3, 2), {
-        "name": "r", "task": "classification", "model": {"source": str(model)}, "package": package})
+    (tmp_path / "app" / "app").mkdir(parents=True)  # a stand-in app: its path passes, the tokenizer does not
+    (tmp_path / "app" / "app" / "build.gradle.kts").write_text("")
+    recipe = write_recipe(
+        tmp_path,
+        make_rows(8, 1),
+        make_rows(3, 2),
+        {"name": "r", "task": "classification", "model": {"source": str(model)}, "package": package},
+    )
     field = "package." + next(iter(package))
     assert_one_line_error(validate(recipe), 2, field, "WordPiece", "roberta", "RobertaTokenizerFast")
