@@ -24,10 +24,14 @@ CANDIDATES: dict[str, tuple[dict, bool]] = {  # name: (builder extra options, fp
     "k_quant": ({"shared_embeddings": "false", "algo_config": "k_quant"}, False),
     "mixed_layers_int8": ({"matmul_mixed_precision": "mixed_layers:int8"}, False),
     "lm_head_int8": ({"shared_embeddings": "false", "matmul_mixed_precision": "last_matmul:int8"}, False),
-    "lm_head_and_mixed_int8": ({"shared_embeddings": "false",
-                                "matmul_mixed_precision": "last_matmul:int8,mixed_layers:int8"}, False),
-    "lm_head_and_mixed_int8_fp16_embeddings": ({"shared_embeddings": "false",
-                                                "matmul_mixed_precision": "last_matmul:int8,mixed_layers:int8"}, True),
+    "lm_head_and_mixed_int8": (
+        {"shared_embeddings": "false", "matmul_mixed_precision": "last_matmul:int8,mixed_layers:int8"},
+        False,
+    ),
+    "lm_head_and_mixed_int8_fp16_embeddings": (
+        {"shared_embeddings": "false", "matmul_mixed_precision": "last_matmul:int8,mixed_layers:int8"},
+        True,
+    ),
 }
 
 
@@ -61,11 +65,16 @@ def main() -> None:
             build_genai(merged, folder, "int4", {"block_size": 32, "accuracy_level": 4} | extra)
             if fp16:
                 half_embeddings(folder / "model.onnx")
-            _, m = p.task.evaluate(GenaiLM(folder, 2), tok, p.data.eval, 32, recipe.training.max_length,
-                                   recipe.verify.greedy_tokens)
+            _, m = p.task.evaluate(
+                GenaiLM(folder, 2), tok, p.data.eval, 32, recipe.training.max_length, recipe.verify.greedy_tokens
+            )
             size = sum(f.stat().st_size for f in folder.glob("model.onnx*"))
-            rows[name] = {"exact_match": round(m["json_exact_match"], 3), "perplexity": round(m["perplexity"], 4),
-                          "MB": round(size / 1e6, 1), "of_fp32": round(size / fp32, 3)}
+            rows[name] = {
+                "exact_match": round(m["json_exact_match"], 3),
+                "perplexity": round(m["perplexity"], 4),
+                "MB": round(size / 1e6, 1),
+                "of_fp32": round(size / fp32, 3),
+            }
             print(name, rows[name], flush=True)
         if args.speed:
             models = [describe_onnx(Path(tmp) / name / "model.onnx", name) for name in rows]

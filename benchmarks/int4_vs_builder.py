@@ -37,8 +37,9 @@ def main() -> None:
         build_genai(merged, plain_dir, "int4")
         plain = describe_onnx(plain_dir / "model.onnx", "int4-plain-builder")
         size = sum(f.stat().st_size for f in merged.glob("*.safetensors"))
-        cfg = BenchmarkConfig(threads=args.threads, sequence_lengths=[args.prompt], new_tokens=args.new,
-                              warmup=1, runs=args.runs)
+        cfg = BenchmarkConfig(
+            threads=args.threads, sequence_lengths=[args.prompt], new_tokens=args.new, warmup=1, runs=args.runs
+        )
         result = _bench_llm([ours, plain], cfg, None, MergedModel(path=merged, size_bytes=size), print)
     print(format_benchmark(result))
     print(json.dumps({r["model"]: round(r["decode_tokens_per_s"], 1) for r in result.results}))

@@ -73,28 +73,44 @@ def main() -> None:
     files: dict[str, tuple[Path, float]] = {}
 
     t = time.perf_counter()
-    torch.onnx.export(model, (), str(tmp / "torch_onnx.onnx"), kwargs=dict(feeds_pt), dynamo=False, opset_version=17,
-                      input_names=list(feeds_pt), output_names=["logits"],
-                      dynamic_axes={k: {0: "batch", 1: "seq"} for k in feeds_pt})
+    torch.onnx.export(
+        model,
+        (),
+        str(tmp / "torch_onnx.onnx"),
+        kwargs=dict(feeds_pt),
+        dynamo=False,
+        opset_version=17,
+        input_names=list(feeds_pt),
+        output_names=["logits"],
+        dynamic_axes={k: {0: "batch", 1: "seq"} for k in feeds_pt},
+    )
     files["fp32 torch.onnx.export"] = (tmp / "torch_onnx.onnx", time.perf_counter() - t)
     t = time.perf_counter()
     with quiet():
         main_export(str(merged_dir), tmp / "optimum", task="text-classification", opset=17, do_validation=False)
     files["fp32 optimum main_export"] = (tmp / "optimum" / "model.onnx", time.perf_counter() - t)
     for name, skip in (("fused, SkipLayerNorm fused", False), ("fused, SkipLayerNorm unfused", True)):
-        cfg = OptimizationConfig(optimization_level=1, disable_skip_layer_norm_fusion=skip,
-                                 disable_bias_skip_layer_norm_fusion=skip)
+        cfg = OptimizationConfig(
+            optimization_level=1, disable_skip_layer_norm_fusion=skip, disable_bias_skip_layer_norm_fusion=skip
+        )
         out = tmp / name.replace(" ", "_").replace(",", "")
         t = time.perf_counter()
         with quiet():
-            ORTOptimizer.from_pretrained(tmp / "optimum", file_names=["model.onnx"]).optimize(cfg, out, file_suffix=None)
+            ORTOptimizer.from_pretrained(tmp / "optimum", file_names=["model.onnx"]).optimize(
+                cfg, out, file_suffix=None
+            )
         files[f"fp32 {name}"] = (out / "model.onnx", time.perf_counter() - t)
         for pc in (False, True):
             q = out / f"int8_pc{int(pc)}.onnx"
             t = time.perf_counter()
             with quiet():
-                quantize_dynamic(out / "model.onnx", q, weight_type=QuantType.QInt8, per_channel=pc,
-                                 extra_options={"DefaultTensorType": 1})
+                quantize_dynamic(
+                    out / "model.onnx",
+                    q,
+                    weight_type=QuantType.QInt8,
+                    per_channel=pc,
+                    extra_options={"DefaultTensorType": 1},
+                )
             files[f"int8 {'per-channel' if pc else 'per-tensor'}, {name}"] = (q, time.perf_counter() - t)
 
     print(f"{'variant':<58}{'runtime SLN':>12}{'secs':>6}{'MB':>7}{'p50 ms':>8}{'ratio':>7}{'top1':>7}{'min cos':>8}")
@@ -104,12 +120,16 @@ def main() -> None:
             so.intra_op_num_threads = args.threads
             sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
             wanted = [i.name for i in sess.get_inputs()]
-            ms = p50_ms(lambda sess=sess, wanted=wanted: sess.run(None, {n: feeds_np[n] for n in wanted}), 20, args.runs)
+            ms = p50_ms(
+                lambda sess=sess, wanted=wanted: sess.run(None, {n: feeds_np[n] for n in wanted}), 20, args.runs
+            )
             got = np.concatenate([sess.run(None, {n: b[n].numpy() for n in wanted})[0] for b in batches])
             cos = (got * ref).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
             agree = (got.argmax(-1) == ref.argmax(-1)).mean()
-            print(f"{name:<58}{'off' if disabled else 'on':>12}{secs:>6.1f}{path.stat().st_size / 1e6:>7.1f}"
-                  f"{ms:>8.2f}{ms / base:>7.3f}{agree:>7.3f}{cos.min():>8.4f}")
+            print(
+                f"{name:<58}{'off' if disabled else 'on':>12}{secs:>6.1f}{path.stat().st_size / 1e6:>7.1f}"
+                f"{ms:>8.2f}{ms / base:>7.3f}{agree:>7.3f}{cos.min():>8.4f}"
+            )
 
 
 if __name__ == "__main__":

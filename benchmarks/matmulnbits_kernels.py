@@ -24,8 +24,10 @@ def _model(k: int, n: int, zero_points: str, level: int, layers: int, rng: np.ra
     for i in range(layers):
         q = rng.integers(0, 16, size=(n, nb, 32), dtype=np.uint8)
         scales = rng.uniform(0.001, 0.01, size=(n, nb)).astype(np.float32)
-        inits += [numpy_helper.from_array((q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8), f"B{i}"),
-                  numpy_helper.from_array(scales.reshape(-1), f"S{i}")]
+        inits += [
+            numpy_helper.from_array((q[..., 0::2] | (q[..., 1::2] << 4)).astype(np.uint8), f"B{i}"),
+            numpy_helper.from_array(scales.reshape(-1), f"S{i}"),
+        ]
         inputs = [prev, f"B{i}", f"S{i}"]
         if zero_points == "none":
             z = np.full((n, nb), 8, np.float32)
@@ -42,11 +44,27 @@ def _model(k: int, n: int, zero_points: str, level: int, layers: int, rng: np.ra
             inputs.append(f"Z{i}")
         weights.append((scales[..., None] * (q.astype(np.float32) - z[..., None])).reshape(n, k))
         out = "y" if i == layers - 1 else f"y{i}"
-        nodes.append(helper.make_node("MatMulNBits", inputs, [out], domain="com.microsoft", K=k, N=n, bits=4,
-                                      block_size=32, accuracy_level=level))
+        nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                inputs,
+                [out],
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=4,
+                block_size=32,
+                accuracy_level=level,
+            )
+        )
         prev = out
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, n])],
+        inits,
+    )
     opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
     return helper.make_model(graph, opset_imports=opsets), weights
 
@@ -77,8 +95,11 @@ def main() -> None:
                     sess.run(None, {"x": x})
                 ms = 1e3 * (time.perf_counter() - t0) / args.runs / layers
                 base = base or ms
-                print(f"K={k:5d} N={n:5d} level {level} zero points {zp:5s}: {ms:7.3f} ms per MatMul "
-                      f"({ms / base:5.2f}x symmetric level 4), relative error {err:.1e}", flush=True)
+                print(
+                    f"K={k:5d} N={n:5d} level {level} zero points {zp:5s}: {ms:7.3f} ms per MatMul "
+                    f"({ms / base:5.2f}x symmetric level 4), relative error {err:.1e}",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

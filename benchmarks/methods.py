@@ -50,11 +50,19 @@ def main() -> None:
     ap.add_argument("--methods", default="lora,dora,adalora,ia3")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), "unknown CPU")
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in Path("/proc/cpuinfo").read_text().splitlines()
+            if ln.startswith("model name")
+        ),
+        "unknown CPU",
+    )
     print(f"# {args.recipe}, {cpu}, {os.cpu_count()} cores")
-    print("| method | trainable params | held-out acc. (PyTorch) | int8 ONNX acc. | s/epoch (median) | "
-          "finetune s | load avg before |")
+    print(
+        "| method | trainable params | held-out acc. (PyTorch) | int8 ONNX acc. | s/epoch (median) | "
+        "finetune s | load avg before |"
+    )
     print("|---|---|---|---|---|---|---|")
     for method in args.methods.split(","):
         recipe = derived_recipe(args.recipe, method, args.out)
@@ -64,9 +72,12 @@ def main() -> None:
         stages = json.loads((run / "manifest.json").read_text())["stages"]
         ft, ver = stages["finetune"]["record"], stages["verify"]["record"]["models"]
         epoch_s = statistics.median(e["seconds"] for e in ft["epochs"])
-        print(f"| {method} | {ft['trainable_params']:,} | {ver['pytorch_fp32']['accuracy']:.3f} | "
-              f"{ver['onnx_int8']['accuracy']:.3f} | {epoch_s:.1f} | {stages['finetune']['seconds']:.0f} | "
-              f"{load:.2f} |", flush=True)
+        print(
+            f"| {method} | {ft['trainable_params']:,} | {ver['pytorch_fp32']['accuracy']:.3f} | "
+            f"{ver['onnx_int8']['accuracy']:.3f} | {epoch_s:.1f} | {stages['finetune']['seconds']:.0f} | "
+            f"{load:.2f} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

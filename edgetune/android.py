@@ -56,8 +56,9 @@ class Adb:
         ready = sorted(s for s, st in states.items() if st.strip() == "device")
         if serial is not None:
             if serial not in states:
-                raise RecipeError(f"--serial {serial}: no such device attached (adb devices lists: "
-                                  f"{', '.join(states) or 'none'})")
+                raise RecipeError(
+                    f"--serial {serial}: no such device attached (adb devices lists: {', '.join(states) or 'none'})"
+                )
             if states[serial].strip() != "device":
                 raise RecipeError(f"device {serial} is {states[serial].strip()}: unlock it and accept USB debugging")
             return serial
@@ -65,7 +66,9 @@ class Adb:
             if states:
                 s, st = next(iter(states.items()))
                 raise RecipeError(f"device {s} is {st.strip()}: unlock it and accept the USB debugging prompt")
-            raise RecipeError("no Android device attached: connect a phone with USB debugging on (adb devices lists none)")
+            raise RecipeError(
+                "no Android device attached: connect a phone with USB debugging on (adb devices lists none)"
+            )
         if len(ready) > 1:
             raise RecipeError(f"{len(ready)} devices attached ({', '.join(ready)}): choose one with --serial")
         return ready[0]
@@ -81,9 +84,11 @@ def ensure_app(adb: Adb, apk: Path | None) -> str:
     if apk is not None and apk.is_file():
         adb._run(["install", "-r", str(apk)], timeout=600)
         return f"installed {apk}"
-    raise RecipeError(f"the edgetune demo app ({APP_ID}) is not installed on {adb.serial} and no APK was found"
-                      f"{' at ' + str(apk) if apk else ''}: build it with `cd android_demo && ./gradlew "
-                      f"assembleDebug`, or install it with adb install")
+    raise RecipeError(
+        f"the edgetune demo app ({APP_ID}) is not installed on {adb.serial} and no APK was found"
+        f"{' at ' + str(apk) if apk else ''}: build it with `cd android_demo && ./gradlew "
+        f"assembleDebug`, or install it with adb install"
+    )
 
 
 def push_package(adb: Adb, package_dir: Path) -> str:
@@ -101,13 +106,16 @@ def push_package(adb: Adb, package_dir: Path) -> str:
     return f"{home}/{BENCH_DIR}/{manifest.model.file}"
 
 
-def run_benchmark(adb: Adb, model_path: str, threads: int, warmup: int, runs: int, timeout: float = 900,
-                  poll: float = 1.0) -> dict:
+def run_benchmark(
+    adb: Adb, model_path: str, threads: int, warmup: int, runs: int, timeout: float = 900, poll: float = 1.0
+) -> dict:
     """Start BenchmarkActivity and wait for its result.json; raise EdgetuneError when it reports an error."""
     run_id = uuid.uuid4().hex[:12]
     adb.run_as(f"rm -f {RESULT}", check=False)
-    adb.shell(f"am start -W -n {ACTIVITY} --es model {shlex.quote(model_path)} --ei warmup {warmup} "
-              f"--ei runs {runs} --ei threads {threads} --es run_id {run_id}")
+    adb.shell(
+        f"am start -W -n {ACTIVITY} --es model {shlex.quote(model_path)} --ei warmup {warmup} "
+        f"--ei runs {runs} --ei threads {threads} --es run_id {run_id}"
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         text = adb.run_as(f"cat {RESULT} 2>/dev/null", check=False)
@@ -120,8 +128,7 @@ def run_benchmark(adb: Adb, model_path: str, threads: int, warmup: int, runs: in
                 raise EdgetuneError(f"on-device benchmark failed: {result.get('error') or 'no error message'}")
             return result
         time.sleep(poll)
-    raise EdgetuneError(f"no benchmark result from {adb.serial} within {timeout:.0f} s "
-                        f"(see `adb logcat -s edgetune`)")
+    raise EdgetuneError(f"no benchmark result from {adb.serial} within {timeout:.0f} s (see `adb logcat -s edgetune`)")
 
 
 def to_benchmark(result: dict, package: PackageManifest) -> Benchmark:
@@ -129,21 +136,37 @@ def to_benchmark(result: dict, package: PackageManifest) -> Benchmark:
     lat = result["latency_ms"]
     name = f"android_{package.model.precision}"
     dev = result.get("device", {})
-    row = {"model": name, "seq_len": package.tokenizer.get("max_length", 0),
-           "p50_ms": lat["p50"], "p90_ms": lat["p90"], "p99_ms": lat["p99"], "mean_ms": lat["mean"],
-           "trimmed_mean_ms": lat["trimmed_mean"], "throughput_per_s": 1000.0 / lat["mean"] if lat["mean"] else 0.0,
-           "first_inference_ms": result["first_inference_ms"]}
-    models = {name: {"load_seconds": result["load_ms"] / 1000, "peak_rss_mb": result["peak_rss_mb"],
-                     "size_bytes": result.get("model_size_bytes", 0), "sha256": result.get("model_sha256")}}
-    machine = {"cpu": f"{dev.get('manufacturer', '')} {dev.get('model', '')}, Android {dev.get('android_version', '')} "
-                      f"(SDK {dev.get('sdk_int', '')}), {dev.get('abi', '')}, onnxruntime {result.get('onnxruntime_version', '')}",
-               "device": dev}
+    row = {
+        "model": name,
+        "seq_len": package.tokenizer.get("max_length", 0),
+        "p50_ms": lat["p50"],
+        "p90_ms": lat["p90"],
+        "p99_ms": lat["p99"],
+        "mean_ms": lat["mean"],
+        "trimmed_mean_ms": lat["trimmed_mean"],
+        "throughput_per_s": 1000.0 / lat["mean"] if lat["mean"] else 0.0,
+        "first_inference_ms": result["first_inference_ms"],
+    }
+    models = {
+        name: {
+            "load_seconds": result["load_ms"] / 1000,
+            "peak_rss_mb": result["peak_rss_mb"],
+            "size_bytes": result.get("model_size_bytes", 0),
+            "sha256": result.get("model_sha256"),
+        }
+    }
+    machine = {
+        "cpu": f"{dev.get('manufacturer', '')} {dev.get('model', '')}, Android {dev.get('android_version', '')} "
+        f"(SDK {dev.get('sdk_int', '')}), {dev.get('abi', '')}, onnxruntime {result.get('onnxruntime_version', '')}",
+        "device": dev,
+    }
     settings = {k: result.get(k) for k in ("threads", "warmup", "runs", "xnnpack", "text")} | {"batch_size": 1}
     return Benchmark(kind="latency", results=[row], models=models, settings=settings, machine=machine, baseline="")
 
 
-def bench_on_device(package_dir: Path, serial: str | None, threads: int, warmup: int, runs: int,
-                    apk: Path | None, log=lambda s: None) -> Benchmark:
+def bench_on_device(
+    package_dir: Path, serial: str | None, threads: int, warmup: int, runs: int, apk: Path | None, log=lambda s: None
+) -> Benchmark:
     """The whole --adb flow for one package folder."""
     if not (package_dir / "manifest.json").is_file():
         raise RecipeError(f"{package_dir}: no packaged model (run `edgetune package` first)")

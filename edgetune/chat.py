@@ -17,11 +17,13 @@ def model_folder(run_dir: Path, precision: str | None = None) -> Path:
     if (run_dir / "genai_config.json").is_file():
         return run_dir
     candidates = {"fp32": run_dir / "export", **{p: run_dir / "quantize" / p for p in ("int4", "int8")}}
-    for p in ([precision] if precision else PRECISIONS):
+    for p in [precision] if precision else PRECISIONS:
         if (candidates[p] / "genai_config.json").is_file():
             return candidates[p]
-    raise RecipeError(f"{run_dir}: no exported causal-LM model{' of precision ' + precision if precision else ''} "
-                      f"(run `edgetune build` on a causal-lm recipe first)")
+    raise RecipeError(
+        f"{run_dir}: no exported causal-LM model{' of precision ' + precision if precision else ''} "
+        f"(run `edgetune build` on a causal-lm recipe first)"
+    )
 
 
 def opening_messages(run_dir: Path, system: str | None = None) -> list[dict]:
@@ -59,12 +61,19 @@ class Chat:
             out.append(t)
             text = self.tokenizer.decode(out, skip_special_tokens=True)
             if len(text) > len(shown) and not text.endswith("\ufffd"):  # wait for whole UTF-8 characters
-                yield text[len(shown):]
+                yield text[len(shown) :]
                 shown = text
 
 
-def generate(run_dir: Path, prompt: str, max_tokens: int = 128, precision: str | None = None, threads: int = 0,
-             system: str | None = None, on_text: Callable[[str], None] | None = None) -> str:
+def generate(
+    run_dir: Path,
+    prompt: str,
+    max_tokens: int = 128,
+    precision: str | None = None,
+    threads: int = 0,
+    system: str | None = None,
+    on_text: Callable[[str], None] | None = None,
+) -> str:
     """Answer one prompt with the run's exported model; returns the reply (also streamed to `on_text`)."""
     chat = Chat(model_folder(run_dir, precision), threads)
     messages = opening_messages(run_dir, system) + [{"role": "user", "content": prompt}]

@@ -16,9 +16,9 @@ STAGE_HELP = {
     "finetune": "Fine-tune the base model with LoRA on the recipe's data and evaluate it each epoch.",
     "merge": "Merge the adapter into the base weights; fail if merged outputs differ from the adapter model's.",
     "export": "Export the merged model to ONNX: encoders with optimum-onnx (dynamic batch and sequence axes), "
-              "decoders with onnxruntime-genai's model builder (KV cache).",
+    "decoders with onnxruntime-genai's model builder (KV cache).",
     "quantize": "Quantize the exported model: int8 with ONNX Runtime (encoders); int4 and/or int8 weight-only "
-                "(MatMulNBits) with onnxruntime-genai's model builder (decoders), as quantize.precisions says.",
+    "(MatMulNBits) with onnxruntime-genai's model builder (decoders), as quantize.precisions says.",
     "verify": "Compare PyTorch and every ONNX model on the held-out split; exit 1 if a gate fails.",
     "report": "Write report.json, report.md and latency.png from the finished stages.",
 }
@@ -39,8 +39,11 @@ def handle_errors(fn):
             sys.exit(130)
         except OSError as e:  # disk full, permissions: the environment, not a bug; finished stages are intact
             where = f": {e.filename}" if e.filename else ""
-            hint = ("; free some space (or pass --out on another disk) and run the same command again"
-                    if e.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+            hint = (
+                "; free some space (or pass --out on another disk) and run the same command again"
+                if e.errno in (errno.ENOSPC, errno.EDQUOT)
+                else ""
+            )
             click.echo(f"Error: {e.strerror or e}{where}{hint}", err=True)
             sys.exit(1)
 
@@ -64,8 +67,13 @@ def _load(recipe: Path):
 
 
 recipe_arg = click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
-out_opt = click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), default=None,
-                       help="Run directory [default: runs/<recipe name>].")
+out_opt = click.option(
+    "--out",
+    "out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run directory [default: runs/<recipe name>].",
+)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -87,9 +95,13 @@ def cli() -> None:
 @cli.command()
 @recipe_arg
 @out_opt
-@click.option("--from", "from_stage", type=click.Choice(["finetune", "merge", "export", "quantize", "verify", "package",
-                                                         "bench", "report"]),
-              default=None, help="Redo this stage and every stage after it.")
+@click.option(
+    "--from",
+    "from_stage",
+    type=click.Choice(["finetune", "merge", "export", "quantize", "verify", "package", "bench", "report"]),
+    default=None,
+    help="Redo this stage and every stage after it.",
+)
 @click.option("--force", is_flag=True, help="Redo every stage.")
 @click.option("--no-progress", is_flag=True, help="Hide progress bars.")
 @handle_errors
@@ -120,11 +132,19 @@ def _print_result(result) -> None:
 
         for name, m in v.models.items():
             key, value = headline(m) or ("-", float("nan"))
-            click.echo(f"{name:<14} {key} {value:.4f}" + (f"  max|diff| {m['max_abs_diff']:.2e}  top-1 agree {m['top1_agreement']:.4f}"
-                                                          if "max_abs_diff" in m else ""))
+            click.echo(
+                f"{name:<14} {key} {value:.4f}"
+                + (
+                    f"  max|diff| {m['max_abs_diff']:.2e}  top-1 agree {m['top1_agreement']:.4f}"
+                    if "max_abs_diff" in m
+                    else ""
+                )
+            )
     if result.package is not None:
-        click.echo(f"package: {result.package.path} ({result.package.size_bytes / 1e6:.1f} MB model, "
-                   f"{result.package.golden_cases} golden cases)")
+        click.echo(
+            f"package: {result.package.path} ({result.package.size_bytes / 1e6:.1f} MB model, "
+            f"{result.package.golden_cases} golden cases)"
+        )
     if result.report is not None:
         click.echo(f"report: {result.report.markdown_path}")
     click.echo(f"run dir: {result.run_dir}")
@@ -159,29 +179,82 @@ for _name in STAGE_HELP:
 @click.argument("target", type=click.Path(path_type=Path))
 @out_opt
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Intra-op threads [default: recipe, or 2].")
-@click.option("--seq", "seqs", type=click.IntRange(1, 8192), multiple=True, help="Sequence length; repeat for several [default 16 32 128].")
+@click.option(
+    "--seq",
+    "seqs",
+    type=click.IntRange(1, 8192),
+    multiple=True,
+    help="Sequence length; repeat for several [default 16 32 128].",
+)
 @click.option("--batch", type=click.IntRange(1, 1024), default=None, help="Batch size [default: 1].")
-@click.option("--warmup", type=click.IntRange(0, 100000), default=None, help="Untimed runs first [default: the recipe's benchmark.warmup (20); 10 with --adb].")
+@click.option(
+    "--warmup",
+    type=click.IntRange(0, 100000),
+    default=None,
+    help="Untimed runs first [default: the recipe's benchmark.warmup (20); 10 with --adb].",
+)
 @click.option("--runs", type=click.IntRange(1, 1000000), default=None, help="Timed runs [default 100].")
-@click.option("--adb", "on_adb", is_flag=True,
-              help="Run on an Android phone through the demo app. TARGET: a run dir, recipe or package folder.")
+@click.option(
+    "--adb",
+    "on_adb",
+    is_flag=True,
+    help="Run on an Android phone through the demo app. TARGET: a run dir, recipe or package folder.",
+)
 @click.option("--serial", default=None, help="With --adb: the device to use (see `adb devices`).")
-@click.option("--apk", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="With --adb: install this APK if the app is missing "
-                   "[default: android_demo/app/build/outputs/apk/debug/app-debug.apk].")
-@click.option("--ssh", "ssh_dest", default=None, metavar="USER@HOST",
-              help="Run on a Linux board over ssh (key login). TARGET: a run dir with a device bundle, or a bundle.")
+@click.option(
+    "--apk",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --adb: install this APK if the app is missing "
+    "[default: android_demo/app/build/outputs/apk/debug/app-debug.apk].",
+)
+@click.option(
+    "--ssh",
+    "ssh_dest",
+    default=None,
+    metavar="USER@HOST",
+    help="Run on a Linux board over ssh (key login). TARGET: a run dir with a device bundle, or a bundle.",
+)
 @click.option("--port", type=click.IntRange(1, 65535), default=None, help="With --ssh: the ssh port [default: 22].")
-@click.option("--identity", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="With --ssh: the private key to log in with [default: ssh's].")
-@click.option("--python", "python", default=None,
-              help="With --ssh: the board's Python 3.9+ with numpy and onnxruntime; ~/ and relative paths are "
-                   "under the login directory [default: python3].")
-@click.option("-o", "--ssh-option", "ssh_options", multiple=True, metavar="KEY=VALUE",
-              help="With --ssh: an ssh -o option, e.g. UserKnownHostsFile=~/.ssh/boards (repeat for several).")
+@click.option(
+    "--identity",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="With --ssh: the private key to log in with [default: ssh's].",
+)
+@click.option(
+    "--python",
+    "python",
+    default=None,
+    help="With --ssh: the board's Python 3.9+ with numpy and onnxruntime; ~/ and relative paths are "
+    "under the login directory [default: python3].",
+)
+@click.option(
+    "-o",
+    "--ssh-option",
+    "ssh_options",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="With --ssh: an ssh -o option, e.g. UserKnownHostsFile=~/.ssh/boards (repeat for several).",
+)
 @handle_errors
-def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs, on_adb, serial, apk, ssh_dest,
-              port, identity, python, ssh_options) -> None:
+def bench_cmd(
+    target: Path,
+    out: Path | None,
+    threads,
+    seqs,
+    batch,
+    warmup,
+    runs,
+    on_adb,
+    serial,
+    apk,
+    ssh_dest,
+    port,
+    identity,
+    python,
+    ssh_options,
+) -> None:
     """Benchmark latency on this CPU. TARGET is a recipe (its run's models against PyTorch) or any .onnx file.
 
     With a recipe, PyTorch eager fp32 is measured in the same run as the baseline and every ONNX
@@ -213,26 +286,49 @@ def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs
             raise RecipeError("--ssh and --adb: choose one device")
         if batch not in (None, 1):
             raise RecipeError("--batch: the device runner measures batch 1, as the apps run")
-        _bench_ssh(target, out, ssh_dest, port, identity, python or "python3", ssh_options, threads, warmup, runs,
-                   list(seqs) or None)
+        _bench_ssh(
+            target,
+            out,
+            ssh_dest,
+            port,
+            identity,
+            python or "python3",
+            ssh_options,
+            threads,
+            warmup,
+            runs,
+            list(seqs) or None,
+        )
         return
     if on_adb:
         from .android import bench_on_device
 
         package_dir = _package_dir(target, out)
         apk = apk or Path("android_demo/app/build/outputs/apk/debug/app-debug.apk")
-        result = bench_on_device(package_dir, serial, threads or 2, 10 if warmup is None else warmup, runs or 100,
-                                 apk, _log)
+        result = bench_on_device(
+            package_dir, serial, threads or 2, 10 if warmup is None else warmup, runs or 100, apk, _log
+        )
         click.echo(format_benchmark(result))
         return
-    overrides = {k: v for k, v in {"threads": threads, "batch_size": batch, "warmup": warmup, "runs": runs,
-                                   "sequence_lengths": list(seqs) or None}.items() if v is not None}
+    overrides = {
+        k: v
+        for k, v in {
+            "threads": threads,
+            "batch_size": batch,
+            "warmup": warmup,
+            "runs": runs,
+            "sequence_lengths": list(seqs) or None,
+        }.items()
+        if v is not None
+    }
     if target.suffix == ".onnx":
         if not target.is_file():
             raise RecipeError(f"ONNX file not found: {target}")
         if (target.parent / "genai_config.json").is_file():
-            raise RecipeError(f"{target} is a causal LM with a KV cache: benchmark it through its recipe "
-                              f"(edgetune bench RECIPE), which measures tokens/s against PyTorch")
+            raise RecipeError(
+                f"{target} is a causal LM with a KV cache: benchmark it through its recipe "
+                f"(edgetune bench RECIPE), which measures tokens/s against PyTorch"
+            )
         from .stages.common import describe_onnx
 
         model = describe_onnx(target, "onnx")
@@ -246,8 +342,9 @@ def bench_cmd(target: Path, out: Path | None, threads, seqs, batch, warmup, runs
     _print_result(run_build(recipe, out, until="bench", log=_log))
 
 
-def _bench_ssh(target: Path, out: Path | None, dest: str, port, identity, python: str, options, threads, warmup,
-               runs, seqs) -> None:
+def _bench_ssh(
+    target: Path, out: Path | None, dest: str, port, identity, python: str, options, threads, warmup, runs, seqs
+) -> None:
     """bench --ssh: run the device bundle on the board, print its table; a failed golden case exits 1."""
     from .device.results import format_device, host_results
     from .device.ssh import SshTarget, bench_on_board, golden_failure, golden_summary
@@ -259,8 +356,14 @@ def _bench_ssh(target: Path, out: Path | None, dest: str, port, identity, python
     click.echo(format_device({**run.doc, "ssh": where.label()}, host_results(run.run_dir)))
     click.echo(golden_summary(run.doc))
     if run.saved is not None:
-        click.echo(f"device result: {run.saved}" + (f"; report: {run.report}" if run.report else
-                                                       " (it goes into the report when the run's report is written)"))
+        click.echo(
+            f"device result: {run.saved}"
+            + (
+                f"; report: {run.report}"
+                if run.report
+                else " (it goes into the report when the run's report is written)"
+            )
+        )
     if run.doc["status"] == "golden_failed":
         raise golden_failure(run.doc, where.label())
 
@@ -279,17 +382,31 @@ def _package_dir(target: Path, out: Path | None) -> Path:
 @cli.command(name="package")
 @click.argument("target", type=click.Path(path_type=Path))
 @out_opt
-@click.option("--android", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="The demo app project to install into [default: the recipe's package.android].")
+@click.option(
+    "--android",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="The demo app project to install into [default: the recipe's package.android].",
+)
 @click.option("--check", is_flag=True, help="Only check the package in --android against the run: exit 1 if stale.")
-@click.option("--target", "targets", type=click.Choice(["linux-arm64", "linux-x86_64"]), multiple=True,
-              help="Also write a device bundle for a Linux board into the run's package/<target>/ (repeat for "
-                   "several); `edgetune bench RUN_DIR --ssh` runs it there.")
-@click.option("--dest", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="With one --target: also copy the bundle to this folder (to copy to a board yourself).")
+@click.option(
+    "--target",
+    "targets",
+    type=click.Choice(["linux-arm64", "linux-x86_64"]),
+    multiple=True,
+    help="Also write a device bundle for a Linux board into the run's package/<target>/ (repeat for "
+    "several); `edgetune bench RUN_DIR --ssh` runs it there.",
+)
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="With one --target: also copy the bundle to this folder (to copy to a board yourself).",
+)
 @handle_errors
-def package_cmd(target: Path, out: Path | None, android: Path | None, check: bool, targets: tuple[str, ...],
-                dest: Path | None) -> None:
+def package_cmd(
+    target: Path, out: Path | None, android: Path | None, check: bool, targets: tuple[str, ...], dest: Path | None
+) -> None:
     """Package a run's quantized model for the Android demo app, or for Linux boards, and check it.
 
     TARGET is a run directory or a recipe. The package holds the model (ONNX, plus ORT format for
@@ -320,7 +437,9 @@ def package_cmd(target: Path, out: Path | None, android: Path | None, check: boo
     else:
         recipe = _load(target)
     if android is not None:
-        recipe = recipe.model_copy(update={"package": recipe.package.model_copy(update={"android": str(android.resolve())})})
+        recipe = recipe.model_copy(
+            update={"package": recipe.package.model_copy(update={"android": str(android.resolve())})}
+        )
     if targets:
         linux = list(dict.fromkeys([*recipe.package.linux, *(t.removeprefix("linux-") for t in targets)]))
         recipe = recipe.model_copy(update={"package": recipe.package.model_copy(update={"linux": linux})})
@@ -335,8 +454,10 @@ def package_cmd(target: Path, out: Path | None, android: Path | None, check: boo
     if targets and result.package is None:
         from .errors import CheckFailed
 
-        raise CheckFailed(f"no device bundle written: a verification gate failed (edgetune verify "
-                          f"{target} shows which); a model that fails verify is not packaged")
+        raise CheckFailed(
+            f"no device bundle written: a verification gate failed (edgetune verify "
+            f"{target} shows which); a model that fails verify is not packaged"
+        )
     if result.package is not None:
         from .device.bundle import bundle_dir, export_bundle
 
@@ -348,10 +469,16 @@ def package_cmd(target: Path, out: Path | None, android: Path | None, check: boo
 
 run_arg = click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 model_opts = [
-    click.option("--precision", type=click.Choice(["int4", "int8", "fp32"]), default=None,
-                 help="Which exported model [default: the smallest there is]."),
+    click.option(
+        "--precision",
+        type=click.Choice(["int4", "int8", "fp32"]),
+        default=None,
+        help="Which exported model [default: the smallest there is].",
+    ),
     click.option("--max-tokens", type=click.IntRange(1, 4096), default=128, help="Most new tokens per reply."),
-    click.option("--threads", type=click.IntRange(0, 256), default=0, help="Intra-op threads [default: onnxruntime's]."),
+    click.option(
+        "--threads", type=click.IntRange(0, 256), default=0, help="Intra-op threads [default: onnxruntime's]."
+    ),
     click.option("--system", default=None, help="System prompt [default: the recipe's]."),
 ]
 
@@ -361,6 +488,7 @@ def _with(opts):
         for o in reversed(opts):
             fn = o(fn)
         return fn
+
     return deco
 
 
@@ -378,8 +506,7 @@ def generate(run_dir: Path, prompt: str, precision, max_tokens: int, threads: in
     """
     from .chat import generate as run_generate
 
-    run_generate(run_dir, prompt, max_tokens, precision, threads, system,
-                 on_text=lambda t: click.echo(t, nl=False))
+    run_generate(run_dir, prompt, max_tokens, precision, threads, system, on_text=lambda t: click.echo(t, nl=False))
     click.echo()
 
 
@@ -436,8 +563,10 @@ def doctor(recipe: Path | None, out: Path | None) -> None:
         click.echo(f.line())
     failed = [f for f in findings if f.level == "fail"]
     if failed:
-        raise EdgetuneError(f"{len(failed)} problem{'s' if len(failed) > 1 else ''} to fix: "
-                            + "; ".join(f"{f.topic}: {f.message}" for f in failed))
+        raise EdgetuneError(
+            f"{len(failed)} problem{'s' if len(failed) > 1 else ''} to fix: "
+            + "; ".join(f"{f.topic}: {f.message}" for f in failed)
+        )
     click.echo("ok: nothing to fix")
 
 
@@ -464,8 +593,10 @@ def validate(recipe: Path) -> None:
         _log("warning: model.trust_remote_code is true: Python code shipped with the model will run")
     for w in p.data.warnings:
         _log(f"warning: {w}")
-    click.echo(f"{recipe}: ok: task {p.recipe.task}, model {p.source.path} ({p.source.kind}), "
-               f"{len(d.train)} train / {len(d.eval)} eval rows" + (f", {len(d.labels)} labels" if d.labels else ""))
+    click.echo(
+        f"{recipe}: ok: task {p.recipe.task}, model {p.source.path} ({p.source.kind}), "
+        f"{len(d.train)} train / {len(d.eval)} eval rows" + (f", {len(d.labels)} labels" if d.labels else "")
+    )
 
 
 def main() -> None:

@@ -85,11 +85,14 @@ def read_rows(path: Path, fmt: str = "auto", field: str = "dataset") -> list[Row
     return rows
 
 
-def load_splits(cfg: Any, base_dir: Path, parse: Callable[[list[Row]], list[dict]]) -> tuple[list[dict], list[dict], dict[str, str]]:
+def load_splits(
+    cfg: Any, base_dir: Path, parse: Callable[[list[Row]], list[dict]]
+) -> tuple[list[dict], list[dict], dict[str, str]]:
     """Train and held-out examples per the dataset section: the `eval` file, or a seeded `eval_fraction` of train.
 
     `parse` turns a file's rows into a task's examples. Returns (train, eval, {file: sha256}).
     """
+
     def resolve(p: str) -> Path:
         q = Path(p).expanduser()
         return q if q.is_absolute() else base_dir / q

@@ -54,13 +54,32 @@ TARGETS: dict[str, Targets] = {
 
 # The text-only decoder classes onnxruntime-genai 0.15.2's model builder exports (its builder.py dispatches on
 # config.architectures[0]); anything else ends in its NotImplementedError.
-GENAI_BUILDER = frozenset({
-    "ChatGLMForConditionalGeneration", "ChatGLMModel", "Ernie4_5ForCausalLM", "GemmaForCausalLM",
-    "Gemma2ForCausalLM", "Gemma3ForCausalLM", "GptOssForCausalLM", "GraniteForCausalLM",
-    "HunYuanDenseV1ForCausalLM", "InternLM2ForCausalLM", "Lfm2ForCausalLM", "LlamaForCausalLM",
-    "MistralForCausalLM", "NemotronForCausalLM", "OlmoForCausalLM", "PhiForCausalLM", "Phi3ForCausalLM",
-    "PhiMoEForCausalLM", "Phi3SmallForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM", "SmolLM3ForCausalLM",
-})
+GENAI_BUILDER = frozenset(
+    {
+        "ChatGLMForConditionalGeneration",
+        "ChatGLMModel",
+        "Ernie4_5ForCausalLM",
+        "GemmaForCausalLM",
+        "Gemma2ForCausalLM",
+        "Gemma3ForCausalLM",
+        "GptOssForCausalLM",
+        "GraniteForCausalLM",
+        "HunYuanDenseV1ForCausalLM",
+        "InternLM2ForCausalLM",
+        "Lfm2ForCausalLM",
+        "LlamaForCausalLM",
+        "MistralForCausalLM",
+        "NemotronForCausalLM",
+        "OlmoForCausalLM",
+        "PhiForCausalLM",
+        "Phi3ForCausalLM",
+        "PhiMoEForCausalLM",
+        "Phi3SmallForCausalLM",
+        "Qwen2ForCausalLM",
+        "Qwen3ForCausalLM",
+        "SmolLM3ForCausalLM",
+    }
+)
 
 
 # Architectures the builder dispatches on but whose export cannot pass edgetune's parity gate, or cannot run
@@ -68,7 +87,7 @@ GENAI_BUILDER = frozenset({
 _REMOTE_CODE = "it needs the model's own Python code, which edgetune does not let the model builder run"
 GENAI_REFUSED = {
     "OlmoForCausalLM": "the model builder exports OLMo's LayerNorm as RMSNorm, so the ONNX model computes "
-                       "something else than PyTorch",
+    "something else than PyTorch",
     "SmolLM3ForCausalLM": "the model builder fails on SmolLM3's layers without rotary embeddings (NoPE)",
     "PhiMoEForCausalLM": "the model builder exports PhiMoE for CUDA only",
     "InternLM2ForCausalLM": _REMOTE_CODE,
@@ -100,8 +119,11 @@ class Head:
 
 
 HEADS = {
-    "classification": Head("MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES", "AutoModelForSequenceClassification",
-                           "sequence-classification"),
+    "classification": Head(
+        "MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES",
+        "AutoModelForSequenceClassification",
+        "sequence-classification",
+    ),
     "causal-lm": Head("MODEL_FOR_CAUSAL_LM_MAPPING_NAMES", "AutoModelForCausalLM", "causal-LM"),
 }
 
@@ -119,8 +141,9 @@ def model_info(path: Path, task: str, trust_remote_code: bool = False) -> ModelI
         else:
             config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError, KeyError, json.JSONDecodeError) as e:
-        raise RecipeError(f"model.source: cannot read the model's config in {path}: "
-                          f"{str(e).splitlines()[0][:200]}") from None
+        raise RecipeError(
+            f"model.source: cannot read the model's config in {path}: {str(e).splitlines()[0][:200]}"
+        ) from None
     head = HEADS[task]
     mapping = getattr(modeling_auto, head.mapping)
     model_type = getattr(config, "model_type", "") or "unknown"
@@ -130,8 +153,10 @@ def model_info(path: Path, task: str, trust_remote_code: bool = False) -> ModelI
     elif trust_remote_code and head.auto_class in auto_map:
         arch = auto_map[head.auto_class].split(".")[-1]
     else:
-        raise RecipeError(f"model.source: architecture '{model_type}' has no {head.kind} model class in "
-                          f"transformers, so task {task} cannot train it")
+        raise RecipeError(
+            f"model.source: architecture '{model_type}' has no {head.kind} model class in "
+            f"transformers, so task {task} cannot train it"
+        )
     return ModelInfo(model_type, arch, config)
 
 
@@ -139,13 +164,17 @@ def check_genai_exportable(info: ModelInfo) -> None:
     """RecipeError, naming the architecture and the reason, when onnxruntime-genai's model builder cannot export
     the decoder (or exports it wrongly)."""
     if info.architecture in GENAI_REFUSED:
-        raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
-                          f"exported: {GENAI_REFUSED[info.architecture]}")
+        raise RecipeError(
+            f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
+            f"exported: {GENAI_REFUSED[info.architecture]}"
+        )
     if info.architecture not in GENAI_BUILDER:
         usable = sorted(a.removesuffix("ForCausalLM") for a in GENAI_BUILDER - GENAI_REFUSED.keys())
-        raise RecipeError(f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
-                          f"exported: onnxruntime-genai's model builder does not support it (it supports "
-                          f"{', '.join(usable)})")
+        raise RecipeError(
+            f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
+            f"exported: onnxruntime-genai's model builder does not support it (it supports "
+            f"{', '.join(usable)})"
+        )
 
 
 def check_optimum_exportable(info: ModelInfo, onnx_task: str) -> None:
@@ -154,13 +183,16 @@ def check_optimum_exportable(info: ModelInfo, onnx_task: str) -> None:
     from optimum.exporters.tasks import TasksManager
 
     try:
-        tasks = TasksManager.get_supported_tasks_for_model_type(info.model_type, exporter="onnx",
-                                                                library_name="transformers")
+        tasks = TasksManager.get_supported_tasks_for_model_type(
+            info.model_type, exporter="onnx", library_name="transformers"
+        )
     except (KeyError, ValueError):
         tasks = {}
     if onnx_task not in tasks:
-        raise RecipeError(f"model.source: architecture '{info.model_type}' cannot be exported: optimum-onnx has no "
-                          f"ONNX export for it as {onnx_task}")
+        raise RecipeError(
+            f"model.source: architecture '{info.model_type}' cannot be exported: optimum-onnx has no "
+            f"ONNX export for it as {onnx_task}"
+        )
 
 
 def for_genai_builder(config: Any) -> None:
@@ -214,29 +246,45 @@ def plan_adapter(info: ModelInfo, task: str, lora: Any, trust_remote_code: bool 
     with torch.device("meta"):  # the module tree without weights: milliseconds, no memory
         model = auto.from_config(info.config, trust_remote_code=trust_remote_code)
     modules = {n: m for n, m in model.named_modules() if n}
-    adaptable = {n for n, m in modules.items()
-                 if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) or type(m).__name__ == "Conv1D"}
-    linears = sorted({[p for p in n.split(".") if not p.isdigit()][-1] for n in adaptable
-                      if not isinstance(modules[n], torch.nn.Embedding)})
+    adaptable = {
+        n
+        for n, m in modules.items()
+        if isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) or type(m).__name__ == "Conv1D"
+    }
+    linears = sorted(
+        {
+            [p for p in n.split(".") if not p.isdigit()][-1]
+            for n in adaptable
+            if not isinstance(modules[n], torch.nn.Embedding)
+        }
+    )
     targets, ff = default_targets(info.model_type, lora.method)
     if lora.target_modules:
         targets = list(lora.target_modules)
         ff = [f for f in ff if f in targets] if ff is not None else None
     elif targets is None:
-        raise RecipeError(f"lora.target_modules: no default for architecture '{info.model_type}' (neither "
-                          f"edgetune's table nor peft has one); set it to some of its linear layers: "
-                          f"{', '.join(linears)}")
+        raise RecipeError(
+            f"lora.target_modules: no default for architecture '{info.model_type}' (neither "
+            f"edgetune's table nor peft has one); set it to some of its linear layers: "
+            f"{', '.join(linears)}"
+        )
     for t in targets:
         hit = [n for n in modules if matches(n, t)]
         if not hit:
-            raise RecipeError(f"lora.target_modules: '{t}' matches no module of this {info.model_type} model; "
-                              f"its linear layers are: {', '.join(linears)}")
+            raise RecipeError(
+                f"lora.target_modules: '{t}' matches no module of this {info.model_type} model; "
+                f"its linear layers are: {', '.join(linears)}"
+            )
         if not any(n in adaptable for n in hit):
-            raise RecipeError(f"lora.target_modules: '{t}' names {type(modules[hit[0]]).__name__} modules, which "
-                              f"{lora.method} cannot adapt; name linear layers: {', '.join(linears)}")
+            raise RecipeError(
+                f"lora.target_modules: '{t}' names {type(modules[hit[0]]).__name__} modules, which "
+                f"{lora.method} cannot adapt; name linear layers: {', '.join(linears)}"
+            )
     for t in lora.modules_to_save or []:
         if not any(matches(n, t) for n in modules):
             tops = sorted({n.split(".")[-1] for n in modules if not n.split(".")[-1].isdigit()})
-            raise RecipeError(f"lora.modules_to_save: '{t}' matches no module of this {info.model_type} model; "
-                              f"its modules are named: {', '.join(tops)}")
+            raise RecipeError(
+                f"lora.modules_to_save: '{t}' matches no module of this {info.model_type} model; "
+                f"its modules are named: {', '.join(tops)}"
+            )
     return AdapterPlan(lora.method, targets, ff, list(lora.modules_to_save) if lora.modules_to_save else None)

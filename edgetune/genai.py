@@ -17,8 +17,21 @@ def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = No
     import tempfile
 
     with tempfile.TemporaryDirectory(dir=out) as cache:
-        cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(merged), "-o", str(out),
-               "-p", precision, "-e", "cpu", "-c", cache]
+        cmd = [
+            sys.executable,
+            "-m",
+            "onnxruntime_genai.models.builder",
+            "-i",
+            str(merged),
+            "-o",
+            str(out),
+            "-p",
+            precision,
+            "-e",
+            "cpu",
+            "-c",
+            cache,
+        ]
         if extra:
             cmd += ["--extra_options", *[f"{k}={v}" for k, v in extra.items()]]
         done = subprocess.run(cmd, capture_output=True, text=True)
@@ -39,8 +52,9 @@ def half_embeddings(path: Path) -> bool:
     model = onnx.load(path)
     graph = model.graph
     tables = {t.name: t for t in graph.initializer if t.data_type == TensorProto.FLOAT and len(t.dims) == 2}
-    gather = next((n for n in graph.node if n.op_type == "Gather" and n.input[0] in tables
-                   and n.input[1] == "input_ids"), None)
+    gather = next(
+        (n for n in graph.node if n.op_type == "Gather" and n.input[0] in tables and n.input[1] == "input_ids"), None
+    )
     if gather is None or sum(gather.input[0] in n.input for n in graph.node) != 1:
         return False
     table = tables[gather.input[0]]

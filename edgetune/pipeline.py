@@ -65,14 +65,19 @@ def prepare(recipe: Recipe) -> Prepared:
     tr, q = recipe.training, recipe.quantize
     if tr.int4_aware_epochs:
         if tr.int4_aware_epochs > tr.epochs:
-            raise RecipeError(f"training.int4_aware_epochs: {tr.int4_aware_epochs} is more than training.epochs "
-                              f"({tr.epochs})")
+            raise RecipeError(
+                f"training.int4_aware_epochs: {tr.int4_aware_epochs} is more than training.epochs ({tr.epochs})"
+            )
         if "int4" not in q.precisions or q.int4_keep_lm_head or q.int4_int8_layers:
-            raise RecipeError("training.int4_aware_epochs: needs int4 in quantize.precisions, with "
-                              "int4_keep_lm_head and int4_int8_layers false (it trains for an all-int4 model)")
+            raise RecipeError(
+                "training.int4_aware_epochs: needs int4 in quantize.precisions, with "
+                "int4_keep_lm_head and int4_int8_layers false (it trains for an all-int4 model)"
+            )
         if recipe.lora.method != "lora":
-            raise RecipeError(f"training.int4_aware_epochs: trains LoRA layers against int4 rounding, so it needs "
-                              f"lora.method: lora (not {recipe.lora.method})")
+            raise RecipeError(
+                f"training.int4_aware_epochs: trains LoRA layers against int4 rounding, so it needs "
+                f"lora.method: lora (not {recipe.lora.method})"
+            )
     remote = recipe.model.trust_remote_code
     source = resolve_model_source(recipe.model.source, recipe.base_dir)
     info = model_info(source.path, recipe.task, remote)
@@ -115,8 +120,10 @@ class _Runner:
                     self.result.skipped.append(name)
                     return record
                 if upstream_of_target:
-                    raise EdgetuneError(f"{self.run.root}: the {name} stage was written by another edgetune "
-                                        f"version; run `edgetune build` to redo it")
+                    raise EdgetuneError(
+                        f"{self.run.root}: the {name} stage was written by another edgetune "
+                        f"version; run `edgetune build` to redo it"
+                    )
         self.log(f"{name}: running")
         t0 = time.perf_counter()
         self.run.drop_entry(name)
@@ -125,8 +132,16 @@ class _Runner:
         record = rebase(record, scratch, self.run.stage_dir(name))
         seconds = time.perf_counter() - t0
         # entry first, then the rename (see RunDir.commit_dir): no final folder the manifest does not know
-        self.run.write_entry(name, StageEntry(key, to_json(record, self.run.root),
-                                              self.run.hash_outputs(name, scratch), round(seconds, 3), self.versions))
+        self.run.write_entry(
+            name,
+            StageEntry(
+                key,
+                to_json(record, self.run.root),
+                self.run.hash_outputs(name, scratch),
+                round(seconds, 3),
+                self.versions,
+            ),
+        )
         self.run.commit_dir(name)
         self.log(f"{name}: done in {seconds:.1f} s")
         self.result.ran.append(name)
@@ -159,8 +174,9 @@ def build(
     with RunDir(out) as run:
         from .rundir import atomic_write_json
 
-        atomic_write_json(run.root / RUN_RECIPE,
-                          {**recipe.model_dump(mode="json"), "base_dir": str(recipe.base_dir.resolve())})
+        atomic_write_json(
+            run.root / RUN_RECIPE, {**recipe.model_dump(mode="json"), "base_dir": str(recipe.base_dir.resolve())}
+        )
         remote = recipe.model.trust_remote_code
         if remote:
             log("warning: model.trust_remote_code is true: Python code shipped with the model will run")
@@ -169,8 +185,19 @@ def build(
         source_fp = p.source.fingerprint()
         # loaded lazily: only the stages that run need the base weights
         base = functools.cache(lambda: _dequantized_once(run, p.source, source_fp, p.task, remote, log))
-        ctx = BuildContext(recipe=p.recipe, task=p.task, data=p.data, source=p.source, info=p.info, adapter=p.adapter,
-                           run=run, base=base, log=log, progress=progress, until=until)
+        ctx = BuildContext(
+            recipe=p.recipe,
+            task=p.task,
+            data=p.data,
+            source=p.source,
+            info=p.info,
+            adapter=p.adapter,
+            run=run,
+            base=base,
+            log=log,
+            progress=progress,
+            until=until,
+        )
         runner = _Runner(ctx, stages, force_from)
         records: dict[str, Any] = {}
         for st in stages[: last + 1]:
@@ -195,8 +222,9 @@ def build(
 _RESULT_FIELDS = {"verify": "verification", "package": "package", "bench": "benchmark", "report": "report"}
 
 
-def _dequantized_once(run: RunDir, source: ModelSource, fingerprint: str, task: Task, remote: bool,
-                      log: Callable[[str], None]) -> ModelSource:
+def _dequantized_once(
+    run: RunDir, source: ModelSource, fingerprint: str, task: Task, remote: bool, log: Callable[[str], None]
+) -> ModelSource:
     """A GGUF source dequantized once into the run dir (base/, safetensors), so that finetune, merge and the
     base-model score in verify each load it in seconds instead of converting the GGUF again."""
     if not (source.path.is_file() and source.path.suffix == ".gguf"):

@@ -54,8 +54,10 @@ def replace_dir(tmp: Path, final: Path) -> None:
 def refuse_symlink(path: Path) -> None:
     """Raise RecipeError (exit 2) when `path` is a symlink: edgetune never follows one inside a run directory."""
     if path.is_symlink():
-        raise RecipeError(f"{path} is a symlink (to {os.readlink(path)}); edgetune does not follow symlinks inside "
-                          f"a run directory: remove it")
+        raise RecipeError(
+            f"{path} is a symlink (to {os.readlink(path)}); edgetune does not follow symlinks inside "
+            f"a run directory: remove it"
+        )
 
 
 def config_key(*parts: Any) -> str:
@@ -89,7 +91,9 @@ class RunDir:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise EdgetuneError(f"{self.root} is in use by another edgetune process (lock {self.root / '.lock'})") from None
+            raise EdgetuneError(
+                f"{self.root} is in use by another edgetune process (lock {self.root / '.lock'})"
+            ) from None
         self._lock_fd = fd
         # a write of the manifest or recipe.json killed before its rename leaves its temp file, .NAME.XXXX.tmp
         # (atomic_write_text); with the lock held, no live process owns one
@@ -168,8 +172,9 @@ class RunDir:
             for name in dirs + names:
                 refuse_symlink(Path(parent) / name)
             files += [Path(parent) / n for n in names]
-        return {(final / p.relative_to(folder)).relative_to(self.root).as_posix(): self.hash_file(p)
-                for p in sorted(files)}
+        return {
+            (final / p.relative_to(folder)).relative_to(self.root).as_posix(): self.hash_file(p) for p in sorted(files)
+        }
 
     def is_valid(self, stage: str, key: str) -> bool:
         """True when the stage finished with this key and its files are unchanged on disk."""

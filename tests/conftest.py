@@ -46,23 +46,34 @@ def tiny_bert(tmp_path_factory) -> Path:
     tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
     tok.save_pretrained(root)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(words) + 5, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                     intermediate_size=37, max_position_embeddings=64)
+    cfg = BertConfig(
+        vocab_size=len(words) + 5,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
+    )
     BertModel(cfg).save_pretrained(root)  # a base encoder: the classifier head is new, as with all-MiniLM
     return root
 
 
 def tiny_classifier_recipe(folder: Path, model: Path, epochs: int = 2, **sections) -> Path:
     """Write a classification recipe for the tiny BERT (and its data) into `folder`; `sections` override."""
-    return write_recipe(folder, make_rows(16, seed=1), make_rows(6, seed=2), {
-        "name": "tiny",
-        "task": "classification",
-        "model": {"source": str(model)},
-        "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]},
-        "training": {"epochs": epochs, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
-        "benchmark": {"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 3},
-        **sections,
-    })
+    return write_recipe(
+        folder,
+        make_rows(16, seed=1),
+        make_rows(6, seed=2),
+        {
+            "name": "tiny",
+            "task": "classification",
+            "model": {"source": str(model)},
+            "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]},
+            "training": {"epochs": epochs, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
+            "benchmark": {"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 3},
+            **sections,
+        },
+    )
 
 
 @pytest.fixture
@@ -76,8 +87,15 @@ def write_recipe(tmp_path: Path, train: list[dict], evals: list[dict], recipe: d
     write_jsonl(tmp_path / "data" / "train.jsonl", train)
     write_jsonl(tmp_path / "data" / "eval.jsonl", evals)
     path = tmp_path / "recipe.yaml"
-    path.write_text(yaml.safe_dump({**recipe, "dataset": {"train": "data/train.jsonl", "eval": "data/eval.jsonl",
-                                                          **recipe.get("dataset", {})}}, sort_keys=False))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                **recipe,
+                "dataset": {"train": "data/train.jsonl", "eval": "data/eval.jsonl", **recipe.get("dataset", {})},
+            },
+            sort_keys=False,
+        )
+    )
     return path
 
 
@@ -112,16 +130,30 @@ def tiny_llama(tmp_path_factory) -> Path:
     tk = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tk.decoder = decoders.ByteLevel()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<|im_end|>", bos_token="<|im_start|>",
-                                  pad_token="<|im_end|>", additional_special_tokens=["<|im_start|>", "<|im_end|>"])
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=tk,
+        eos_token="<|im_end|>",
+        bos_token="<|im_start|>",
+        pad_token="<|im_end|>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+    )
     tok.chat_template = CHATML
     tok.save_pretrained(root)
     torch.manual_seed(0)
     # head_dim 16: onnxruntime's GroupQueryAttention needs a multiple of 16
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
-                      tie_word_embeddings=True)
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
     LlamaForCausalLM(cfg).save_pretrained(root)
     return root
 
@@ -141,14 +173,19 @@ def make_chats(n: int, seed: int) -> list[dict]:
 @pytest.fixture
 def tiny_chat_recipe(tmp_path, tiny_llama) -> Path:
     """A causal-lm recipe (and its chat data) for the tiny LLaMA; returns the recipe path."""
-    return write_recipe(tmp_path, make_chats(24, seed=1), make_chats(6, seed=2), {
-        "name": "tiny-chat",
-        "task": "causal-lm",
-        "model": {"source": str(tiny_llama)},
-        "dataset": {"system_prompt": "Reply with JSON.", "response_format": "json"},
-        "lora": {"r": 4, "alpha": 8},
-        "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
-        "quantize": {"precisions": ["int8", "int4"], "int4_block_size": 16},
-        "verify": {"greedy_tokens": 8},
-        "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2},
-    })
+    return write_recipe(
+        tmp_path,
+        make_chats(24, seed=1),
+        make_chats(6, seed=2),
+        {
+            "name": "tiny-chat",
+            "task": "causal-lm",
+            "model": {"source": str(tiny_llama)},
+            "dataset": {"system_prompt": "Reply with JSON.", "response_format": "json"},
+            "lora": {"r": 4, "alpha": 8},
+            "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
+            "quantize": {"precisions": ["int8", "int4"], "int4_block_size": 16},
+            "verify": {"greedy_tokens": 8},
+            "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2},
+        },
+    )

@@ -27,13 +27,19 @@ skip_requested = os.environ.get("EDGETUNE_SKIP_ANDROID_COMPILE") == "1" and not 
 
 @pytest.mark.skipif(skip_requested, reason="EDGETUNE_SKIP_ANDROID_COMPILE=1")
 def test_android_app_compiles_and_unit_tests_pass():
-    proc = subprocess.run(["bash", str(SCRIPT)], cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=1200)
+    proc = subprocess.run(
+        ["bash", str(SCRIPT)], cwd=ROOT, stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=1200
+    )
     output = proc.stdout + proc.stderr
     tail = "\n".join(output.splitlines()[-60:])
     assert proc.returncode == 0, f"compile_check.sh exited {proc.returncode}:\n{tail}"
-    for step in ("aapt2: linked", "kotlinc stand-ins: ok", "kotlinc main: ok", "kotlinc test: ok",
-                 "kotlinc androidTest: ok"):
+    for step in (
+        "aapt2: linked",
+        "kotlinc stand-ins: ok",
+        "kotlinc main: ok",
+        "kotlinc test: ok",
+        "kotlinc androidTest: ok",
+    ):
         assert step in proc.stdout, f"compile_check.sh did not report '{step}':\n{tail}"
     summary = SUMMARY.findall(proc.stdout)
     assert summary, f"compile_check.sh printed no 'N passed, N failed' line:\n{tail}"

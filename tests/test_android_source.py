@@ -37,8 +37,11 @@ def kts_files() -> list[Path]:
 
 def source_files() -> list[Path]:
     skip = {"build", ".gradle", "assets"}
-    return sorted(p for p in ROOT.rglob("*") if p.is_file() and p.suffix in SOURCE_SUFFIXES
-                  and not skip & set(p.relative_to(ROOT).parts))
+    return sorted(
+        p
+        for p in ROOT.rglob("*")
+        if p.is_file() and p.suffix in SOURCE_SUFFIXES and not skip & set(p.relative_to(ROOT).parts)
+    )
 
 
 def catalog() -> dict:
@@ -52,17 +55,28 @@ def accessor(alias: str) -> str:
 
 
 def test_project_files_exist():
-    for name in ["settings.gradle.kts", "build.gradle.kts", "gradle.properties", "gradlew", "gradlew.bat",
-                 "gradle/libs.versions.toml", "gradle/wrapper/gradle-wrapper.properties",
-                 "gradle/wrapper/gradle-wrapper.jar", "app/build.gradle.kts", "app/src/main/AndroidManifest.xml",
-                 "README.md", ".gitignore"]:
+    for name in [
+        "settings.gradle.kts",
+        "build.gradle.kts",
+        "gradle.properties",
+        "gradlew",
+        "gradlew.bat",
+        "gradle/libs.versions.toml",
+        "gradle/wrapper/gradle-wrapper.properties",
+        "gradle/wrapper/gradle-wrapper.jar",
+        "app/build.gradle.kts",
+        "app/src/main/AndroidManifest.xml",
+        "README.md",
+        ".gitignore",
+    ]:
         assert (ROOT / name).is_file(), f"{rel(ROOT / name)} is missing"
 
 
 def test_settings_include_app_module():
     settings = ROOT / "settings.gradle.kts"
-    assert re.search(r'include\(\s*"(:app)"\s*\)', settings.read_text(encoding="utf-8")), \
-        f"{rel(settings)} does not include(\":app\")"
+    assert re.search(r'include\(\s*"(:app)"\s*\)', settings.read_text(encoding="utf-8")), (
+        f'{rel(settings)} does not include(":app")'
+    )
 
 
 def test_every_libs_alias_used_in_kts_is_in_the_catalog():
@@ -80,7 +94,7 @@ def test_every_libs_alias_used_in_kts_is_in_the_catalog():
         text = re.sub(r"//[^\n]*", "", text)
         for m in re.finditer(r"(?<![\w/.])libs\.([A-Za-z][A-Za-z0-9_.]*)", text):
             parts = m.group(1).rstrip(".").split(".")
-            if text[m.end():m.end() + 1] == "(":  # libs.foo.bar.get(): the last part is a method call
+            if text[m.end() : m.end() + 1] == "(":  # libs.foo.bar.get(): the last part is a method call
                 parts = parts[:-1]
             kind = parts[0] if parts[0] in ("plugins", "versions", "bundles") else "libraries"
             name = ".".join(parts[1:] if kind != "libraries" else parts)
@@ -125,8 +139,10 @@ def test_onnxruntime_android_libraries_are_in_the_catalog():
         else:
             module = entry.get("module") or f"{entry.get('group')}:{entry.get('name')}"
         modules[module] = entry
-    for module in ("com.microsoft.onnxruntime:onnxruntime-android",
-                   "com.microsoft.onnxruntime:onnxruntime-extensions-android"):
+    for module in (
+        "com.microsoft.onnxruntime:onnxruntime-android",
+        "com.microsoft.onnxruntime:onnxruntime-extensions-android",
+    ):
         assert module in modules, f"{rel(CATALOG)} has no {module}"
 
 
@@ -142,8 +158,11 @@ def test_build_files_use_no_inline_unpinned_versions():
 
 def test_wrapper_properties_pin_a_distribution():
     assert WRAPPER_PROPERTIES.is_file(), f"{rel(WRAPPER_PROPERTIES)} is missing"
-    props = dict(line.split("=", 1) for line in WRAPPER_PROPERTIES.read_text(encoding="utf-8").splitlines()
-                 if "=" in line and not line.lstrip().startswith("#"))
+    props = dict(
+        line.split("=", 1)
+        for line in WRAPPER_PROPERTIES.read_text(encoding="utf-8").splitlines()
+        if "=" in line and not line.lstrip().startswith("#")
+    )
     url = props.get("distributionUrl", "").replace("\\:", ":")
     m = re.fullmatch(r"https://services\.gradle\.org/distributions/gradle-(\d+\.\d+(?:\.\d+)?)-(bin|all)\.zip", url)
     assert m, f"{rel(WRAPPER_PROPERTIES)}: distributionUrl {url!r} does not name a pinned Gradle release"
@@ -155,15 +174,17 @@ def test_wrapper_jar_is_the_gradle_wrapper():
     assert WRAPPER_JAR.is_file(), f"{rel(WRAPPER_JAR)} is missing"
     assert zipfile.is_zipfile(WRAPPER_JAR), f"{rel(WRAPPER_JAR)} is not a zip/jar"
     with zipfile.ZipFile(WRAPPER_JAR) as jar:
-        assert "org/gradle/wrapper/GradleWrapperMain.class" in jar.namelist(), \
+        assert "org/gradle/wrapper/GradleWrapperMain.class" in jar.namelist(), (
             f"{rel(WRAPPER_JAR)} has no org/gradle/wrapper/GradleWrapperMain.class"
+        )
 
 
 def test_gradlew_runs_the_wrapper_main_class():
     for name in ("gradlew", "gradlew.bat"):
         text = (ROOT / name).read_text(encoding="utf-8")
-        assert "org.gradle.wrapper.GradleWrapperMain" in text and "gradle-wrapper.jar" in text, \
+        assert "org.gradle.wrapper.GradleWrapperMain" in text and "gradle-wrapper.jar" in text, (
             f"{rel(ROOT / name)} does not launch gradle/wrapper/gradle-wrapper.jar"
+        )
     assert (ROOT / "gradlew").stat().st_mode & 0o111, f"{rel(ROOT / 'gradlew')} is not executable"
 
 
@@ -174,8 +195,11 @@ def test_every_manifest_component_has_a_kotlin_class():
     package = namespace.group(1)
     app = ET.parse(MANIFEST).getroot().find("application")
     assert app is not None, f"{rel(MANIFEST)} has no <application>"
-    names = [(el.tag, el.get(f"{ANDROID_NS}name")) for el in app
-             if el.tag in ("activity", "service", "receiver", "provider", "activity-alias")]
+    names = [
+        (el.tag, el.get(f"{ANDROID_NS}name"))
+        for el in app
+        if el.tag in ("activity", "service", "receiver", "provider", "activity-alias")
+    ]
     if app.get(f"{ANDROID_NS}name"):
         names.append(("application", app.get(f"{ANDROID_NS}name")))
     assert any(tag == "activity" for tag, _ in names), f"{rel(MANIFEST)} declares no activity"
@@ -186,11 +210,14 @@ def test_every_manifest_component_has_a_kotlin_class():
             continue
         full = package + name if name.startswith(".") else name
         pkg, _, cls = full.rpartition(".")
-        declared = [p for p, text in sources
-                    if re.search(rf"^package\s+{re.escape(pkg)}\s*$", text, re.M)
-                    and re.search(rf"^\s*(?:(?:public|internal|open|abstract|final)\s+)*class\s+{cls}\b", text, re.M)]
+        declared = [
+            p
+            for p, text in sources
+            if re.search(rf"^package\s+{re.escape(pkg)}\s*$", text, re.M)
+            and re.search(rf"^\s*(?:(?:public|internal|open|abstract|final)\s+)*class\s+{cls}\b", text, re.M)
+        ]
         if not declared:
-            missing.append(f"<{tag} android:name=\"{name}\"> ({full})")
+            missing.append(f'<{tag} android:name="{name}"> ({full})')
     assert not missing, f"{rel(MANIFEST)} names classes with no Kotlin source in app/src/main:\n" + "\n".join(missing)
 
 
@@ -225,9 +252,12 @@ def test_models_are_stored_uncompressed():
 @pytest.mark.parametrize("marker", ["TODO", "FIXME", "NotImplementedError", "TODO()"])
 def test_no_placeholders_in_sources(marker):
     pattern = re.compile(re.escape(marker) if marker.endswith(")") else rf"\b{marker}\b")
-    hits = [f"{rel(p)}:{n}: {line.strip()}" for p in source_files()
-            for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
-            if pattern.search(line)]
+    hits = [
+        f"{rel(p)}:{n}: {line.strip()}"
+        for p in source_files()
+        for n, line in enumerate(p.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+        if pattern.search(line)
+    ]
     assert not hits, f"'{marker}' found in the app source:\n" + "\n".join(hits)
 
 

@@ -18,32 +18,66 @@ from edgetune.pipeline import STAGES, build
 from edgetune.recipe import load_recipe
 
 ENCODERS = ["bert", "distilbert", "roberta", "xlm-roberta", "deberta-v2", "electra", "albert", "mpnet", "modernbert"]
-DECODERS = ["llama", "mistral", "qwen2", "qwen2-noeos", "qwen3", "phi3", "gemma", "gemma2", "granite",
-            "phi", "nemotron", "lfm2"]
+DECODERS = [
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen2-noeos",
+    "qwen3",
+    "phi3",
+    "gemma",
+    "gemma2",
+    "granite",
+    "phi",
+    "nemotron",
+    "lfm2",
+]
 # decoders the pinned model builder does not export, or exports wrongly: refused before stage one
-REFUSED = {"gpt2": "does not support it", "gpt_neox": "does not support it", "falcon": "does not support it",
-           "opt": "does not support it", "bloom": "does not support it", "stablelm": "does not support it",
-           "starcoder2": "does not support it", "olmo": "LayerNorm as RMSNorm", "smollm3": "NoPE"}
+REFUSED = {
+    "gpt2": "does not support it",
+    "gpt_neox": "does not support it",
+    "falcon": "does not support it",
+    "opt": "does not support it",
+    "bloom": "does not support it",
+    "stablelm": "does not support it",
+    "starcoder2": "does not support it",
+    "olmo": "LayerNorm as RMSNorm",
+    "smollm3": "NoPE",
+}
 
 
 def _recipe(tmp_path, arch: str):
     model = make_tiny(arch, tmp_path / "models")
     if ARCHS[arch].task == "classification":
-        return write_recipe(tmp_path, make_rows(16, seed=1), make_rows(6, seed=2), {
-            "name": f"matrix-{arch}", "task": "classification", "model": {"source": str(model)},
+        return write_recipe(
+            tmp_path,
+            make_rows(16, seed=1),
+            make_rows(6, seed=2),
+            {
+                "name": f"matrix-{arch}",
+                "task": "classification",
+                "model": {"source": str(model)},
+                "lora": {"r": 4, "alpha": 8},
+                "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
+                "benchmark": {"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3},
+            },
+        )
+    return write_recipe(
+        tmp_path,
+        make_chats(16, seed=1),
+        make_chats(4, seed=2),
+        {
+            "name": f"matrix-{arch}",
+            "task": "causal-lm",
+            "model": {"source": str(model)},
+            "dataset": {"system_prompt": "Reply with JSON.", "response_format": "json"},
             "lora": {"r": 4, "alpha": 8},
-            "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
-            "benchmark": {"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3},
-        })
-    return write_recipe(tmp_path, make_chats(16, seed=1), make_chats(4, seed=2), {
-        "name": f"matrix-{arch}", "task": "causal-lm", "model": {"source": str(model)},
-        "dataset": {"system_prompt": "Reply with JSON.", "response_format": "json"},
-        "lora": {"r": 4, "alpha": 8},
-        "training": {"epochs": 1, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
-        "quantize": {"precisions": ["int4"], "int4_block_size": 16},
-        "verify": {"greedy_tokens": 8},
-        "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2},
-    })
+            "training": {"epochs": 1, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
+            "quantize": {"precisions": ["int4"], "int4_block_size": 16},
+            "verify": {"greedy_tokens": 8},
+            "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2},
+        },
+    )
 
 
 @pytest.mark.parametrize("arch", ENCODERS + DECODERS)

@@ -58,8 +58,12 @@ def _int8_model(path):
     rng = np.random.default_rng(0)
     wq = rng.integers(-63, 64, size=(K, M), dtype=np.int8)
     bias = rng.normal(0, 0.1, size=M).astype(np.float32)
-    inits = [numpy_helper.from_array(wq, "Wq"), numpy_helper.from_array(np.array(0, np.int8), "Wzp"),
-             numpy_helper.from_array(np.array(W_SCALE, np.float32), "Ws"), numpy_helper.from_array(bias, "B")]
+    inits = [
+        numpy_helper.from_array(wq, "Wq"),
+        numpy_helper.from_array(np.array(0, np.int8), "Wzp"),
+        numpy_helper.from_array(np.array(W_SCALE, np.float32), "Ws"),
+        numpy_helper.from_array(bias, "B"),
+    ]
     nodes = [
         helper.make_node("DynamicQuantizeLinear", ["X"], ["Xq", "Xs", "Xzp"]),
         helper.make_node("MatMulInteger", ["Xq", "Wq", "Xzp", "Wzp"], ["Acc"]),
@@ -69,12 +73,18 @@ def _int8_model(path):
         helper.make_node("Add", ["YS", "B"], ["Y"]),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_int8", [helper.make_tensor_value_info("X", TensorProto.FLOAT, [N, K])],
-        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [N, M]),
-         helper.make_tensor_value_info("Acc", TensorProto.INT32, [N, M]),
-         helper.make_tensor_value_info("Xq", TensorProto.UINT8, [N, K]),
-         helper.make_tensor_value_info("Xs", TensorProto.FLOAT, []),
-         helper.make_tensor_value_info("Xzp", TensorProto.UINT8, [])], inits)
+        nodes,
+        "tiny_int8",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [N, K])],
+        [
+            helper.make_tensor_value_info("Y", TensorProto.FLOAT, [N, M]),
+            helper.make_tensor_value_info("Acc", TensorProto.INT32, [N, M]),
+            helper.make_tensor_value_info("Xq", TensorProto.UINT8, [N, K]),
+            helper.make_tensor_value_info("Xs", TensorProto.FLOAT, []),
+            helper.make_tensor_value_info("Xzp", TensorProto.UINT8, []),
+        ],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
@@ -121,8 +131,11 @@ def test_runtime_packages_import(board_run):
     import onnxruntime_extensions
     import onnxruntime_genai
 
-    assert board_run["versions"] == [onnxruntime.__version__, onnxruntime_genai.__version__,
-                                     onnxruntime_extensions.__version__]
+    assert board_run["versions"] == [
+        onnxruntime.__version__,
+        onnxruntime_genai.__version__,
+        onnxruntime_extensions.__version__,
+    ]
     assert "CPUExecutionProvider" in board_run["providers"]
 
 
@@ -145,15 +158,29 @@ def test_cpu_can_be_chosen_per_session(arm64_boards):  # noqa: F811
     board = arm64_boards("max")
     # in the command, or sent by the client (sshd_config: AcceptEnv QEMU_CPU)
     assert "asimddp" not in _features(board, env="QEMU_CPU=cortex-a53 ")
-    out = subprocess.run(["ssh", "-F", board.ssh_config, "-o", "SetEnv=QEMU_CPU=cortex-a53", board.alias,
-                          "python3 -c 'print(open(\"/proc/cpuinfo\").read())'"],
-                         text=True, capture_output=True, check=True, timeout=120).stdout
+    out = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            board.ssh_config,
+            "-o",
+            "SetEnv=QEMU_CPU=cortex-a53",
+            board.alias,
+            "python3 -c 'print(open(\"/proc/cpuinfo\").read())'",
+        ],
+        text=True,
+        capture_output=True,
+        check=True,
+        timeout=120,
+    ).stdout
     assert "asimd" in out and "asimddp" not in out
 
 
 def test_board_python_starts_board_python(arm64_boards):  # noqa: F811
     """sys.executable is the launcher, so a subprocess of the board's python runs on the board too."""
-    code = ("import subprocess, sys\n"
-            "print(subprocess.check_output([sys.executable, '-c', 'import platform; print(platform.machine())'],"
-            " text=True))\n")
+    code = (
+        "import subprocess, sys\n"
+        "print(subprocess.check_output([sys.executable, '-c', 'import platform; print(platform.machine())'],"
+        " text=True))\n"
+    )
     assert arm64_boards("max").python(code).stdout.strip() == "aarch64"

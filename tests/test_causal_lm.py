@@ -18,10 +18,19 @@ from edgetune.recipe import load_recipe
     [
         ({"messages": "hello"}, ["non-empty list"]),
         ({"text": "no chat here"}, ["needs 'messages'"]),
-        ({"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]}, ["unknown role 'robot'"]),
-        ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]}, ["empty assistant response"]),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "robot", "content": "x"}]},
+            ["unknown role 'robot'"],
+        ),
+        (
+            {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]},
+            ["empty assistant response"],
+        ),
         ({"messages": [{"role": "user", "content": "hi"}]}, ["last message must be the assistant"]),
-        ({"messages": [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "ok"}]}, ["longer than the model's context of 256"]),
+        (
+            {"messages": [{"role": "user", "content": "x" * 400}, {"role": "assistant", "content": "ok"}]},
+            ["longer than the model's context of 256"],
+        ),
     ],
 )
 def test_bad_chat_records_name_file_and_line(tiny_chat_recipe, tmp_path, record, fragments):
@@ -136,8 +145,13 @@ def test_half_embeddings(tmp_path, case):
     if case == "shared-table":
         nodes.append(helper.make_node("Transpose", ["table"], ["t"], perm=[1, 0]))
         outputs.append(helper.make_tensor_value_info("t", TensorProto.FLOAT, None))
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None])],
-                              outputs, initializer=[numpy_helper.from_array(table, "table")])
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None])],
+        outputs,
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
     path = tmp_path / "model.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     before = path.read_bytes()

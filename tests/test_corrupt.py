@@ -105,8 +105,16 @@ def test_adapter_from_another_base_model(run_copy, tmp_path):
     recipe, run = run_copy
     other = tmp_path / "other-bert"
     torch.manual_seed(1)
-    BertModel(BertConfig(vocab_size=40, hidden_size=48, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=37, max_position_embeddings=64)).save_pretrained(other)
+    BertModel(
+        BertConfig(
+            vocab_size=40,
+            hidden_size=48,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=37,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(other)
     for f in Path(load_recipe(recipe).model.source).glob("*token*"):
         shutil.copy(f, other / f.name)
     shutil.copy(Path(load_recipe(recipe).model.source) / "vocab.txt", other / "vocab.txt")
@@ -127,8 +135,11 @@ def test_package_of_a_corrupt_model(run_copy, tmp_path):
 
 
 def _snapshot(folder: Path) -> dict:
-    return {p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(folder).as_posix(): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("plant", ["stage-folder", "file-in-stage", "scratch-folder", "manifest", "lock"])

@@ -1,4 +1,3 @@
-
 import pytest
 from click.testing import CliRunner
 from conftest import edit_recipe, make_rows, write_jsonl
@@ -37,7 +36,9 @@ def test_missing_column(tiny_recipe, tmp_path, column):
 def test_eval_label_never_seen(tiny_recipe, tmp_path):
     rows = make_rows(2, seed=3) + [{"text": "open the window", "label": "window_open"}]
     write_jsonl(tmp_path / "data" / "eval.jsonl", rows)
-    assert_one_line_error(build(tiny_recipe, tmp_path), 2, "eval.jsonl:7", "window_open", "never occurs in the training")
+    assert_one_line_error(
+        build(tiny_recipe, tmp_path), 2, "eval.jsonl:7", "window_open", "never occurs in the training"
+    )
     assert_nothing_written(tmp_path)
 
 
@@ -56,8 +57,10 @@ def test_csv_with_other_columns_needs_only_a_recipe_change(tiny_recipe, tmp_path
         w.writerow(["text", "category"])
         for r in rows:
             w.writerow([r["text"] + ', "quoted", ok', r["label"]])
-    edit_recipe(tiny_recipe, dataset={"train": "data/intents.csv", "eval": None, "eval_fraction": 0.25,
-                                      "label_column": "category"})
+    edit_recipe(
+        tiny_recipe,
+        dataset={"train": "data/intents.csv", "eval": None, "eval_fraction": 0.25, "label_column": "category"},
+    )
     r = CliRunner().invoke(cli, ["recipe", "validate", str(tiny_recipe)])
     assert r.exit_code == 0, r.output
     assert "22 train / 8 eval rows, 3 labels" in r.output

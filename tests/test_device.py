@@ -43,8 +43,11 @@ def _sshd() -> tuple[str, str, dict]:
     from board import arm64_board as ab
 
     base = ab.provision(quiet=True) / "sshd"
-    return (str(base / "usr/sbin/sshd"), str(base / "usr/lib/openssh/sftp-server"),
-            dict(os.environ, LD_LIBRARY_PATH=ab._sshd_libpath(base)))
+    return (
+        str(base / "usr/sbin/sshd"),
+        str(base / "usr/lib/openssh/sftp-server"),
+        dict(os.environ, LD_LIBRARY_PATH=ab._sshd_libpath(base)),
+    )
 
 
 @dataclass(frozen=True)
@@ -64,12 +67,31 @@ class SshBoard:
     @classmethod
     def from_emulated(cls, b) -> SshBoard:
         """tests/board's emulated arm64 Board (its sessions find the aarch64 python3 first on PATH)."""
-        return cls(b.host, b.port, b.user, Path(b.identity_file), Path(b.state_dir) / "known_hosts", "python3",
-                   "linux-arm64", "aarch64", Path(b.state_dir) / "home")
+        return cls(
+            b.host,
+            b.port,
+            b.user,
+            Path(b.identity_file),
+            Path(b.state_dir) / "known_hosts",
+            "python3",
+            "linux-arm64",
+            "aarch64",
+            Path(b.state_dir) / "home",
+        )
 
     def args(self, python: str | None = None) -> list[str]:
-        return ["--ssh", f"{self.user}@{self.host}", "--port", str(self.port), "--identity", str(self.identity),
-                "--python", python or self.python, "-o", f"UserKnownHostsFile={self.known_hosts}"]
+        return [
+            "--ssh",
+            f"{self.user}@{self.host}",
+            "--port",
+            str(self.port),
+            "--identity",
+            str(self.identity),
+            "--python",
+            python or self.python,
+            "-o",
+            f"UserKnownHostsFile={self.known_hosts}",
+        ]
 
 
 def _free_port() -> int:
@@ -78,7 +100,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-NAMESPACE = 'mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && mount --bind "$1" /etc/passwd && shift && exec "$@"'
+NAMESPACE = (
+    'mount -t tmpfs tmpfs /run && mkdir -m 0755 /run/sshd && mount --bind "$1" /etc/passwd && shift && exec "$@"'
+)
 
 
 @contextlib.contextmanager
@@ -93,21 +117,48 @@ def local_sshd(d: Path, sftp: bool = True):
     root = os.geteuid() == 0
     user = "root" if root else os.environ.get("USER") or subprocess.check_output(["id", "-un"], text=True).strip()
     port = _free_port()
-    (d / "sshd_config").write_text("\n".join([
-        "ListenAddress 127.0.0.1", f"Port {port}", f"HostKey {d / 'host_key'}", "PidFile none",
-        f"AuthorizedKeysFile {d / 'authorized_keys'}", "PubkeyAuthentication yes", "PasswordAuthentication no",
-        "KbdInteractiveAuthentication no", "UsePAM no", "PermitRootLogin prohibit-password",
-        "StrictModes no",  # the keys live under /tmp, which is world-writable
-        *([f"Subsystem sftp {sftp_server}"] if sftp else []), "PrintMotd no", "LogLevel INFO", ""]))
+    (d / "sshd_config").write_text(
+        "\n".join(
+            [
+                "ListenAddress 127.0.0.1",
+                f"Port {port}",
+                f"HostKey {d / 'host_key'}",
+                "PidFile none",
+                f"AuthorizedKeysFile {d / 'authorized_keys'}",
+                "PubkeyAuthentication yes",
+                "PasswordAuthentication no",
+                "KbdInteractiveAuthentication no",
+                "UsePAM no",
+                "PermitRootLogin prohibit-password",
+                "StrictModes no",  # the keys live under /tmp, which is world-writable
+                *([f"Subsystem sftp {sftp_server}"] if sftp else []),
+                "PrintMotd no",
+                "LogLevel INFO",
+                "",
+            ]
+        )
+    )
     cmd = [sshd, "-D", "-e", "-f", str(d / "sshd_config")]
     if root:  # root's home is this test's folder, in sshd's own mount namespace: /root and /run stay untouched
-        passwd = [ln if not ln.startswith("root:") else ":".join(ln.split(":")[:5] + [str(home), "/bin/sh"])
-                  for ln in Path("/etc/passwd").read_text().splitlines()]
+        passwd = [
+            ln if not ln.startswith("root:") else ":".join(ln.split(":")[:5] + [str(home), "/bin/sh"])
+            for ln in Path("/etc/passwd").read_text().splitlines()
+        ]
         if not any(ln.startswith("sshd:") for ln in passwd):
             passwd.append("sshd:x:65534:65534::/run/sshd:/usr/sbin/nologin")
         (d / "passwd").write_text("\n".join(passwd) + "\n")
-        cmd = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", NAMESPACE, "sshd-ns",
-               str(d / "passwd"), *cmd]
+        cmd = [
+            "unshare",
+            "--mount",
+            "--propagation",
+            "private",
+            "/bin/sh",
+            "-c",
+            NAMESPACE,
+            "sshd-ns",
+            str(d / "passwd"),
+            *cmd,
+        ]
     with open(d / "sshd.log", "w") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
@@ -116,8 +167,17 @@ def local_sshd(d: Path, sftp: bool = True):
             if proc.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"sshd did not start: {(d / 'sshd.log').read_text()}", pytrace=False)
             time.sleep(0.05)
-        yield SshBoard("127.0.0.1", port, user, d / "user_key", d / "known_hosts", sys.executable, "linux-x86_64",
-                       "x86_64", home if root else Path.home())
+        yield SshBoard(
+            "127.0.0.1",
+            port,
+            user,
+            d / "user_key",
+            d / "known_hosts",
+            sys.executable,
+            "linux-x86_64",
+            "x86_64",
+            home if root else Path.home(),
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -168,9 +228,13 @@ def run(tmp_path_factory, tiny_bert):
     tmp = tmp_path_factory.mktemp("dev")
     (tmp / "android" / "app").mkdir(parents=True)
     (tmp / "android" / "app" / "build.gradle.kts").write_text("// stand-in\n")
-    recipe = tiny_classifier_recipe(tmp, tiny_bert, name="tiny-dev",
-                                    package={"android": "android", "golden": 8, "linux": ["x86_64", "arm64"]},
-                                    benchmark={"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 5})
+    recipe = tiny_classifier_recipe(
+        tmp,
+        tiny_bert,
+        name="tiny-dev",
+        package={"android": "android", "golden": 8, "linux": ["x86_64", "arm64"]},
+        benchmark={"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 5},
+    )
     r = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(tmp / "run"), "--no-progress"])
     assert r.exit_code == 0, r.output
     return tmp / "run"
@@ -210,8 +274,12 @@ def test_runner_needs_only_python39_numpy_and_onnxruntime():
 def test_runner_on_this_machine(run, tmp_path):
     """run_device.py by itself: one JSON document, the golden cases pass, the host benchmark's statistics."""
     b = shutil.copytree(run / "package" / "linux-x86_64", tmp_path / "b")
-    proc = subprocess.run([sys.executable, str(b / "run_device.py"), "--runs", "4", "--seq", "8", "--seq", "12"],
-                          capture_output=True, text=True, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, str(b / "run_device.py"), "--runs", "4", "--seq", "8", "--seq", "12"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["status"] == "ok" and doc["error"] is None and doc["schema_version"] == 1
@@ -225,10 +293,15 @@ def test_runner_on_this_machine(run, tmp_path):
         assert 0 < r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["throughput_per_s"] > 0
     assert doc["models"]["device_int8"]["peak_rss_mb"] > 0
     # the arm64 bundle refuses this machine, with exit 2
-    proc = subprocess.run([sys.executable, str(run / "package" / "linux-arm64" / "run_device.py")],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(run / "package" / "linux-arm64" / "run_device.py")], capture_output=True, text=True
+    )
     doc = json.loads(proc.stdout)
-    assert proc.returncode == 2 and doc["error"]["kind"] == "abi" and "the bundle is for linux-arm64" in doc["error"]["message"]
+    assert (
+        proc.returncode == 2
+        and doc["error"]["kind"] == "abi"
+        and "the bundle is for linux-arm64" in doc["error"]["message"]
+    )
 
 
 def test_runner_refuses_a_damaged_file(run, tmp_path):
@@ -238,8 +311,11 @@ def test_runner_refuses_a_damaged_file(run, tmp_path):
         f.write(b"\0" * 8)
     proc = subprocess.run([sys.executable, str(b / "run_device.py")], capture_output=True, text=True)
     doc = json.loads(proc.stdout)
-    assert proc.returncode == 2 and doc["error"] == {"kind": "corrupt", "message": "model.onnx differs from the "
-                                                     "bundle (sha256 mismatch)", "file": "model.onnx"}
+    assert proc.returncode == 2 and doc["error"] == {
+        "kind": "corrupt",
+        "message": "model.onnx differs from the bundle (sha256 mismatch)",
+        "file": "model.onnx",
+    }
 
 
 def test_package_target_and_dest(run, tmp_path):
@@ -347,7 +423,10 @@ def test_bench_ssh_checks_benchmarks_and_reports(run, board):
             f.write(b"\xff" * 4)
         r = _bench(run, *board.args(), "--runs", "2")
         assert r.exit_code == 0, r.output
-        assert "model.onnx differs from the bundle (sha256 mismatch)" in r.output and "copying the bundle again" in r.output
+        assert (
+            "model.onnx differs from the bundle (sha256 mismatch)" in r.output
+            and "copying the bundle again" in r.output
+        )
 
 
 def test_golden_cases_pass_on_a_cortex_a53_board(run, arm64_boards, tmp_path):  # noqa: F811 (fixture)
@@ -372,8 +451,9 @@ def test_golden_failure_on_the_device(run, board, tmp_path):
     golden["cases"][2]["pytorch_logits"] = [x + 0.5 for x in golden["cases"][2]["pytorch_logits"]]
     _edit_golden(b, golden)
     r = _bench(b, *board.args(), "--runs", "2")
-    err = _one_line_error(r, 1, "golden check failed on", "(model.onnx): 1/8 cases; case 2", "max|diff| 0.5",
-                          "(<= 0.05)")
+    err = _one_line_error(
+        r, 1, "golden check failed on", "(model.onnx): 1/8 cases; case 2", "max|diff| 0.5", "(<= 0.05)"
+    )
     assert f"'{golden['cases'][2]['text'][:20]}" in err
     assert "copying the bundle" in r.output
 
@@ -399,21 +479,26 @@ def test_bench_ssh_authentication_refused(run, board, tmp_path):
 def test_bench_ssh_changed_host_key(run, board, tmp_path):
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")], check=True)
     (tmp_path / "known_hosts").write_text(f"[{board.host}]:{board.port} {(tmp_path / 'impostor.pub').read_text()}")
-    args = [a if not a.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={tmp_path / 'known_hosts'}"
-            for a in board.args()]
+    args = [
+        a if not a.startswith("UserKnownHostsFile=") else f"UserKnownHostsFile={tmp_path / 'known_hosts'}"
+        for a in board.args()
+    ]
     _one_line_error(_bench(run, *args), 2, "host key differs", "ssh-keygen -R")
 
 
 def test_bench_ssh_no_python(run, board):
-    _one_line_error(_bench(run, *board.args(python="/opt/no/python3")), 2, "no Python at '/opt/no/python3'",
-                    "--python")
+    _one_line_error(_bench(run, *board.args(python="/opt/no/python3")), 2, "no Python at '/opt/no/python3'", "--python")
 
 
 def test_bench_ssh_python_without_packages(run, board, tmp_path):
     """A Python with none of the runtime packages."""
     py = _python_without(tmp_path, board, "numpy", "onnxruntime", "onnxruntime_extensions")
-    _one_line_error(_bench(run, *board.args(python=py)), 2, "numpy, onnxruntime, onnxruntime-extensions not installed",
-                    f"`{py} -m pip install numpy onnxruntime onnxruntime-extensions` on the device")
+    _one_line_error(
+        _bench(run, *board.args(python=py)),
+        2,
+        "numpy, onnxruntime, onnxruntime-extensions not installed",
+        f"`{py} -m pip install numpy onnxruntime onnxruntime-extensions` on the device",
+    )
 
 
 def _python_without(tmp_path: Path, board: SshBoard, *modules: str) -> str:
@@ -430,17 +515,22 @@ def _python_without(tmp_path: Path, board: SshBoard, *modules: str) -> str:
         "if sys.argv[0] == '-':\n"
         "    exec(compile(sys.stdin.read(), '<stdin>', 'exec'), {'__name__': '__main__'})\n"
         "else:\n"
-        "    runpy.run_path(sys.argv[0], run_name='__main__')\n")
+        "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+    )
     exe = tmp_path / "python"
-    exe.write_text(f"#!/bin/sh\nexec {board.python} {tmp_path / 'hide.py'} \"$@\"\n")
+    exe.write_text(f'#!/bin/sh\nexec {board.python} {tmp_path / "hide.py"} "$@"\n')
     exe.chmod(exe.stat().st_mode | stat.S_IEXEC)
     return str(exe)
 
 
 def test_bench_ssh_missing_extensions(run, board, tmp_path):
     py = _python_without(tmp_path, board, "onnxruntime_extensions")
-    _one_line_error(_bench(run, *board.args(python=py)), 2, "onnxruntime-extensions not installed",
-                    f"`{py} -m pip install onnxruntime-extensions`")
+    _one_line_error(
+        _bench(run, *board.args(python=py)),
+        2,
+        "onnxruntime-extensions not installed",
+        f"`{py} -m pip install onnxruntime-extensions`",
+    )
 
 
 def test_bench_ssh_wrong_architecture(run, board, tmp_path):
@@ -448,15 +538,22 @@ def test_bench_ssh_wrong_architecture(run, board, tmp_path):
     to an arm64 bundle."""
     other = "linux-arm64" if board.target == "linux-x86_64" else "linux-x86_64"
     b = shutil.copytree(run / "package" / other, tmp_path / "other")
-    _one_line_error(_bench(b, *board.args()), 2, f"the device is {board.arch}; the bundle is for {other}",
-                    f"--target {board.target}")
+    _one_line_error(
+        _bench(b, *board.args()),
+        2,
+        f"the device is {board.arch}; the bundle is for {other}",
+        f"--target {board.target}",
+    )
     if board.target != "linux-x86_64":
         return
     linux32 = tmp_path / "python32"
-    linux32.write_text(f"#!/bin/sh\nexec setarch linux32 {board.python} \"$@\"\n")
+    linux32.write_text(f'#!/bin/sh\nexec setarch linux32 {board.python} "$@"\n')
     linux32.chmod(0o755)
-    _one_line_error(_bench(run / "package" / "linux-x86_64", *board.args(python=str(linux32))), 2,
-                    "the device is i686; the bundle is for linux-x86_64")
+    _one_line_error(
+        _bench(run / "package" / "linux-x86_64", *board.args(python=str(linux32))),
+        2,
+        "the device is i686; the bundle is for linux-x86_64",
+    )
 
 
 def test_bench_ssh_picks_the_bundle_of_the_board(run, board):
@@ -464,7 +561,7 @@ def test_bench_ssh_picks_the_bundle_of_the_board(run, board):
     python = board.python
     if board.home is not None:  # a Python under the login directory, named from it
         (board.home / "bin").mkdir(exist_ok=True)
-        (board.home / "bin" / "py").write_text(f"#!/bin/sh\nexec {board.python} \"$@\"\n")
+        (board.home / "bin" / "py").write_text(f'#!/bin/sh\nexec {board.python} "$@"\n')
         (board.home / "bin" / "py").chmod(0o755)
         python = "~/bin/py"
     r = _bench(run, *board.args(python=python), "--runs", "2")
@@ -509,11 +606,18 @@ def test_chat_model_greedy_tokens_equal_the_hosts(tiny_chat_recipe, board, tmp_p
     assert golden["host_max_abs_diff"] > 0
     assert golden["max_abs_diff"] == round(max(0.05, 1.5 * golden["host_max_abs_diff"]), 4)
     assert all(len(c["host_tokens"]) == 8 and c["prompt_ids"] for c in golden["cases"])
-    assert all(len(c["top_ids"]) == len(c["top_logits"]) == len(c["pytorch_logits"]) == 8
-               and c["top_ids"][k][0] == c["host_tokens"][k] for c in golden["cases"] for k in range(8))
+    assert all(
+        len(c["top_ids"]) == len(c["top_logits"]) == len(c["pytorch_logits"]) == 8
+        and c["top_ids"][k][0] == c["host_tokens"][k]
+        for c in golden["cases"]
+        for k in range(8)
+    )
     r = _bench(run, *board.args())
     assert r.exit_code == 0, r.output
-    assert "of PyTorch's at every token on 3/3 prompts" in r.output and "greedy tokens equal to the host's on 3/3" in r.output
+    assert (
+        "of PyTorch's at every token on 3/3 prompts" in r.output
+        and "greedy tokens equal to the host's on 3/3" in r.output
+    )
     assert "decode t/s" in r.output
     assert "it goes into the report when the run's report is written" in r.output
     (saved,) = (run / "devices").glob("*.json")
@@ -526,8 +630,9 @@ def test_chat_model_greedy_tokens_equal_the_hosts(tiny_chat_recipe, board, tmp_p
     case = golden["cases"][1]
     case["pytorch_logits"][3] = [v + 3 * golden["max_abs_diff"] for v in case["pytorch_logits"][3]]
     _edit_golden(b, golden)
-    _one_line_error(_bench(b, *board.args()), 1, "1/3 prompts; case 1", "token 3: max|diff|",
-                    f"(<= {golden['max_abs_diff']:g})")
+    _one_line_error(
+        _bench(b, *board.args()), 1, "1/3 prompts; case 1", "token 3: max|diff|", f"(<= {golden['max_abs_diff']:g})"
+    )
     # a host token the device would not even rank among its top ones
     case["pytorch_logits"][3] = [v - 3 * golden["max_abs_diff"] for v in case["pytorch_logits"][3]]
     case["top_ids"][3] = [(i + 7) % 100 + 5 for i in case["top_ids"][3]]

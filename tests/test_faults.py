@@ -33,8 +33,10 @@ def _figures(run: Path) -> dict:
     return {
         "losses": [round(e["loss"], 5) for e in stages["finetune"]["record"]["epochs"]],
         "merge": round(stages["merge"]["record"]["merge_max_abs_diff"], 9),
-        "verify": {m: {k: round(v, 5) for k, v in x.items() if k in ("accuracy", "max_abs_diff", "top1_agreement")}
-                   for m, x in verify.items()},
+        "verify": {
+            m: {k: round(v, 5) for k, v in x.items() if k in ("accuracy", "max_abs_diff", "top1_agreement")}
+            for m, x in verify.items()
+        },
     }
 
 
@@ -43,13 +45,20 @@ def reference(tmp_path_factory, tiny_bert):
     """A recipe and one uninterrupted build of it: (recipe, figures, seconds)."""
     tmp = tmp_path_factory.mktemp("faults")
     # gates loosened: these tests are about faults, and int8 on a random 2-layer model is not the point
-    recipe = tiny_classifier_recipe(tmp, tiny_bert, epochs=4,
-                                    benchmark={"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3},
-                                    verify={"int8_min_top1_agreement": 0.0, "int8_max_accuracy_drop": 1.0,
-                                            "int8_min_cosine": -1.0})
+    recipe = tiny_classifier_recipe(
+        tmp,
+        tiny_bert,
+        epochs=4,
+        benchmark={"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3},
+        verify={"int8_min_top1_agreement": 0.0, "int8_max_accuracy_drop": 1.0, "int8_min_cosine": -1.0},
+    )
     t0 = time.perf_counter()
-    done = subprocess.run(_edgetune("build", str(recipe), "--out", str(tmp / "ref"), "--no-progress"),
-                          capture_output=True, text=True, timeout=900)
+    done = subprocess.run(
+        _edgetune("build", str(recipe), "--out", str(tmp / "ref"), "--no-progress"),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr
     return recipe, _figures(tmp / "ref"), time.perf_counter() - t0
 
@@ -122,8 +131,9 @@ def test_kill_next_to_the_rename_of_a_stage_folder(reference, tmp_path, stage, w
     recipe, want, _ = reference
     run = tmp_path / "run"
     args = ["build", str(recipe), "--out", str(run), "--no-progress"]
-    died = subprocess.run([sys.executable, "-c", _DIE_AT_COMMIT, stage, when, *args], capture_output=True,
-                          text=True, timeout=900)
+    died = subprocess.run(
+        [sys.executable, "-c", _DIE_AT_COMMIT, stage, when, *args], capture_output=True, text=True, timeout=900
+    )
     assert died.returncode == -signal.SIGKILL, died.stderr
     assert (run / stage).exists() == (when == "after")
     _no_partial_files_under_final_names(run)

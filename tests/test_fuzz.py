@@ -31,8 +31,11 @@ VALID = {
 }
 
 junk = st.recursive(
-    st.none() | st.booleans() | st.integers(min_value=-(10**30), max_value=10**30)
-    | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=40)
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(10**30), max_value=10**30)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=40)
     | st.sampled_from(["../../etc/passwd", "/abs/path", "\x00nul", "😀" * 10, "1e309", "-1", "int4", ""]),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=12,
@@ -85,12 +88,13 @@ def test_mutated_recipes_are_accepted_or_name_the_field(case):
         msg = e.message
         assert msg.startswith("fuzz.yaml: ") and "\n" not in msg, msg
         # the error names a field: its path starts with a section that was mutated (or is the top level)
-        where = msg[len("fuzz.yaml: "):]
+        where = msg[len("fuzz.yaml: ") :]
         assert any(where.startswith(field_path((t,))) for t in touched | {"(top level)"}), (msg, touched)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
 @given(mutated_recipes())
 def test_mutated_recipes_through_the_cli(tmp_path, tiny_bert, case):
     """The whole `recipe validate` path (YAML, schema, model source, data): exit 0 or 2, one line."""
@@ -125,18 +129,31 @@ def _yaml_safe(v):
 # -- dataset rows -----------------------------------------------------------------------------------------
 row_text = st.one_of(
     st.text(max_size=60),
-    st.just(""), st.just("   "), st.just("x" * 100_000),
+    st.just(""),
+    st.just("   "),
+    st.just("x" * 100_000),
     st.text(alphabet=st.characters(codec="utf-8"), min_size=1, max_size=30),
-    st.integers(), st.none(), st.lists(st.integers(), max_size=3),
+    st.integers(),
+    st.none(),
+    st.lists(st.integers(), max_size=3),
 )
-row_label = st.one_of(st.sampled_from(["lights", "music", "door", "ドア", "💡", "música"]), st.none(),
-                      st.integers(), st.just(""), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
+row_label = st.one_of(
+    st.sampled_from(["lights", "music", "door", "ドア", "💡", "música"]),
+    st.none(),
+    st.integers(),
+    st.just(""),
+    st.dictionaries(st.text(max_size=3), st.integers(), max_size=2),
+)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
-@given(rows=st.lists(st.tuples(row_text, row_label), min_size=1, max_size=8), raw=st.binary(max_size=40),
-       as_csv=st.booleans())
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture]
+)
+@given(
+    rows=st.lists(st.tuples(row_text, row_label), min_size=1, max_size=8),
+    raw=st.binary(max_size=40),
+    as_csv=st.booleans(),
+)
 def test_hostile_dataset_rows(tiny_recipe, tmp_path, rows, raw, as_csv):
     """Empty texts, wrong types, unicode labels, 100k-character texts, random bytes (non-UTF-8, broken
     quoting): exit 0 (long texts truncated with a warning) or 2 naming file:line, never a traceback."""
@@ -179,8 +196,10 @@ def test_long_text_is_truncated_with_a_warning(tiny_recipe, tmp_path):
 def test_unicode_labels_round_trip(tiny_recipe, tmp_path, label):
     rows = [dict(r, label=label if r["label"] == "door" else r["label"]) for r in make_rows(4, seed=1)]
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
-    write_jsonl(tmp_path / "data" / "eval.jsonl",
-                [dict(r, label=label if r["label"] == "door" else r["label"]) for r in make_rows(2, seed=2)])
+    write_jsonl(
+        tmp_path / "data" / "eval.jsonl",
+        [dict(r, label=label if r["label"] == "door" else r["label"]) for r in make_rows(2, seed=2)],
+    )
     r = CliRunner().invoke(cli, ["recipe", "validate", str(tiny_recipe)])
     assert r.exit_code == 0, r.output
     assert json.dumps(label, ensure_ascii=False)  # the label itself is fine as UTF-8

@@ -104,8 +104,9 @@ def test_a_record_of_another_layout_is_not_read(tmp_path):
 
 
 def test_response_format_json_needs_json_answers(tiny_chat_recipe, tmp_path):
-    rows = make_chats(3, seed=4) + [{"messages": [{"role": "user", "content": "hi"},
-                                                  {"role": "assistant", "content": "sure thing"}]}]
+    rows = make_chats(3, seed=4) + [
+        {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "sure thing"}]}
+    ]
     write_jsonl(tmp_path / "data" / "train.jsonl", rows)
     r = CliRunner().invoke(cli, ["recipe", "validate", str(tiny_chat_recipe)])
     assert_one_line_error(r, 2, "train.jsonl:4", "not JSON", "dataset.response_format is json")

@@ -50,8 +50,10 @@ def _lora_linear(seed: int = 0):
     from peft import LoraConfig, get_peft_model
 
     torch.manual_seed(seed)
-    model = get_peft_model(torch.nn.Sequential(torch.nn.Linear(64, 48)),
-                           LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"]))
+    model = get_peft_model(
+        torch.nn.Sequential(torch.nn.Linear(64, 48)),
+        LoraConfig(r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["0"]),
+    )
     layer = model.base_model.model[0]
     torch.nn.init.normal_(layer.lora_B["default"].weight, std=0.05)  # B starts at zero; give it something
     return model, layer
@@ -80,8 +82,9 @@ def test_round_frozen_rounds_only_what_lora_does_not_train(tiny_llama):
 
     model = AutoModelForCausalLM.from_pretrained(tiny_llama)
     q_before = model.model.layers[0].self_attn.q_proj.weight.clone()
-    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj",
-                                                                  "gate_proj", "up_proj"]))
+    model = get_peft_model(
+        model, LoraConfig(r=4, target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj"])
+    )
     names = round_frozen_for_int4(model, 16)
     assert set(names) == {"lm_head", "model.layers.0.mlp.down_proj", "model.layers.1.mlp.down_proj"}
     model = model.base_model.model
@@ -100,9 +103,11 @@ def test_int4_aware_build_exports_the_model_it_trained(tiny_chat_recipe, tmp_pat
     from edgetune.recipe import load_recipe
     from edgetune.tasks.causal_lm import GenaiLM
 
-    edit_recipe(tiny_chat_recipe, training={"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 128,
-                                            "int4_aware_epochs": 1},
-                quantize={"precisions": ["int4"], "int4_block_size": 16, "int4_accuracy_level": 0})
+    edit_recipe(
+        tiny_chat_recipe,
+        training={"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 128, "int4_aware_epochs": 1},
+        quantize={"precisions": ["int4"], "int4_block_size": 16, "int4_accuracy_level": 0},
+    )
     run = tmp_path / "run"
     r = CliRunner().invoke(cli, ["verify", str(tiny_chat_recipe), "--out", str(run)])
     assert r.exit_code in (0, 1), r.output  # a random tiny model may miss a gate; the files are what matter
@@ -135,11 +140,14 @@ def test_int4_aware_build_exports_the_model_it_trained(tiny_chat_recipe, tmp_pat
     assert worst_plain > 10 * worst_rounded, (worst_plain, worst_rounded)
 
 
-@pytest.mark.parametrize(("training", "quantize", "fragment"), [
-    ({"epochs": 2, "int4_aware_epochs": 3}, {}, "more than training.epochs"),
-    ({"int4_aware_epochs": 1}, {"precisions": ["int8"]}, "needs int4 in quantize.precisions"),
-    ({"int4_aware_epochs": 1}, {"int4_keep_lm_head": True}, "int4_keep_lm_head"),
-])
+@pytest.mark.parametrize(
+    ("training", "quantize", "fragment"),
+    [
+        ({"epochs": 2, "int4_aware_epochs": 3}, {}, "more than training.epochs"),
+        ({"int4_aware_epochs": 1}, {"precisions": ["int8"]}, "needs int4 in quantize.precisions"),
+        ({"int4_aware_epochs": 1}, {"int4_keep_lm_head": True}, "int4_keep_lm_head"),
+    ],
+)
 def test_int4_aware_recipe_errors(tiny_chat_recipe, training, quantize, fragment):
     edit_recipe(tiny_chat_recipe, training=training, quantize=quantize)
     r = CliRunner().invoke(cli, ["build", str(tiny_chat_recipe), "--no-progress"])

@@ -31,8 +31,13 @@ def packaged(tmp_path_factory, tiny_bert):
     """A tiny BERT run built with package.android set: (recipe, run dir, android dir)."""
     tmp = tmp_path_factory.mktemp("pkg")
     android = _android(tmp / "android")
-    recipe = tiny_classifier_recipe(tmp, tiny_bert, name="tiny-pkg", package={"android": "android", "golden": 8},
-                                    benchmark={"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3})
+    recipe = tiny_classifier_recipe(
+        tmp,
+        tiny_bert,
+        name="tiny-pkg",
+        package={"android": "android", "golden": 8},
+        benchmark={"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3},
+    )
     run = tmp / "run"
     res = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(run), "--no-progress"])
     assert res.exit_code == 0, res.output
@@ -150,13 +155,32 @@ elif args[0] == "shell":
         print("/data/user/0/ai.edgetune.demo")
 '''
 
-RESULT = {"schema_version": 1, "status": "ok", "error": None, "model": "model.onnx", "model_sha256": "ab",
-          "model_size_bytes": 23000000, "threads": 2, "xnnpack": False, "warmup": 10, "runs": 100, "text": "hi",
-          "load_ms": 310.0, "first_inference_ms": 25.0,
-          "latency_ms": {"p50": 7.5, "p90": 8.1, "p99": 9.9, "mean": 7.7, "trimmed_mean": 7.6, "min": 7.0, "max": 12.0},
-          "samples_ms": [7.5], "peak_rss_mb": 88.0,
-          "device": {"manufacturer": "Google", "model": "Pixel 8", "android_version": "15", "sdk_int": 35,
-                     "abi": "arm64-v8a"}, "onnxruntime_version": "1.22.0"}
+RESULT = {
+    "schema_version": 1,
+    "status": "ok",
+    "error": None,
+    "model": "model.onnx",
+    "model_sha256": "ab",
+    "model_size_bytes": 23000000,
+    "threads": 2,
+    "xnnpack": False,
+    "warmup": 10,
+    "runs": 100,
+    "text": "hi",
+    "load_ms": 310.0,
+    "first_inference_ms": 25.0,
+    "latency_ms": {"p50": 7.5, "p90": 8.1, "p99": 9.9, "mean": 7.7, "trimmed_mean": 7.6, "min": 7.0, "max": 12.0},
+    "samples_ms": [7.5],
+    "peak_rss_mb": 88.0,
+    "device": {
+        "manufacturer": "Google",
+        "model": "Pixel 8",
+        "android_version": "15",
+        "sdk_int": 35,
+        "abi": "arm64-v8a",
+    },
+    "onnxruntime_version": "1.22.0",
+}
 
 
 @pytest.fixture

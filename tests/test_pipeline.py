@@ -85,7 +85,10 @@ def test_tampered_onnx_fails_verify_and_build_heals_it(built):
     r = CliRunner().invoke(cli, ["verify", str(recipe), "--out", str(run)])
     assert r.exit_code == 1, r.output
     err = [ln for ln in r.output.splitlines() if ln.startswith("Error:")]
-    assert len(err) == 1 and "verify[onnx_fp32]: max_abs_diff" in err[0] and "must be <= 0.0001" in err[0], (name, r.output)
+    assert len(err) == 1 and "verify[onnx_fp32]: max_abs_diff" in err[0] and "must be <= 0.0001" in err[0], (
+        name,
+        r.output,
+    )
     # build notices the export no longer matches its manifest entry, redoes it and passes again
     again = build(load_recipe(recipe), run, progress=False)
     assert "export" in again.ran and again.verification.passed
@@ -115,8 +118,21 @@ def test_second_build_on_same_run_dir_is_refused(built):
 
 def test_bench_any_onnx_file(built):
     _, run, _ = built
-    r = CliRunner().invoke(cli, ["bench", str(run / "quantize" / "model_int8.onnx"), "--seq", "8", "--runs", "3",
-                                 "--warmup", "1", "--threads", "1"])
+    r = CliRunner().invoke(
+        cli,
+        [
+            "bench",
+            str(run / "quantize" / "model_int8.onnx"),
+            "--seq",
+            "8",
+            "--runs",
+            "3",
+            "--warmup",
+            "1",
+            "--threads",
+            "1",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "model_int8.onnx" in r.output and "p50 ms" in r.output
 

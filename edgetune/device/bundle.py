@@ -34,8 +34,14 @@ def bundle_dir(package_dir: Path, target: str) -> Path:
     return Path(package_dir) / target
 
 
-def write_bundle(package_dir: Path, target: str, tokenizer: Any = None, benchmark: Any = None,
-                 greedy_tokens: int = 32, reference: Any = None) -> Path:
+def write_bundle(
+    package_dir: Path,
+    target: str,
+    tokenizer: Any = None,
+    benchmark: Any = None,
+    greedy_tokens: int = 32,
+    reference: Any = None,
+) -> Path:
     """Write package_dir/<target>/ from the package in `package_dir`; return the bundle folder.
 
     Classification: model.onnx (+ model.ort for linux-arm64, where its arm-optimized layout belongs), golden.json
@@ -56,13 +62,20 @@ def write_bundle(package_dir: Path, target: str, tokenizer: Any = None, benchmar
     out.mkdir()
     entry, chat = manifest.model, manifest.chat  # a chat model's package carries its prompt format
     files = list(entry.files)
-    models = [{"name": f"device_{entry.precision}", "file": entry.file,
-               "format": "genai" if chat else "onnx", "size_bytes": entry.size_bytes}]
+    models = [
+        {
+            "name": f"device_{entry.precision}",
+            "file": entry.file,
+            "format": "genai" if chat else "onnx",
+            "size_bytes": entry.size_bytes,
+        }
+    ]
     ort = manifest.ort_model if target == "linux-arm64" else None  # its arm-optimized layout belongs on arm64
     if ort:
         files.append(ort.file)
-        models.append({"name": f"device_{entry.precision}_ort", "file": ort.file, "format": "ort",
-                       "size_bytes": ort.size_bytes})
+        models.append(
+            {"name": f"device_{entry.precision}_ort", "file": ort.file, "format": "ort", "size_bytes": ort.size_bytes}
+        )
     for name in files:
         src = package_dir / name
         if src.is_symlink() or not src.is_file():
@@ -88,12 +101,19 @@ def write_bundle(package_dir: Path, target: str, tokenizer: Any = None, benchmar
         extra.update(_bench_words(tokenizer, golden), max_length=manifest.tokenizer["max_length"])
     atomic_write_json(out / golden_file, golden)
     bundle = {
-        "schema_version": BUNDLE_SCHEMA, "target": target, "runner": RUNNER, "requires": requires,
+        "schema_version": BUNDLE_SCHEMA,
+        "target": target,
+        "runner": RUNNER,
+        "requires": requires,
         "models": models,
         "files": {n: file_sha256(out / n) for n in sorted({*files, golden_file, RUNNER})},
-        "defaults": {"threads": bench.get("threads", 2), "warmup": bench.get("warmup", 20),
-                     "runs": bench.get("runs", 100), "sequence_lengths": bench.get("sequence_lengths", [16, 32, 128]),
-                     "new_tokens": bench.get("new_tokens", 64)},
+        "defaults": {
+            "threads": bench.get("threads", 2),
+            "warmup": bench.get("warmup", 20),
+            "runs": bench.get("runs", 100),
+            "sequence_lengths": bench.get("sequence_lengths", [16, 32, 128]),
+            "new_tokens": bench.get("new_tokens", 64),
+        },
         "created_with": {"edgetune": __version__},
         **extra,
     }
@@ -130,16 +150,32 @@ def _llm_golden(folder: Path, chat: dict, golden: dict, n: int, reference: Any) 
     try:
         host = runner.greedy_cases(str(folder), chat, prompts, n)
     except Exception as e:  # onnxruntime-genai's own errors carry no type worth keeping
-        raise EdgetuneError(f"device bundle: onnxruntime-genai cannot run {folder}: {str(e).splitlines()[0][:200]}") from None
+        raise EdgetuneError(
+            f"device bundle: onnxruntime-genai cannot run {folder}: {str(e).splitlines()[0][:200]}"
+        ) from None
     ref_rows = reference([(h["prompt_ids"], h["tokens"]) for h in host])
     cases, worst = [], 0.0
     for c, h, rows in zip(golden["cases"], host, ref_rows):
         ref = [[round(float(row[i]), 4) for i in ids] for row, ids in zip(rows, h["top_ids"])]
         worst = max([worst] + [float(np.abs(np.subtract(a, b)).max()) for a, b in zip(h["top_logits"], ref)])
-        cases.append({**c, "prompt_ids": h["prompt_ids"], "host_tokens": h["tokens"], "top_ids": h["top_ids"],
-                      "top_logits": h["top_logits"], "pytorch_logits": ref})
-    return {**golden, "greedy_tokens": n, "top_k": runner.TOP_K, "host_max_abs_diff": round(worst, 4),
-            "max_abs_diff": round(max(0.05, 1.5 * worst), 4), "cases": cases}
+        cases.append(
+            {
+                **c,
+                "prompt_ids": h["prompt_ids"],
+                "host_tokens": h["tokens"],
+                "top_ids": h["top_ids"],
+                "top_logits": h["top_logits"],
+                "pytorch_logits": ref,
+            }
+        )
+    return {
+        **golden,
+        "greedy_tokens": n,
+        "top_k": runner.TOP_K,
+        "host_max_abs_diff": round(worst, 4),
+        "max_abs_diff": round(max(0.05, 1.5 * worst), 4),
+        "cases": cases,
+    }
 
 
 def bundle_sha256(folder: Path) -> str:
@@ -166,7 +202,9 @@ def find_bundles(target: Path) -> list[Path]:
     target = Path(target)
     if (target / RUNNER).is_file() and (target / MANIFEST).is_file():
         return [target]
-    found = [bundle_dir(target / "package", t) for t in TARGETS if (bundle_dir(target / "package", t) / RUNNER).is_file()]
+    found = [
+        bundle_dir(target / "package", t) for t in TARGETS if (bundle_dir(target / "package", t) / RUNNER).is_file()
+    ]
     if not found:
         raise RecipeError(f"{target}: no device bundle: run `edgetune package {target} --target linux-arm64` first")
     return found
@@ -178,7 +216,9 @@ def export_bundle(src: Path, dest: Path) -> Path:
     if dest.exists():
         refuse_symlink(dest)
         if not dest.is_dir() or (any(dest.iterdir()) and not (dest / RUNNER).is_file()):
-            raise RecipeError(f"--dest {dest}: exists and is not an edgetune device bundle; choose an empty or new folder")
+            raise RecipeError(
+                f"--dest {dest}: exists and is not an edgetune device bundle; choose an empty or new folder"
+            )
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)

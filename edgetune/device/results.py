@@ -20,9 +20,16 @@ def save_result(run_dir: Path, run) -> Path:
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{run.target.label()}-{run.doc['bundle']['target']}") + ".json"
     path = folder / name
     refuse_symlink(path)
-    atomic_write_json(path, {**run.doc, "ssh": run.target.label(), "bundle_sha256": run.bundle_sha256,
-                             "copied": run.copied,
-                             "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+    atomic_write_json(
+        path,
+        {
+            **run.doc,
+            "ssh": run.target.label(),
+            "bundle_sha256": run.bundle_sha256,
+            "copied": run.copied,
+            "finished": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+    )
     return path
 
 
@@ -31,12 +38,14 @@ def greedy_summary(m: dict) -> str:
     n = m["cases"]
     if "steps" not in m:  # a result from an edgetune before logit checks
         return f"greedy tokens equal to the host's on {round(m['agreement'] * n)}/{n} prompts"
-    return (f"logits within {m['max_abs_diff_limit']:g} of PyTorch's at every token on {n - len(m['failures'])}/{n} "
-            f"prompts (max|diff| {m['max_abs_diff']:.3g}; against the host's {m.get('max_abs_diff_host', 0):.3g}; "
-            f"teacher-forced along the host's first {m['greedy_tokens']} greedy tokens); greedy tokens equal to the "
-            f"host's on {round(m['agreement'] * n)}/{n} prompts ({round(m['step_agreement'] * m['steps'])}/"
-            f"{m['steps']} tokens, {m['near_ties']} near ties); prompt tokens equal on "
-            f"{round(m['tokenizer_agreement'] * n)}/{n}")
+    return (
+        f"logits within {m['max_abs_diff_limit']:g} of PyTorch's at every token on {n - len(m['failures'])}/{n} "
+        f"prompts (max|diff| {m['max_abs_diff']:.3g}; against the host's {m.get('max_abs_diff_host', 0):.3g}; "
+        f"teacher-forced along the host's first {m['greedy_tokens']} greedy tokens); greedy tokens equal to the "
+        f"host's on {round(m['agreement'] * n)}/{n} prompts ({round(m['step_agreement'] * m['steps'])}/"
+        f"{m['steps']} tokens, {m['near_ties']} near ties); prompt tokens equal on "
+        f"{round(m['tokenizer_agreement'] * n)}/{n}"
+    )
 
 
 def load_results(run_dir: Path) -> list[dict]:
@@ -72,10 +81,13 @@ def host_results(run_dir: Path | None) -> dict:
 def device_line(doc: dict) -> str:
     d = doc["device"]
     emulated = {True: "EMULATED", False: "native", None: "emulation unknown"}[d.get("emulated")]
-    return (f"device: {doc.get('ssh', '')} {d.get('board') or ''} | {d['cpu']} | {d['arch']}, {d['cores']} cores, "
-            f"{(d.get('ram_mb') or 0) / 1024:.1f} GiB | {d['os']} | Python {d['python']}, onnxruntime "
-            f"{d.get('onnxruntime')}" + (f", genai {d['onnxruntime_genai']}" if d.get("onnxruntime_genai") else "")
-            + f" | {emulated}").replace("  ", " ")
+    return (
+        f"device: {doc.get('ssh', '')} {d.get('board') or ''} | {d['cpu']} | {d['arch']}, {d['cores']} cores, "
+        f"{(d.get('ram_mb') or 0) / 1024:.1f} GiB | {d['os']} | Python {d['python']}, onnxruntime "
+        f"{d.get('onnxruntime')}"
+        + (f", genai {d['onnxruntime_genai']}" if d.get("onnxruntime_genai") else "")
+        + f" | {emulated}"
+    ).replace("  ", " ")
 
 
 def format_device(doc: dict, host: dict | None = None) -> str:
@@ -85,24 +97,32 @@ def format_device(doc: dict, host: dict | None = None) -> str:
     s = doc["settings"]
     lines = [device_line(doc)]
     if doc["results"] and "decode_tokens_per_s" in doc["results"][0]:
-        head = (f"{'model':<22}{'threads':>8}{'prompt':>7}{'TTFT ms':>9}{'prefill t/s':>12}{'decode t/s':>11}"
-                f"{'x host':>8}{'RSS MB':>8}{'size MB':>9}")
+        head = (
+            f"{'model':<22}{'threads':>8}{'prompt':>7}{'TTFT ms':>9}{'prefill t/s':>12}{'decode t/s':>11}"
+            f"{'x host':>8}{'RSS MB':>8}{'size MB':>9}"
+        )
         lines += [head, "-" * len(head)]
         for r in doc["results"]:
             m = doc["models"][r["model"]]
             h = host.get((f"onnx_{doc['bundle']['precision']}", r["seq_len"], r["threads"]))
             ratio = f"{r['decode_tokens_per_s'] / h['decode_tokens_per_s']:.2f}" if h else "-"
-            lines.append(f"{r['model']:<22}{r['threads']:>8}{r['seq_len']:>7}{r['ttft_ms']:>9.1f}"
-                         f"{r['prefill_tokens_per_s']:>12.1f}{r['decode_tokens_per_s']:>11.1f}{ratio:>8}"
-                         f"{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}")
+            lines.append(
+                f"{r['model']:<22}{r['threads']:>8}{r['seq_len']:>7}{r['ttft_ms']:>9.1f}"
+                f"{r['prefill_tokens_per_s']:>12.1f}{r['decode_tokens_per_s']:>11.1f}{ratio:>8}"
+                f"{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}"
+            )
         return "\n".join(lines)
-    head = (f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'first ms':>9}"
-            f"{'RSS MB':>8}{'size MB':>9}")
+    head = (
+        f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'first ms':>9}"
+        f"{'RSS MB':>8}{'size MB':>9}"
+    )
     lines[0] += f" | threads {s['threads']} | batch 1 | {s['warmup']} warmup + {s['runs']} runs"
     lines += [head, "-" * len(head)]
     for r in doc["results"]:
         m = doc["models"][r["model"]]
-        lines.append(f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                     f"{r['throughput_per_s']:>9.1f}{r['first_ms']:>9.1f}{m['peak_rss_mb']:>8.0f}"
-                     f"{m['size_bytes'] / 1e6:>9.1f}")
+        lines.append(
+            f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['throughput_per_s']:>9.1f}{r['first_ms']:>9.1f}{m['peak_rss_mb']:>8.0f}"
+            f"{m['size_bytes'] / 1e6:>9.1f}"
+        )
     return "\n".join(lines)

@@ -30,8 +30,26 @@ MIN_PYTHON = (3, 9)
 # `uname -m` of the machines each bundle target runs on; the Python itself must also be 64-bit.
 TARGETS = {"linux-arm64": ("aarch64", "arm64"), "linux-x86_64": ("x86_64", "amd64")}
 # CPU features that decide which onnxruntime kernels run (int8 dot products, fp16/bf16, wide vectors).
-ML_FEATURES = ("asimd", "asimddp", "asimdhp", "fphp", "i8mm", "bf16", "sve", "sve2", "sme", "fma", "f16c",
-               "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+ML_FEATURES = (
+    "asimd",
+    "asimddp",
+    "asimdhp",
+    "fphp",
+    "i8mm",
+    "bf16",
+    "sve",
+    "sve2",
+    "sme",
+    "fma",
+    "f16c",
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx_vnni",
+    "avx512_bf16",
+    "amx_bf16",
+    "amx_int8",
+)
 # Problems the owner of the device fixes (exit 2), as opposed to a model that fails its check (exit 1).
 ENVIRONMENT_KINDS = ("python", "abi", "missing_module", "import", "runtime_version", "illegal_instruction")
 
@@ -93,17 +111,23 @@ def detect_emulation(machine: str, cpuinfo: dict, proc: str = "/proc") -> tuple:
             thread_exe = None
     if self_exe and thread_exe and self_exe != thread_exe:
         what = "qemu-user" if "qemu" in os.path.basename(thread_exe) else "a user-mode emulator"
-        return True, ("%s: the kernel runs this process as %s (/proc/thread-self/exe) while /proc/self/exe "
-                      "claims %s" % (what, thread_exe, self_exe))
+        return True, (
+            "%s: the kernel runs this process as %s (/proc/thread-self/exe) while /proc/self/exe "
+            "claims %s" % (what, thread_exe, self_exe)
+        )
     arm = machine in ("aarch64", "arm64") or machine.startswith("arm")
     x86_cpu = cpuinfo.get("vendor_id") in ("GenuineIntel", "AuthenticAMD") or "flags" in cpuinfo
     if arm and x86_cpu:
-        return True, ("/proc/cpuinfo describes an x86 CPU (%s) while Python runs as %s: the host's cpuinfo seen "
-                      "through an emulator" % (cpuinfo.get("model name") or cpuinfo.get("vendor_id"), machine))
+        return True, (
+            "/proc/cpuinfo describes an x86 CPU (%s) while Python runs as %s: the host's cpuinfo seen "
+            "through an emulator" % (cpuinfo.get("model name") or cpuinfo.get("vendor_id"), machine)
+        )
     if not cpuinfo or self_exe is None or thread_exe is None:
         return None, "cannot tell: /proc/cpuinfo or /proc/thread-self/exe is not readable"
-    return False, ("the kernel runs %s itself (/proc/thread-self/exe = /proc/self/exe) and /proc/cpuinfo "
-                   "describes an %s CPU" % (self_exe, "arm" if arm else machine))
+    return False, (
+        "the kernel runs %s itself (/proc/thread-self/exe = /proc/self/exe) and /proc/cpuinfo "
+        "describes an %s CPU" % (self_exe, "arm" if arm else machine)
+    )
 
 
 def _cpu_name(fields: dict) -> str:
@@ -191,14 +215,25 @@ def device_facts() -> dict:
     except (AttributeError, OSError):
         usable = None
     return {
-        "arch": machine, "bits": struct.calcsize("P") * 8, "cpu": _cpu_name(fields), "board": _board(),
-        "cpu_features": features, "ml_features": [f for f in ML_FEATURES if f in features],
-        "cores": os.cpu_count(), "usable_cores": usable, "ram_mb": _ram_mb(), "os": _os_name(),
-        "kernel": platform.release(), "python": platform.python_version(), "python_executable": sys.executable,
-        "numpy": _version("numpy"), "onnxruntime": _version("onnxruntime"),
+        "arch": machine,
+        "bits": struct.calcsize("P") * 8,
+        "cpu": _cpu_name(fields),
+        "board": _board(),
+        "cpu_features": features,
+        "ml_features": [f for f in ML_FEATURES if f in features],
+        "cores": os.cpu_count(),
+        "usable_cores": usable,
+        "ram_mb": _ram_mb(),
+        "os": _os_name(),
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "numpy": _version("numpy"),
+        "onnxruntime": _version("onnxruntime"),
         "onnxruntime_extensions": _version("onnxruntime-extensions"),
         "onnxruntime_genai": _version("onnxruntime-genai"),
-        "emulated": emulated, "emulation_evidence": evidence,
+        "emulated": emulated,
+        "emulation_evidence": evidence,
     }
 
 
@@ -210,11 +245,15 @@ def abi_problem(target: str, machine: str, bits: int) -> str | None:
     if machine in names and bits == 64:
         return None
     if machine in names:
-        return ("this Python is %d-bit on a %s kernel (a 32-bit OS or Python on 64-bit hardware); the bundle is "
-                "for %s and onnxruntime publishes no 32-bit wheels: install a 64-bit OS" % (bits, machine, target))
+        return (
+            "this Python is %d-bit on a %s kernel (a 32-bit OS or Python on 64-bit hardware); the bundle is "
+            "for %s and onnxruntime publishes no 32-bit wheels: install a 64-bit OS" % (bits, machine, target)
+        )
     if machine.startswith("arm") and machine not in ("arm64",):
-        return ("the device is %s (32-bit ARM); the bundle is for %s and onnxruntime publishes no 32-bit ARM "
-                "wheels: install a 64-bit OS on the board" % (machine, target))
+        return (
+            "the device is %s (32-bit ARM); the bundle is for %s and onnxruntime publishes no 32-bit ARM "
+            "wheels: install a 64-bit OS on the board" % (machine, target)
+        )
     other = [t for t, ns in TARGETS.items() if machine in ns]
     hint = (": package for it with `edgetune package RUN_DIR --target %s`" % other[0]) if other else ""
     return "the device is %s; the bundle is for %s%s" % (machine, target, hint)
@@ -239,13 +278,25 @@ def check_modules(requires: list) -> None:
             broken.append((pkg, e))
     if missing:
         names = [p for p, _ in missing]
-        raise RunnerError("missing_module", "%s missing in %s: run `%s` on the device"
-                          % (", ".join(names), sys.executable, pip_line(names)), packages=names)
+        raise RunnerError(
+            "missing_module",
+            "%s missing in %s: run `%s` on the device" % (", ".join(names), sys.executable, pip_line(names)),
+            packages=names,
+        )
     if broken:
         pkg, e = broken[0]
-        raise RunnerError("import", "%s is installed but does not import in %s (%s: %s): reinstall it with `%s`"
-                          % (pkg, sys.executable, type(e).__name__, str(e).splitlines()[0][:200] if str(e) else "",
-                             "python3 -m pip install --force-reinstall " + pkg), packages=[pkg])
+        raise RunnerError(
+            "import",
+            "%s is installed but does not import in %s (%s: %s): reinstall it with `%s`"
+            % (
+                pkg,
+                sys.executable,
+                type(e).__name__,
+                str(e).splitlines()[0][:200] if str(e) else "",
+                "python3 -m pip install --force-reinstall " + pkg,
+            ),
+            packages=[pkg],
+        )
 
 
 def sha256_file(path: str) -> str:
@@ -270,9 +321,13 @@ def stats(times_s: list, batch: int = 1) -> dict:
     import numpy as np
 
     ms = np.array(times_s) * 1000
-    return {"p50_ms": float(np.percentile(ms, 50)), "p90_ms": float(np.percentile(ms, 90)),
-            "p99_ms": float(np.percentile(ms, 99)), "mean_ms": float(ms.mean()),
-            "throughput_per_s": float(batch * 1000 / ms.mean())}
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "throughput_per_s": float(batch * 1000 / ms.mean()),
+    }
 
 
 def peak_rss_mb() -> float | None:
@@ -292,8 +347,9 @@ def classifier_session(path: str, threads: int):
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     # the host's session settings (edgetune/runtime.py), so both sides run the same graph
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["SkipLayerNormFusion"])
+    return ort.InferenceSession(
+        path, so, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"]
+    )
 
 
 def classify(sess, text: str):
@@ -315,11 +371,29 @@ def check_classifier_golden(sess, golden: dict, labels: list) -> dict:
         label = labels[int(np.argmax(got))]
         same += label == case["pytorch_label"]
         worst_diff, worst_cos = max(worst_diff, diff), min(worst_cos, cos)
-        if diff > golden["max_abs_diff"] or cos < golden["min_cosine"] or (case["check_label"] and label != case["pytorch_label"]):
-            failures.append({"case": i, "text": case["text"][:80], "max_abs_diff": diff, "cosine": cos,
-                             "label": label, "pytorch_label": case["pytorch_label"]})
-    return {"passed": not failures, "cases": len(golden["cases"]), "max_abs_diff": worst_diff,
-            "min_cosine": worst_cos, "label_agreement": same / max(1, len(golden["cases"])), "failures": failures}
+        if (
+            diff > golden["max_abs_diff"]
+            or cos < golden["min_cosine"]
+            or (case["check_label"] and label != case["pytorch_label"])
+        ):
+            failures.append(
+                {
+                    "case": i,
+                    "text": case["text"][:80],
+                    "max_abs_diff": diff,
+                    "cosine": cos,
+                    "label": label,
+                    "pytorch_label": case["pytorch_label"],
+                }
+            )
+    return {
+        "passed": not failures,
+        "cases": len(golden["cases"]),
+        "max_abs_diff": worst_diff,
+        "min_cosine": worst_cos,
+        "label_agreement": same / max(1, len(golden["cases"])),
+        "failures": failures,
+    }
 
 
 def bench_text(bundle: dict, seq: int) -> tuple:
@@ -361,8 +435,15 @@ def genai_model(folder: str, threads: int):
     if hasattr(cfg, "clear_providers"):
         cfg.clear_providers()
     if threads:
-        cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {
-            "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
+        cfg.overlay(
+            json.dumps(
+                {
+                    "model": {
+                        "decoder": {"session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1}}
+                    }
+                }
+            )
+        )
     return og, og.Model(cfg)
 
 
@@ -412,9 +493,14 @@ def greedy_cases(folder: str, chat: dict, prompts: list, n: int, threads: int = 
         ids = [int(t) for t in tok.encode(chat_prompt(chat, p))]
         tokens, logits = decode_steps(og, model, ids, n)
         top = [np.argsort(row)[::-1][:TOP_K] for row in logits]
-        out.append({"prompt_ids": ids, "tokens": tokens,
-                    "top_ids": [[int(i) for i in t] for t in top],
-                    "top_logits": [[round(float(row[i]), 4) for i in t] for row, t in zip(logits, top)]})
+        out.append(
+            {
+                "prompt_ids": ids,
+                "tokens": tokens,
+                "top_ids": [[int(i) for i in t] for t in top],
+                "top_logits": [[round(float(row[i]), 4) for i in t] for row, t in zip(logits, top)],
+            }
+        )
     return out
 
 
@@ -439,7 +525,9 @@ def check_llm_golden(og, model, golden: dict, chat: dict) -> dict:
         for k, row in enumerate(logits):
             top = np.asarray(case["top_ids"][k])
             diff = float(np.abs(row[top] - np.asarray(case["pytorch_logits"][k], dtype=np.float32)).max())
-            worst_host = max(worst_host, float(np.abs(row[top] - np.asarray(case["top_logits"][k], dtype=np.float32)).max()))
+            worst_host = max(
+                worst_host, float(np.abs(row[top] - np.asarray(case["top_logits"][k], dtype=np.float32)).max())
+            )
             choice = int(row.argmax())
             worst = max(worst, diff)
             steps += 1
@@ -448,17 +536,32 @@ def check_llm_golden(og, model, golden: dict, chat: dict) -> dict:
                 all_equal = False
                 near_ties += choice in top and diff <= limit
             if bad is None and (diff > limit or choice not in top):
-                bad = {"step": k, "max_abs_diff": diff, "host": host[k], "device": choice,
-                       "in_host_top": bool(choice in top)}
+                bad = {
+                    "step": k,
+                    "max_abs_diff": diff,
+                    "host": host[k],
+                    "device": choice,
+                    "in_host_top": bool(choice in top),
+                }
         same_ids += ids_ok
         same_prompts += all_equal
         if bad is not None or not ids_ok:
             failures.append({"case": i, "prompt": case["prompt"][:80], "prompt_ids_equal": ids_ok, **(bad or {})})
     count = max(1, len(golden["cases"]))
-    return {"passed": not failures, "cases": len(golden["cases"]), "greedy_tokens": golden["greedy_tokens"],
-            "steps": steps, "step_agreement": same_steps / max(1, steps), "agreement": same_prompts / count,
-            "near_ties": near_ties, "max_abs_diff": worst, "max_abs_diff_limit": limit,
-            "max_abs_diff_host": worst_host, "tokenizer_agreement": same_ids / count, "failures": failures}
+    return {
+        "passed": not failures,
+        "cases": len(golden["cases"]),
+        "greedy_tokens": golden["greedy_tokens"],
+        "steps": steps,
+        "step_agreement": same_steps / max(1, steps),
+        "agreement": same_prompts / count,
+        "near_ties": near_ties,
+        "max_abs_diff": worst,
+        "max_abs_diff_limit": limit,
+        "max_abs_diff_host": worst_host,
+        "tokenizer_agreement": same_ids / count,
+        "failures": failures,
+    }
 
 
 def llm_worker(job: dict) -> dict:
@@ -494,12 +597,22 @@ def llm_worker(job: dict) -> dict:
             ttft.append(st[1] - st[0])
             decode.append((len(st) - 2) / (st[-1] - st[1]))
         ttft_ms = float(np.median(ttft) * 1000)
-        out["per_seq"].append({
-            "seq_len": seq, "threads": job["threads"], "new_tokens": new, "ttft_ms": ttft_ms,
-            "prefill_tokens_per_s": seq / (ttft_ms / 1000), "decode_tokens_per_s": float(np.median(decode)),
-            "p50_ms": float(1000 / np.median(decode)), "p90_ms": float(1000 / np.percentile(decode, 10)),
-            "p99_ms": float(1000 / np.percentile(decode, 1)), "mean_ms": float(1000 / np.mean(decode)),
-            "throughput_per_s": float(np.median(decode)), "first_ms": ttft_ms})
+        out["per_seq"].append(
+            {
+                "seq_len": seq,
+                "threads": job["threads"],
+                "new_tokens": new,
+                "ttft_ms": ttft_ms,
+                "prefill_tokens_per_s": seq / (ttft_ms / 1000),
+                "decode_tokens_per_s": float(np.median(decode)),
+                "p50_ms": float(1000 / np.median(decode)),
+                "p90_ms": float(1000 / np.percentile(decode, 10)),
+                "p99_ms": float(1000 / np.percentile(decode, 1)),
+                "mean_ms": float(1000 / np.mean(decode)),
+                "throughput_per_s": float(np.median(decode)),
+                "first_ms": ttft_ms,
+            }
+        )
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 
@@ -511,7 +624,11 @@ def worker_main() -> None:
         result = (llm_worker if job["kind"] == "genai" else classifier_worker)(job)
         print(json.dumps({"ok": True, **result}))
     except Exception as e:
-        print(json.dumps({"ok": False, "error": "%s: %s" % (type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")}))
+        print(
+            json.dumps(
+                {"ok": False, "error": "%s: %s" % (type(e).__name__, str(e).splitlines()[0][:300] if str(e) else "")}
+            )
+        )
 
 
 # -- the whole run -------------------------------------------------------------------------------------------
@@ -524,23 +641,32 @@ def _version_tuple(v: str | None) -> tuple:
 
 
 def run_model(entry: dict, job: dict, device: dict, host_versions: dict) -> dict:
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--worker"], input=json.dumps(job),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), "--worker"], input=json.dumps(job), capture_output=True, text=True
+    )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     if proc.returncode == -4 or (proc.returncode != 0 and "Illegal instruction" in proc.stderr):
-        raise RunnerError("illegal_instruction", "%s: onnxruntime stopped on an illegal instruction: this CPU lacks "
-                          "an instruction set the installed wheel needs; try an older onnxruntime" % entry["file"])
+        raise RunnerError(
+            "illegal_instruction",
+            "%s: onnxruntime stopped on an illegal instruction: this CPU lacks "
+            "an instruction set the installed wheel needs; try an older onnxruntime" % entry["file"],
+        )
     if not lines:
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
-        raise RunnerError("crash", "%s: the worker exited with code %s: %s" % (entry["file"], proc.returncode, tail[:300]))
+        raise RunnerError(
+            "crash", "%s: the worker exited with code %s: %s" % (entry["file"], proc.returncode, tail[:300])
+        )
     msg = json.loads(lines[-1])
     if not msg["ok"]:
         module = "onnxruntime_genai" if job["kind"] == "genai" else "onnxruntime"
         mine, theirs = device.get(module), host_versions.get(module)
         if _version_tuple(mine) < _version_tuple(theirs):
-            raise RunnerError("runtime_version", "%s: %s (%s %s here, the bundle was made with %s): upgrade it with "
-                              "`python3 -m pip install -U %s`" % (entry["file"], msg["error"], module, mine, theirs,
-                                                                  module.replace("_", "-")))
+            raise RunnerError(
+                "runtime_version",
+                "%s: %s (%s %s here, the bundle was made with %s): upgrade it with "
+                "`python3 -m pip install -U %s`"
+                % (entry["file"], msg["error"], module, mine, theirs, module.replace("_", "-")),
+            )
         raise RunnerError("model", "%s: %s" % (entry["file"], msg["error"]))
     return msg
 
@@ -554,19 +680,38 @@ def run(args: argparse.Namespace) -> tuple:
         golden = json.load(f)
     bundle = manifest["bundle"]
     defaults = bundle["defaults"]
-    settings = {"threads": args.threads or defaults["threads"],
-                "warmup": defaults["warmup"] if args.warmup is None else args.warmup,
-                "runs": args.runs or defaults["runs"], "batch_size": 1,
-                "sequence_lengths": args.seq or defaults["sequence_lengths"],
-                "new_tokens": args.new_tokens or defaults["new_tokens"], "bench": not args.no_bench}
+    settings = {
+        "threads": args.threads or defaults["threads"],
+        "warmup": defaults["warmup"] if args.warmup is None else args.warmup,
+        "runs": args.runs or defaults["runs"],
+        "batch_size": 1,
+        "sequence_lengths": args.seq or defaults["sequence_lengths"],
+        "new_tokens": args.new_tokens or defaults["new_tokens"],
+        "bench": not args.no_bench,
+    }
     device = device_facts()
-    doc = {"schema_version": SCHEMA_VERSION, "status": "error", "error": None,
-           "bundle": {"target": bundle["target"], "task": manifest["task"], "recipe": manifest["recipe"],
-                      "model_sha256": manifest["model"]["sha256"], "precision": manifest["model"]["precision"]},
-           "device": device, "settings": settings, "golden": None, "results": [], "models": {}}
+    doc = {
+        "schema_version": SCHEMA_VERSION,
+        "status": "error",
+        "error": None,
+        "bundle": {
+            "target": bundle["target"],
+            "task": manifest["task"],
+            "recipe": manifest["recipe"],
+            "model_sha256": manifest["model"]["sha256"],
+            "precision": manifest["model"]["precision"],
+        },
+        "device": device,
+        "settings": settings,
+        "golden": None,
+        "results": [],
+        "models": {},
+    }
     try:
         if sys.version_info < MIN_PYTHON:
-            raise RunnerError("python", "Python %s; the runner needs %d.%d or newer" % (platform.python_version(), *MIN_PYTHON))
+            raise RunnerError(
+                "python", "Python %s; the runner needs %d.%d or newer" % (platform.python_version(), *MIN_PYTHON)
+            )
         problem = abi_problem(bundle["target"], device["arch"], device["bits"])
         if problem:
             raise RunnerError("abi", problem)
@@ -574,21 +719,37 @@ def run(args: argparse.Namespace) -> tuple:
         check_files(HERE, bundle["files"])
         golden_doc: dict = {"passed": True, "cases": len(golden["cases"]), "models": {}}
         if manifest["task"] == "causal-lm":
-            golden_doc.update(kind="greedy", greedy_tokens=golden["greedy_tokens"], max_abs_diff_limit=golden["max_abs_diff"])
+            golden_doc.update(
+                kind="greedy", greedy_tokens=golden["greedy_tokens"], max_abs_diff_limit=golden["max_abs_diff"]
+            )
         else:
-            golden_doc.update(kind="logits", max_abs_diff_limit=golden["max_abs_diff"], min_cosine_limit=golden["min_cosine"])
+            golden_doc.update(
+                kind="logits", max_abs_diff_limit=golden["max_abs_diff"], min_cosine_limit=golden["min_cosine"]
+            )
         for entry in bundle["models"]:
             log("run_device: %s: golden cases%s ..." % (entry["file"], " and benchmark" if settings["bench"] else ""))
-            job = {"kind": entry["format"], "path": os.path.join(HERE, entry["file"]) if entry["format"] != "genai" else HERE,
-                   "threads": settings["threads"], "warmup": settings["warmup"] if settings["bench"] else 0,
-                   "runs": settings["runs"], "seqs": settings["sequence_lengths"] if settings["bench"] else [],
-                   "new_tokens": settings["new_tokens"], "golden": golden, "labels": manifest.get("labels", []),
-                   "chat": manifest.get("chat"), "bundle": bundle}
+            job = {
+                "kind": entry["format"],
+                "path": os.path.join(HERE, entry["file"]) if entry["format"] != "genai" else HERE,
+                "threads": settings["threads"],
+                "warmup": settings["warmup"] if settings["bench"] else 0,
+                "runs": settings["runs"],
+                "seqs": settings["sequence_lengths"] if settings["bench"] else [],
+                "new_tokens": settings["new_tokens"],
+                "golden": golden,
+                "labels": manifest.get("labels", []),
+                "chat": manifest.get("chat"),
+                "bundle": bundle,
+            }
             msg = run_model(entry, job, device, manifest.get("versions", {}))
             golden_doc["models"][entry["file"]] = msg["golden"]
             golden_doc["passed"] = golden_doc["passed"] and msg["golden"]["passed"]
-            doc["models"][entry["name"]] = {"file": entry["file"], "load_seconds": msg["load_seconds"],
-                                            "peak_rss_mb": msg["peak_rss_mb"], "size_bytes": entry["size_bytes"]}
+            doc["models"][entry["name"]] = {
+                "file": entry["file"],
+                "load_seconds": msg["load_seconds"],
+                "peak_rss_mb": msg["peak_rss_mb"],
+                "size_bytes": entry["size_bytes"],
+            }
             doc["results"] += [{"model": entry["name"], "batch_size": 1, **row} for row in msg["per_seq"]]
         doc["golden"] = golden_doc
         doc["status"] = "ok" if golden_doc["passed"] else "golden_failed"

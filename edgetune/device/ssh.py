@@ -81,17 +81,30 @@ class Ssh:
         found = {exe: shutil.which(exe) for exe in ("ssh", "scp")}
         missing = [exe for exe, path in found.items() if path is None]
         if missing:
-            raise RecipeError(f"{' and '.join(missing)} not found on PATH: install the OpenSSH client "
-                              f"(Debian/Ubuntu: apt-get install openssh-client)")
+            raise RecipeError(
+                f"{' and '.join(missing)} not found on PATH: install the OpenSSH client "
+                f"(Debian/Ubuntu: apt-get install openssh-client)"
+            )
         self.ssh, self.scp = found["ssh"], found["scp"]
 
     def _options(self) -> list[str]:
         t = self.target
         # ssh keeps the first value it is given for an option: the user's -o options go first
         opts = [a for o in t.options for a in ("-o", o)]
-        opts += ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={t.connect_timeout}",
-                 "-o", "StrictHostKeyChecking=accept-new", "-o", "ServerAliveInterval=15",
-                 "-o", "ServerAliveCountMax=4", "-o", "LogLevel=ERROR"]
+        opts += [
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            f"ConnectTimeout={t.connect_timeout}",
+            "-o",
+            "StrictHostKeyChecking=accept-new",
+            "-o",
+            "ServerAliveInterval=15",
+            "-o",
+            "ServerAliveCountMax=4",
+            "-o",
+            "LogLevel=ERROR",
+        ]
         if t.port:
             opts += ["-o", f"Port={t.port}"]
         if t.identity:
@@ -100,8 +113,13 @@ class Ssh:
             opts += ["-i", str(t.identity), "-o", "IdentitiesOnly=yes"]
         return opts
 
-    def run(self, command: str, stdin: str | None = None, on_stderr: Callable[[str], None] | None = None,
-            timeout: float | None = None) -> subprocess.CompletedProcess:
+    def run(
+        self,
+        command: str,
+        stdin: str | None = None,
+        on_stderr: Callable[[str], None] | None = None,
+        timeout: float | None = None,
+    ) -> subprocess.CompletedProcess:
         """Run `command` through the device's login shell; raise RecipeError when ssh itself fails (255)."""
         cmd = [self.ssh, *self._options(), "--", self.target.destination, command]
         proc = _run(cmd, stdin, on_stderr, timeout, f"ssh {self.target.label()}")
@@ -133,26 +151,49 @@ class Ssh:
         where = f"{t.label()}"
         low = stderr.lower()
         if "could not resolve hostname" in low:
-            return RecipeError(f"cannot resolve the host name '{t.host}' (ssh: {line}): check the name, or use "
-                               f"the board's IP address")
+            return RecipeError(
+                f"cannot resolve the host name '{t.host}' (ssh: {line}): check the name, or use the board's IP address"
+            )
         if "host key verification failed" in low or "identification has changed" in low:
             name = f"'[{t.host}]:{t.port}'" if t.port else t.host  # how known_hosts names a host on another port
-            return RecipeError(f"{where}: the host key differs from the one in known_hosts (ssh: {line}); if the "
-                               f"board was reinstalled, remove the old key with `ssh-keygen -R {name}`")
-        if "permission denied" in low or "too many authentication failures" in low or "no supported authentication" in low:
+            return RecipeError(
+                f"{where}: the host key differs from the one in known_hosts (ssh: {line}); if the "
+                f"board was reinstalled, remove the old key with `ssh-keygen -R {name}`"
+            )
+        if (
+            "permission denied" in low
+            or "too many authentication failures" in low
+            or "no supported authentication" in low
+        ):
             key = f" the key {t.identity}" if t.identity else " your keys"
-            return RecipeError(f"{where} refused authentication with{key} (ssh: {line}); edgetune never types a "
-                               f"password: install your public key there (ssh-copy-id {t.destination}) or pass "
-                               f"--identity KEY")
-        if any(s in low for s in ("connection refused", "timed out", "no route to host", "network is unreachable",
-                                  "host is down", "connection closed", "connection reset", "kex_exchange")):
-            return RecipeError(f"{where} is unreachable (ssh: {line}): check that the board is on, on the network "
-                               f"and running sshd (port {t.port or 22})")
+            return RecipeError(
+                f"{where} refused authentication with{key} (ssh: {line}); edgetune never types a "
+                f"password: install your public key there (ssh-copy-id {t.destination}) or pass "
+                f"--identity KEY"
+            )
+        if any(
+            s in low
+            for s in (
+                "connection refused",
+                "timed out",
+                "no route to host",
+                "network is unreachable",
+                "host is down",
+                "connection closed",
+                "connection reset",
+                "kex_exchange",
+            )
+        ):
+            return RecipeError(
+                f"{where} is unreachable (ssh: {line}): check that the board is on, on the network "
+                f"and running sshd (port {t.port or 22})"
+            )
         return RecipeError(f"ssh to {where} failed: {line}")
 
 
-_SSH_FAILURES = re.compile(r"could not resolve|permission denied|connection refused|timed out|host key verification",
-                           re.I)
+_SSH_FAILURES = re.compile(
+    r"could not resolve|permission denied|connection refused|timed out|host key verification", re.I
+)
 
 
 def _last_line(text: str | None) -> str:
@@ -160,8 +201,9 @@ def _last_line(text: str | None) -> str:
     return lines[-1][:300] if lines else "no message"
 
 
-def _run(cmd: list[str], stdin: str | None, on_stderr: Callable[[str], None] | None, timeout: float | None,
-         what: str) -> subprocess.CompletedProcess:
+def _run(
+    cmd: list[str], stdin: str | None, on_stderr: Callable[[str], None] | None, timeout: float | None, what: str
+) -> subprocess.CompletedProcess:
     """subprocess.run, with stderr also passed line by line to `on_stderr` as it arrives."""
     proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     out: list[str] = []
@@ -173,8 +215,10 @@ def _run(cmd: list[str], stdin: str | None, on_stderr: Callable[[str], None] | N
             if on_stderr is not None:
                 on_stderr(line.rstrip("\n"))
 
-    readers = [threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),
-               threading.Thread(target=pump_err, daemon=True)]
+    readers = [
+        threading.Thread(target=lambda: out.append(proc.stdout.read()), daemon=True),
+        threading.Thread(target=pump_err, daemon=True),
+    ]
     for r in readers:
         r.start()
     try:
@@ -210,9 +254,16 @@ class DeviceRun:
     report: Path | None = None  # the run's report.md, now with this device
 
 
-def bench_on_board(target: Path, where: SshTarget, python: str = "python3", threads: int | None = None,
-                   warmup: int | None = None, runs: int | None = None, seqs: list[int] | None = None,
-                   log: Callable[[str], None] = lambda s: None) -> DeviceRun:
+def bench_on_board(
+    target: Path,
+    where: SshTarget,
+    python: str = "python3",
+    threads: int | None = None,
+    warmup: int | None = None,
+    runs: int | None = None,
+    seqs: list[int] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> DeviceRun:
     """`edgetune bench TARGET --ssh`: TARGET is a run directory (its bundle for the board's architecture runs,
     and the result goes into the run's devices/ and report) or a bundle folder (the result is only returned)."""
     from ..stages.report import add_devices
@@ -226,8 +277,14 @@ def bench_on_board(target: Path, where: SshTarget, python: str = "python3", thre
     bundle = bundles[0]
     if len(bundles) > 1:  # one per architecture: ask the board which one it is
         found = probe(Ssh(where), python, ".", [])
-        bundle = next((b for b in bundles if runner.abi_problem(read_bundle(b).bundle["target"], found["machine"],
-                                                                int(found["bits"])) is None), bundles[0])
+        bundle = next(
+            (
+                b
+                for b in bundles
+                if runner.abi_problem(read_bundle(b).bundle["target"], found["machine"], int(found["bits"])) is None
+            ),
+            bundles[0],
+        )
     run = bench_over_ssh(bundle, where, python, threads, warmup, runs, seqs, log)
     if (target / RUNNER).is_file():
         return run
@@ -253,18 +310,24 @@ def _sh(script: str) -> str:
 def probe(ssh: Ssh, python: str, remote_dir: str, requires: list[str]) -> dict:
     q = shlex.quote
     exe = remote_exe(python)
-    script = (f'command -v {exe} >/dev/null 2>&1 || {{ echo {NO_PYTHON}; exit 127; }}; '
-              f'exec {exe} - {q(remote_dir)} {q(",".join(requires))}')
+    script = (
+        f"command -v {exe} >/dev/null 2>&1 || {{ echo {NO_PYTHON}; exit 127; }}; "
+        f"exec {exe} - {q(remote_dir)} {q(','.join(requires))}"
+    )
     proc = ssh.run(_sh(script), stdin=PROBE, timeout=300)
     where = ssh.target.label()
     if NO_PYTHON in proc.stdout or proc.returncode in (126, 127):
-        raise RecipeError(f"no Python at '{python}' on {where}: install Python 3.9+ there (Debian: sudo apt install "
-                          f"python3 python3-venv) or pass --python PATH")
+        raise RecipeError(
+            f"no Python at '{python}' on {where}: install Python 3.9+ there (Debian: sudo apt install "
+            f"python3 python3-venv) or pass --python PATH"
+        )
     try:
         info = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
-        raise RecipeError(f"'{python}' on {where} did not run the probe (exit {proc.returncode}): "
-                          f"{_last_line(proc.stderr)}; pass --python with a Python 3.9+ interpreter") from None
+        raise RecipeError(
+            f"'{python}' on {where} did not run the probe (exit {proc.returncode}): "
+            f"{_last_line(proc.stderr)}; pass --python with a Python 3.9+ interpreter"
+        ) from None
     return info
 
 
@@ -272,20 +335,31 @@ def check_probe(info: dict, target: str, requires: list[str], python: str, where
     """RecipeError for a device that cannot run the bundle: old Python, another architecture, missing modules."""
     version = tuple(int(x) for x in re.findall(r"\d+", info["python"])[:2])
     if version < runner.MIN_PYTHON:
-        raise RecipeError(f"'{python}' on {where} is Python {info['python']}; the runner needs "
-                          f"{'.'.join(map(str, runner.MIN_PYTHON))}+: install a newer one, or pass --python PATH")
+        raise RecipeError(
+            f"'{python}' on {where} is Python {info['python']}; the runner needs "
+            f"{'.'.join(map(str, runner.MIN_PYTHON))}+: install a newer one, or pass --python PATH"
+        )
     problem = runner.abi_problem(target, info["machine"], int(info["bits"]))
     if problem:
         raise RecipeError(f"{where}: {problem}")
     missing = [m for m in requires if not info["modules"].get(m)]
     if missing:
-        raise RecipeError(f"{', '.join(missing)} not installed for '{python}' on {where}: run "
-                          f"`{runner.pip_line(missing).replace('python3', python, 1)}` on the device")
+        raise RecipeError(
+            f"{', '.join(missing)} not installed for '{python}' on {where}: run "
+            f"`{runner.pip_line(missing).replace('python3', python, 1)}` on the device"
+        )
 
 
-def bench_over_ssh(bundle: Path, target: SshTarget, python: str = "python3", threads: int | None = None,
-                   warmup: int | None = None, runs: int | None = None, seqs: list[int] | None = None,
-                   log: Callable[[str], None] = lambda s: None) -> DeviceRun:
+def bench_over_ssh(
+    bundle: Path,
+    target: SshTarget,
+    python: str = "python3",
+    threads: int | None = None,
+    warmup: int | None = None,
+    runs: int | None = None,
+    seqs: list[int] | None = None,
+    log: Callable[[str], None] = lambda s: None,
+) -> DeviceRun:
     """Copy `bundle` to the device (when the copy there is not this one), run it, and return its result.
 
     RecipeError (exit 2) for a device or connection the user must fix; EdgetuneError when the runner fails on a
@@ -306,8 +380,12 @@ def bench_over_ssh(bundle: Path, target: SshTarget, python: str = "python3", thr
         _copy(ssh, bundle, remote_dir, digest, log)
     else:
         log(f"ssh: the bundle on {where} is this one (sha256 {digest[:12]}), not copied again")
-    args = [a for k, v in (("--threads", threads), ("--warmup", warmup), ("--runs", runs)) if v is not None
-            for a in (k, str(v))]
+    args = [
+        a
+        for k, v in (("--threads", threads), ("--warmup", warmup), ("--runs", runs))
+        if v is not None
+        for a in (k, str(v))
+    ]
     args += [a for s in seqs or [] for a in ("--seq", str(s))]
     command = _sh(f"cd {shlex.quote(remote_dir)} && exec {remote_exe(python)} {RUNNER} {' '.join(args)}")
     log(f"ssh: running {RUNNER} on {where} ...")
@@ -340,11 +418,16 @@ def _copy(ssh: Ssh, bundle: Path, remote_dir: str, digest: str, log: Callable[[s
         raise EdgetuneError(f"cannot prepare {remote_dir} on {ssh.target.label()}: {_last_line(proc.stderr)}")
     ssh.copy_dir(bundle, tmp)
     # the hash goes in last, and the folder is renamed into place: an interrupted copy is never taken as done
-    proc = ssh.run(_sh(f"printf '%s\\n' {q(digest)} > {q(tmp)}/{HASH_FILE} && rm -rf {q(remote_dir)} && "
-                       f"mv {q(tmp)} {q(remote_dir)}"))
+    proc = ssh.run(
+        _sh(
+            f"printf '%s\\n' {q(digest)} > {q(tmp)}/{HASH_FILE} && rm -rf {q(remote_dir)} && "
+            f"mv {q(tmp)} {q(remote_dir)}"
+        )
+    )
     if proc.returncode != 0:
-        raise EdgetuneError(f"cannot install the bundle in {remote_dir} on {ssh.target.label()}: "
-                            f"{_last_line(proc.stderr)}")
+        raise EdgetuneError(
+            f"cannot install the bundle in {remote_dir} on {ssh.target.label()}: {_last_line(proc.stderr)}"
+        )
 
 
 def _runner_doc(proc: subprocess.CompletedProcess, where: str) -> dict:
@@ -366,9 +449,11 @@ def golden_summary(doc: dict) -> str:
         if g["kind"] == "greedy":
             lines.append(f"golden {name}: {greedy_summary(m)}: {'pass' if m['passed'] else 'FAIL'}")
         else:
-            lines.append(f"golden {name}: {m['cases'] - len(m['failures'])}/{m['cases']} cases within tolerance, "
-                         f"max|diff| {m['max_abs_diff']:.3g}, min cosine {m['min_cosine']:.6f}, labels equal "
-                         f"{m['label_agreement']:.3f}: {'pass' if m['passed'] else 'FAIL'}")
+            lines.append(
+                f"golden {name}: {m['cases'] - len(m['failures'])}/{m['cases']} cases within tolerance, "
+                f"max|diff| {m['max_abs_diff']:.3g}, min cosine {m['min_cosine']:.6f}, labels equal "
+                f"{m['label_agreement']:.3f}: {'pass' if m['passed'] else 'FAIL'}"
+            )
     return "\n".join(lines)
 
 
@@ -384,16 +469,23 @@ def golden_failure(doc: dict, where: str) -> CheckFailed:
             f = m["failures"][0] if m["failures"] else {"case": "?", "prompt": "", "prompt_ids_equal": True}
             what = []
             if "step" in f:
-                what.append(f"token {f['step']}: max|diff| {f['max_abs_diff']:.4g} against PyTorch over the host's top "
-                            f"logits (<= {m['max_abs_diff_limit']:g}), device token {f['device']} (host {f['host']}"
-                            + ("" if f["in_host_top"] else ", not among the host's top tokens") + ")")
+                what.append(
+                    f"token {f['step']}: max|diff| {f['max_abs_diff']:.4g} against PyTorch over the host's top "
+                    f"logits (<= {m['max_abs_diff_limit']:g}), device token {f['device']} (host {f['host']}"
+                    + ("" if f["in_host_top"] else ", not among the host's top tokens")
+                    + ")"
+                )
             if not f["prompt_ids_equal"]:
                 what.append("the prompt tokenizes differently on the device")
-            return CheckFailed(f"golden check failed on {where} ({name}): {len(m['failures'])}/{m['cases']} prompts; "
-                               f"case {f['case']} '{f['prompt'][:40]}': {'; '.join(what)}{also}")
+            return CheckFailed(
+                f"golden check failed on {where} ({name}): {len(m['failures'])}/{m['cases']} prompts; "
+                f"case {f['case']} '{f['prompt'][:40]}': {'; '.join(what)}{also}"
+            )
         f = m["failures"][0]
-        return CheckFailed(f"golden check failed on {where} ({name}): {len(m['failures'])}/{m['cases']} cases; case "
-                           f"{f['case']} '{f['text'][:40]}': max|diff| {f['max_abs_diff']:.4g} (<= "
-                           f"{g.get('max_abs_diff_limit', '?')}), cosine {f['cosine']:.6f} (>= "
-                           f"{g.get('min_cosine_limit', '?')}), label {f['label']} (PyTorch {f['pytorch_label']}){also}")
+        return CheckFailed(
+            f"golden check failed on {where} ({name}): {len(m['failures'])}/{m['cases']} cases; case "
+            f"{f['case']} '{f['text'][:40]}': max|diff| {f['max_abs_diff']:.4g} (<= "
+            f"{g.get('max_abs_diff_limit', '?')}), cosine {f['cosine']:.6f} (>= "
+            f"{g.get('min_cosine_limit', '?')}), label {f['label']} (PyTorch {f['pytorch_label']}){also}"
+        )
     return CheckFailed(f"golden check failed on {where}")

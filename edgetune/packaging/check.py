@@ -75,7 +75,13 @@ def golden_failures(path: Path, golden: dict, labels: list[str]) -> list[str]:
         diff = float(np.abs(g - ref).max())
         cos = float(g @ ref / (np.linalg.norm(g) * np.linalg.norm(ref) + 1e-12))
         label = labels[int(np.argmax(g))]
-        if diff > golden["max_abs_diff"] or cos < golden["min_cosine"] or (c["check_label"] and label != c["pytorch_label"]):
-            out.append(f"golden '{c['text'][:40]}': max|diff| {diff:.4g} (<= {golden['max_abs_diff']}), "
-                       f"cosine {cos:.6f} (>= {golden['min_cosine']}), label {label} (PyTorch {c['pytorch_label']})")
+        if (
+            diff > golden["max_abs_diff"]
+            or cos < golden["min_cosine"]
+            or (c["check_label"] and label != c["pytorch_label"])
+        ):
+            out.append(
+                f"golden '{c['text'][:40]}': max|diff| {diff:.4g} (<= {golden['max_abs_diff']}), "
+                f"cosine {cos:.6f} (>= {golden['min_cosine']}), label {label} (PyTorch {c['pytorch_label']})"
+            )
     return out

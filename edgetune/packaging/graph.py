@@ -22,15 +22,21 @@ def with_tokenizer(model: Any, tokenizer: Any, max_length: int) -> Any:
     from ..tasks.classification import EMBEDDABLE_TOKENIZERS
 
     if type(tokenizer).__name__ not in EMBEDDABLE_TOKENIZERS:
-        raise EdgetuneError(f"package: only BERT WordPiece tokenizers can be embedded in the graph so far, "
-                            f"not {type(tokenizer).__name__}")
+        raise EdgetuneError(
+            f"package: only BERT WordPiece tokenizers can be embedded in the graph so far, "
+            f"not {type(tokenizer).__name__}"
+        )
     from onnxruntime_extensions import gen_processing_models
 
     with quiet():
         pre, _ = gen_processing_models(tokenizer, pre_kwargs={})
     node = pre.graph.node[0]
     # gen_processing_models maps strip_accents=None to 0, but for BERT None means "strip when lowercasing".
-    norm = json.loads(tokenizer.backend_tokenizer.normalizer.__getstate__()) if hasattr(tokenizer, "backend_tokenizer") else {}
+    norm = (
+        json.loads(tokenizer.backend_tokenizer.normalizer.__getstate__())
+        if hasattr(tokenizer, "backend_tokenizer")
+        else {}
+    )
     strip = norm.get("strip_accents")
     strip = norm.get("lowercase", False) if strip is None else strip
     attrs = {a.name: a for a in node.attribute}
@@ -42,16 +48,21 @@ def with_tokenizer(model: Any, tokenizer: Any, max_length: int) -> Any:
     names = {i.name for i in model.graph.input}
     needed = {"input_ids", "attention_mask"}
     if not needed <= names or names - needed - {"token_type_ids"}:
-        raise EdgetuneError(f"package: the model's inputs are {sorted(names)}; expected input_ids, attention_mask "
-                            f"and optionally token_type_ids")
+        raise EdgetuneError(
+            f"package: the model's inputs are {sorted(names)}; expected input_ids, attention_mask "
+            f"and optionally token_type_ids"
+        )
     g = model.graph
     tok_out = {o: f"tokenizer/{o}" for o in ("input_ids", "token_type_ids", "attention_mask", "offset_mapping")}
-    new_node = helper.make_node(node.op_type, ["text"], [tok_out[o] for o in node.output], name="tokenizer",
-                                domain=node.domain)
+    new_node = helper.make_node(
+        node.op_type, ["text"], [tok_out[o] for o in node.output], name="tokenizer", domain=node.domain
+    )
     new_node.attribute.extend(node.attribute)
     axes = helper.make_tensor("tokenizer/axes0", TensorProto.INT64, [1], [0])
-    front = [new_node] + [helper.make_node("Unsqueeze", [tok_out[n], axes.name], [n], name=f"tokenizer/unsqueeze_{n}")
-                          for n in sorted(names)]
+    front = [new_node] + [
+        helper.make_node("Unsqueeze", [tok_out[n], axes.name], [n], name=f"tokenizer/unsqueeze_{n}")
+        for n in sorted(names)
+    ]
     nodes = front + list(g.node)
     del g.node[:]
     g.node.extend(nodes)
@@ -61,8 +72,9 @@ def with_tokenizer(model: Any, tokenizer: Any, max_length: int) -> Any:
     used = {n.domain or "" for n in g.node}
     bad = used & X86_ONLY_DOMAINS
     if bad:
-        raise EdgetuneError(f"package: the model uses x86-only ops ({', '.join(sorted(bad))}); export it without "
-                            f"layout optimizations")
+        raise EdgetuneError(
+            f"package: the model uses x86-only ops ({', '.join(sorted(bad))}); export it without layout optimizations"
+        )
     keep = [o for o in model.opset_import if (o.domain or "") in used | {""}]
     del model.opset_import[:]
     model.opset_import.extend(keep + [helper.make_opsetid(node.domain, 1)])
@@ -76,8 +88,18 @@ def to_ort_format(path: Path) -> Path:
 
     from onnxruntime_extensions import get_library_path
 
-    cmd = [sys.executable, "-m", "onnxruntime.tools.convert_onnx_models_to_ort", str(path),
-           "--target_platform", "arm", "--optimization_style", "Fixed", "--custom_op_library", get_library_path()]
+    cmd = [
+        sys.executable,
+        "-m",
+        "onnxruntime.tools.convert_onnx_models_to_ort",
+        str(path),
+        "--target_platform",
+        "arm",
+        "--optimization_style",
+        "Fixed",
+        "--custom_op_library",
+        get_library_path(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     ort_path = path.with_suffix(".ort")
     if proc.returncode != 0 or not ort_path.is_file():

@@ -103,13 +103,21 @@ def read_manifest(folder: Path) -> PackageManifest:
 
 def file_entry(folder: Path, name: str, precision: str, files: list[str]) -> FileEntry:
     path = Path(folder) / name
-    return FileEntry(file=name, sha256=file_sha256(path), size_bytes=sum((folder / f).stat().st_size for f in files),
-                     precision=precision, files=files)
+    return FileEntry(
+        file=name,
+        sha256=file_sha256(path),
+        size_bytes=sum((folder / f).stat().st_size for f in files),
+        precision=precision,
+        files=files,
+    )
 
 
 def runtime_versions() -> dict[str, str]:
     import onnxruntime
     import onnxruntime_extensions
 
-    return {"edgetune": __version__, "onnxruntime": onnxruntime.__version__,
-            "onnxruntime_extensions": onnxruntime_extensions.__version__}
+    return {
+        "edgetune": __version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnxruntime_extensions": onnxruntime_extensions.__version__,
+    }

@@ -36,8 +36,16 @@ class EncoderBench(BaseStage):
         merged, cfg = inputs["merge"], ctx.recipe.benchmark
         tok = ctx.task.load_tokenizer(merged.path)
         feeds = {seq: encoder_inputs(tok, cfg.batch_size, seq) for seq in cfg.sequence_lengths}
-        return bench([inputs["export"], *inputs["quantize"].models], cfg, out, merged, ctx.recipe.task,
-                     ctx.data.labels, ctx.log, feeds)
+        return bench(
+            [inputs["export"], *inputs["quantize"].models],
+            cfg,
+            out,
+            merged,
+            ctx.recipe.task,
+            ctx.data.labels,
+            ctx.log,
+            feeds,
+        )
 
 
 class DecodeBench(BaseStage):
@@ -52,8 +60,14 @@ class DecodeBench(BaseStage):
         return Key(ctx.recipe.benchmark.model_dump())
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Benchmark:
-        return bench_decode([inputs["export"], *inputs["quantize"].models], ctx.recipe.benchmark, out,
-                            inputs["merge"], ctx.recipe.task, ctx.log)
+        return bench_decode(
+            [inputs["export"], *inputs["quantize"].models],
+            ctx.recipe.benchmark,
+            out,
+            inputs["merge"],
+            ctx.recipe.task,
+            ctx.log,
+        )
 
 
 def encoder_inputs(tokenizer: Any, batch_size: int, seq_len: int) -> dict[str, np.ndarray]:
@@ -229,6 +243,7 @@ def _llm_worker(job: dict) -> dict:
                 gen.get_next_tokens()
                 stamps.append(time.perf_counter())
             return stamps
+
     load_s = time.perf_counter() - t0
     for _ in range(job["warmup"]):
         run()
@@ -238,12 +253,26 @@ def _llm_worker(job: dict) -> dict:
         ttft.append(st[1] - st[0])
         decode.append((len(st) - 2) / (st[-1] - st[1]))
     ttft_ms = float(np.median(ttft) * 1000)
-    return {"load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": [{
-        "seq_len": seq, "threads": threads, "new_tokens": new, "ttft_ms": ttft_ms,
-        "prefill_tokens_per_s": seq / (ttft_ms / 1000), "decode_tokens_per_s": float(np.median(decode)),
-        "p50_ms": float(1000 / np.median(decode)), "p90_ms": float(1000 / np.percentile(decode, 10)),
-        "p99_ms": float(1000 / np.percentile(decode, 1)), "mean_ms": float(1000 / np.mean(decode)),
-        "throughput_per_s": float(np.median(decode)), "first_ms": ttft_ms}]}
+    return {
+        "load_seconds": load_s,
+        "peak_rss_mb": _peak_rss_mb(),
+        "per_seq": [
+            {
+                "seq_len": seq,
+                "threads": threads,
+                "new_tokens": new,
+                "ttft_ms": ttft_ms,
+                "prefill_tokens_per_s": seq / (ttft_ms / 1000),
+                "decode_tokens_per_s": float(np.median(decode)),
+                "p50_ms": float(1000 / np.median(decode)),
+                "p90_ms": float(1000 / np.percentile(decode, 10)),
+                "p99_ms": float(1000 / np.percentile(decode, 1)),
+                "mean_ms": float(1000 / np.mean(decode)),
+                "throughput_per_s": float(np.median(decode)),
+                "first_ms": ttft_ms,
+            }
+        ],
+    }
 
 
 def _child(job: dict, conn: Any) -> None:
@@ -284,8 +313,14 @@ def machine_info(threads: int) -> dict:
                 break
     except OSError:
         pass
-    info = {"cpu": cpu, "cores": os.cpu_count(), "threads": threads, "platform": platform.platform(),
-            "python": platform.python_version(), "onnxruntime": onnxruntime.__version__}
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+    }
     try:
         import torch
 
@@ -308,21 +343,47 @@ def bench(
     """Time every model at batch cfg.batch_size for each sequence length; the PyTorch merged model (of task
     `task_name`) is the baseline. `inputs` ({seq_len: feeds}) go to every model; without them, each ONNX
     model gets inputs made from its own metadata."""
-    common = {"threads": cfg.threads, "batch": cfg.batch_size, "seqs": list(cfg.sequence_lengths),
-              "warmup": cfg.warmup, "runs": cfg.runs, "task": task_name, "inputs": inputs}
+    common = {
+        "threads": cfg.threads,
+        "batch": cfg.batch_size,
+        "seqs": list(cfg.sequence_lengths),
+        "warmup": cfg.warmup,
+        "runs": cfg.runs,
+        "task": task_name,
+        "inputs": inputs,
+    }
     jobs = []
     if merged is not None:
-        jobs.append({**common, "name": BASELINE, "kind": "torch", "path": str(merged.path), "labels": labels,
-                     "size_bytes": merged.size_bytes})
+        jobs.append(
+            {
+                **common,
+                "name": BASELINE,
+                "kind": "torch",
+                "path": str(merged.path),
+                "labels": labels,
+                "size_bytes": merged.size_bytes,
+            }
+        )
     for m in models:
-        jobs.append({**common, "name": f"onnx_{m.precision}" if task_name else m.path.name, "kind": "onnx",
-                     "path": str(m.path), "size_bytes": m.size_bytes})
+        jobs.append(
+            {
+                **common,
+                "name": f"onnx_{m.precision}" if task_name else m.path.name,
+                "kind": "onnx",
+                "path": str(m.path),
+                "size_bytes": m.size_bytes,
+            }
+        )
     results, summary = [], {}
     for job in jobs:
         log(f"bench: {job['name']} ...")
         msg = _run_job(job)
-        summary[job["name"]] = {"load_seconds": msg["load_seconds"], "peak_rss_mb": msg["peak_rss_mb"],
-                                "size_bytes": job["size_bytes"], "path": job["path"]}
+        summary[job["name"]] = {
+            "load_seconds": msg["load_seconds"],
+            "peak_rss_mb": msg["peak_rss_mb"],
+            "size_bytes": job["size_bytes"],
+            "path": job["path"],
+        }
         for row in msg["per_seq"]:
             results.append({"model": job["name"], "batch_size": cfg.batch_size, **row})
     base = {r["seq_len"]: r for r in results if r["model"] == BASELINE}
@@ -334,26 +395,53 @@ def bench(
     return _record("latency", results, summary, cfg, out, BASELINE if merged is not None else "")
 
 
-def bench_decode(models: list[OnnxModel], cfg: BenchmarkConfig, out: Path | None, merged: MergedModel, task_name: str,
-                 log: Any = lambda s: None) -> Benchmark:
+def bench_decode(
+    models: list[OnnxModel],
+    cfg: BenchmarkConfig,
+    out: Path | None,
+    merged: MergedModel,
+    task_name: str,
+    log: Any = lambda s: None,
+) -> Benchmark:
     """Decode benchmark: PyTorch eager fp32 and each ONNX model (onnxruntime-genai), at each thread count."""
     import json as _json
 
     vocab = _json.loads((merged.path / "config.json").read_text())["vocab_size"]
     results, summary = [], {}
     for threads in sorted({*cfg.threads_sweep, cfg.threads}):
-        jobs = [{"name": BASELINE, "kind": "torch", "path": str(merged.path), "size_bytes": merged.size_bytes,
-                 "task": task_name}]
-        jobs += [{"name": f"onnx_{m.precision}", "kind": "genai", "path": str(m.path), "size_bytes": m.size_bytes}
-                 for m in models]
+        jobs = [
+            {
+                "name": BASELINE,
+                "kind": "torch",
+                "path": str(merged.path),
+                "size_bytes": merged.size_bytes,
+                "task": task_name,
+            }
+        ]
+        jobs += [
+            {"name": f"onnx_{m.precision}", "kind": "genai", "path": str(m.path), "size_bytes": m.size_bytes}
+            for m in models
+        ]
         for job in jobs:
-            job.update(llm=True, threads=threads, seqs=list(cfg.sequence_lengths)[:1], new_tokens=cfg.new_tokens,
-                       warmup=cfg.warmup, runs=cfg.runs, vocab=vocab)
+            job.update(
+                llm=True,
+                threads=threads,
+                seqs=list(cfg.sequence_lengths)[:1],
+                new_tokens=cfg.new_tokens,
+                warmup=cfg.warmup,
+                runs=cfg.runs,
+                vocab=vocab,
+            )
             log(f"bench: {job['name']} at {threads} thread(s) ...")
             msg = _run_job(job)
             key = job["name"] if threads == cfg.threads else f"{job['name']}@{threads}t"
-            summary[key] = {"load_seconds": msg["load_seconds"], "peak_rss_mb": msg["peak_rss_mb"],
-                            "size_bytes": job["size_bytes"], "path": job["path"], "threads": threads}
+            summary[key] = {
+                "load_seconds": msg["load_seconds"],
+                "peak_rss_mb": msg["peak_rss_mb"],
+                "size_bytes": job["size_bytes"],
+                "path": job["path"],
+                "threads": threads,
+            }
             for row in msg["per_seq"]:
                 results.append({"model": key, "batch_size": 1, **row})
     for r in results:
@@ -364,11 +452,18 @@ def bench_decode(models: list[OnnxModel], cfg: BenchmarkConfig, out: Path | None
     return _record("decode", results, summary, cfg, out, BASELINE)
 
 
-def _record(kind: str, results: list[dict], models: dict, cfg: BenchmarkConfig, out: Path | None,
-            baseline: str) -> Benchmark:
+def _record(
+    kind: str, results: list[dict], models: dict, cfg: BenchmarkConfig, out: Path | None, baseline: str
+) -> Benchmark:
     """The Benchmark record of a run, also written to out/bench.json when `out` is given."""
-    record = Benchmark(kind=kind, results=results, models=models, settings=cfg.model_dump(), machine=machine_info(cfg.threads),
-                       baseline=baseline)
+    record = Benchmark(
+        kind=kind,
+        results=results,
+        models=models,
+        settings=cfg.model_dump(),
+        machine=machine_info(cfg.threads),
+        baseline=baseline,
+    )
     if out is not None:
         atomic_write_json(out / "bench.json", dataclasses.asdict(record))
     return record
@@ -381,15 +476,22 @@ def format_benchmark(b: Benchmark) -> str:
         lines = [f"machine: {b.machine.get('cpu')}", head, "-" * len(head)]
         for r in b.results:
             m = b.models[r["model"]]
-            lines.append(f"{r['model']:<22}{r['threads']:>8}{r['seq_len']:>7}{r['ttft_ms']:>9.1f}{r['prefill_tokens_per_s']:>12.1f}"
-                         f"{r['decode_tokens_per_s']:>11.1f}{r['decode_speedup_vs_baseline']:>8.2f}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}")
+            lines.append(
+                f"{r['model']:<22}{r['threads']:>8}{r['seq_len']:>7}{r['ttft_ms']:>9.1f}{r['prefill_tokens_per_s']:>12.1f}"
+                f"{r['decode_tokens_per_s']:>11.1f}{r['decode_speedup_vs_baseline']:>8.2f}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}"
+            )
         return "\n".join(lines)
     head = f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'p50/base':>9}{'RSS MB':>8}{'size MB':>9}"
-    lines = [f"machine: {b.machine.get('cpu')} | threads {b.settings.get('threads')} | batch {b.settings.get('batch_size')}",
-             head, "-" * len(head)]
+    lines = [
+        f"machine: {b.machine.get('cpu')} | threads {b.settings.get('threads')} | batch {b.settings.get('batch_size')}",
+        head,
+        "-" * len(head),
+    ]
     for r in b.results:
         m = b.models[r["model"]]
         ratio = f"{r['p50_ratio_to_baseline']:.2f}" if "p50_ratio_to_baseline" in r else "-"
-        lines.append(f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
-                     f"{r['throughput_per_s']:>9.1f}{ratio:>9}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}")
+        lines.append(
+            f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['throughput_per_s']:>9.1f}{ratio:>9}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}"
+        )
     return "\n".join(lines)

@@ -21,9 +21,7 @@ def describe_onnx(path: Path, precision: str, notes: dict | None = None) -> Onnx
         model = onnx.load(path, load_external_data=False)
     except Exception as e:
         raise EdgetuneError(f"{path}: not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
-    external = {
-        e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"
-    }
+    external = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
     size = path.stat().st_size + sum((path.parent / f).stat().st_size for f in external if (path.parent / f).exists())
     return OnnxModel(
         path=path,

@@ -55,8 +55,9 @@ class GenaiExport(BaseStage):
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> OnnxModel:
         merged: MergedModel = inputs["merge"]
         build_genai(merged.path, out, "fp32")
-        return describe_onnx(out / MODEL_NAME, "fp32", {"exporter": "onnxruntime-genai model builder",
-                                                        "precision": "fp32"})
+        return describe_onnx(
+            out / MODEL_NAME, "fp32", {"exporter": "onnxruntime-genai model builder", "precision": "fp32"}
+        )
 
 
 def export_optimum(merged: MergedModel, cfg: ExportConfig, onnx_task: str, out: Path) -> OnnxModel:
@@ -66,7 +67,11 @@ def export_optimum(merged: MergedModel, cfg: ExportConfig, onnx_task: str, out: 
     raw = out / "raw"
     with quiet():
         main_export(
-            str(merged.path), raw, task=onnx_task, opset=cfg.opset, do_validation=False,
+            str(merged.path),
+            raw,
+            task=onnx_task,
+            opset=cfg.opset,
+            do_validation=False,
             library_name="transformers",
         )
     if not (raw / FP32_NAME).exists():
@@ -89,8 +94,9 @@ def _optimize(raw: Path, out: Path) -> dict:
 
     # Level 1 keeps the graph portable (no CPU-layout-specific nodes). SkipLayerNormalization is left unfused:
     # measured slower than Add + LayerNormalization on CPU (see edgetune/runtime.py).
-    config = OptimizationConfig(optimization_level=1, disable_skip_layer_norm_fusion=True,
-                                disable_bias_skip_layer_norm_fusion=True)
+    config = OptimizationConfig(
+        optimization_level=1, disable_skip_layer_norm_fusion=True, disable_bias_skip_layer_norm_fusion=True
+    )
     with quiet():
         optimizer = ORTOptimizer.from_pretrained(raw, file_names=[FP32_NAME])
         optimizer.optimize(config, save_dir=out / "opt", file_suffix=None)
@@ -104,6 +110,18 @@ def _optimize(raw: Path, out: Path) -> dict:
     import onnx
 
     ops = Counter(n.op_type for n in onnx.load(out / FP32_NAME, load_external_data=False).graph.node)
-    return {k: v for k, v in ops.items() if k in {"Attention", "MultiHeadAttention", "EmbedLayerNormalization",
-                                                    "BiasGelu", "FastGelu", "Gelu", "SkipLayerNormalization",
-                                                    "LayerNormalization"}}
+    return {
+        k: v
+        for k, v in ops.items()
+        if k
+        in {
+            "Attention",
+            "MultiHeadAttention",
+            "EmbedLayerNormalization",
+            "BiasGelu",
+            "FastGelu",
+            "Gelu",
+            "SkipLayerNormalization",
+            "LayerNormalization",
+        }
+    }

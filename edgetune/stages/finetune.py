@@ -38,8 +38,10 @@ class Finetune(BaseStage):
     def key(self, ctx: BuildContext) -> Key:
         r = ctx.recipe
         lora, int4 = self._parts(ctx)
-        return Key([r.task, r.model.source, lora, r.training.model_dump(), *int4],
-                   [ctx.data.fingerprint, ctx.source.fingerprint()])
+        return Key(
+            [r.task, r.model.source, lora, r.training.model_dump(), *int4],
+            [ctx.data.fingerprint, ctx.source.fingerprint()],
+        )
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Adapter:
         import shutil
@@ -48,8 +50,20 @@ class Finetune(BaseStage):
         lora, int4 = self._parts(ctx)
         root = ctx.run.root / "finetune.ckpt"
         ckpt = root / config_key(lora, tr.model_dump(), ctx.data.fingerprint, *int4)[:16]
-        record = finetune(ctx.base(), ctx.data, r.lora, ctx.adapter, tr, ctx.task, out, ckpt,
-                          r.model.trust_remote_code, ctx.progress, ctx.log, int4[0] if int4 else None)
+        record = finetune(
+            ctx.base(),
+            ctx.data,
+            r.lora,
+            ctx.adapter,
+            tr,
+            ctx.task,
+            out,
+            ckpt,
+            r.model.trust_remote_code,
+            ctx.progress,
+            ctx.log,
+            int4[0] if int4 else None,
+        )
         shutil.rmtree(root, ignore_errors=True)
         return record
 
@@ -91,8 +105,10 @@ def finetune(
     allocate = getattr(model.base_model, "update_and_allocate", None) if plan.method == "adalora" else None
     if int4_block:
         rounded = round_frozen_for_int4(model, int4_block)
-        log(f"finetune: int4-aware: {', '.join(rounded)} rounded to int4 (blocks of {int4_block}); the last "
-            f"{training.int4_aware_epochs} epoch(s) train against int4 rounding")
+        log(
+            f"finetune: int4-aware: {', '.join(rounded)} rounded to int4 (blocks of {int4_block}); the last "
+            f"{training.int4_aware_epochs} epoch(s) train against int4 rounding"
+        )
     trainable, total = model.get_nb_trainable_parameters()
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=training.weight_decay)
@@ -117,11 +133,21 @@ def finetune(
     for epoch in range(start_epoch, training.epochs):
         model.train()
         t0, losses = time.perf_counter(), []
-        batches = task.batches(data.train, tokenizer, training.batch_size, training.max_length,
-                               shuffle_seed=training.seed * 100_003 + epoch)
+        batches = task.batches(
+            data.train,
+            tokenizer,
+            training.batch_size,
+            training.max_length,
+            shuffle_seed=training.seed * 100_003 + epoch,
+        )
         aware = bool(int4_block) and epoch >= training.epochs - training.int4_aware_epochs
-        bar = tqdm(batches, total=steps_per_epoch, disable=None if progress else True, leave=False,  # None: on a tty
-                   desc=f"finetune epoch {epoch + 1}/{training.epochs}{' (int4-aware)' if aware else ''}")
+        bar = tqdm(
+            batches,
+            total=steps_per_epoch,
+            disable=None if progress else True,
+            leave=False,  # None: on a tty
+            desc=f"finetune epoch {epoch + 1}/{training.epochs}{' (int4-aware)' if aware else ''}",
+        )
         with int4_forward(model, int4_block) if aware else contextlib.nullcontext():
             for step, batch in enumerate(bar, start=epoch * steps_per_epoch):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
@@ -136,19 +162,26 @@ def finetune(
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # 2.4x faster than fp32 here
             _, metrics = task.evaluate(model, tokenizer, data.eval, training.batch_size * 2, training.max_length)
-        row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), **{f"eval_{k}": v for k, v in metrics.items()},
-               "seconds": round(time.perf_counter() - t0, 2)}
+        row = {
+            "epoch": epoch + 1,
+            "loss": float(np.mean(losses)),
+            **{f"eval_{k}": v for k, v in metrics.items()},
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
         history.append(row)
         log("finetune: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        _save_checkpoint(ckpt, {
-            "adapter": get_peft_model_state_dict(model),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "torch_rng": torch.get_rng_state(),
-            "history": history,
-            "epoch": epoch + 1,
-            **({"allocator": _allocator_state(model)} if allocate is not None else {}),
-        })
+        _save_checkpoint(
+            ckpt,
+            {
+                "adapter": get_peft_model_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "epoch": epoch + 1,
+                **({"allocator": _allocator_state(model)} if allocate is not None else {}),
+            },
+        )
 
     adapter_dir = out / "adapter"
     model.save_pretrained(adapter_dir)
@@ -156,7 +189,7 @@ def finetune(
     return Adapter(
         path=adapter_dir,
         epochs=history,
-        eval_metrics={k[len("eval_"):]: v for k, v in history[-1].items() if k.startswith("eval_")},
+        eval_metrics={k[len("eval_") :]: v for k, v in history[-1].items() if k.startswith("eval_")},
         trainable_params=int(trainable),
         total_params=int(total),
         train_examples=len(data.train),
@@ -177,10 +210,19 @@ def peft_config(plan: AdapterPlan, lora: LoraConfig, task_type: str, total_steps
         # r is the average rank AdaLoRA ends with; every layer starts at 1.5x r (peft's 12 -> 8 ratio). The first
         # 10% of steps train at the initial rank, the last 20% at the final rank pattern.
         tinit, tfinal = total_steps // 10, total_steps // 5
-        return AdaLoraConfig(init_r=lora.r + (lora.r + 1) // 2, target_r=lora.r, lora_alpha=lora.alpha,
-                             lora_dropout=lora.dropout, total_step=total_steps, tinit=tinit, tfinal=tfinal, **common)
-    return PeftLoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout,
-                          use_dora=plan.method == "dora", **common)
+        return AdaLoraConfig(
+            init_r=lora.r + (lora.r + 1) // 2,
+            target_r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            total_step=total_steps,
+            tinit=tinit,
+            tfinal=tfinal,
+            **common,
+        )
+    return PeftLoraConfig(
+        r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, use_dora=plan.method == "dora", **common
+    )
 
 
 def _allocator_state(model: Any) -> dict:

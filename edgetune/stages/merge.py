@@ -28,9 +28,18 @@ class Merge(BaseStage):
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> MergedModel:
         r = ctx.recipe
-        return merge(inputs["finetune"], ctx.base(), ctx.data, ctx.task, out, r.verify.merge_max_abs_diff,
-                     r.training.batch_size * 2, r.training.max_length, r.model.trust_remote_code,
-                     r.verify.merge_check_rows)
+        return merge(
+            inputs["finetune"],
+            ctx.base(),
+            ctx.data,
+            ctx.task,
+            out,
+            r.verify.merge_max_abs_diff,
+            r.training.batch_size * 2,
+            r.training.max_length,
+            r.model.trust_remote_code,
+            r.verify.merge_check_rows,
+        )
 
 
 def merge(
@@ -59,7 +68,9 @@ def merge(
             warnings.filterwarnings("ignore", "The following rank_pattern keys did not match", RuntimeWarning)
             peft_model = PeftModel.from_pretrained(model, adapter.path)
     except Exception as e:  # a mismatched adapter surfaces as shape or key errors deep in peft
-        raise EdgetuneError(f"merge: cannot load adapter {adapter.path} onto {base.spec}: {str(e).splitlines()[0]}") from None
+        raise EdgetuneError(
+            f"merge: cannot load adapter {adapter.path} onto {base.spec}: {str(e).splitlines()[0]}"
+        ) from None
     if adapter.int4_block_size:  # trained int4-aware: on a base whose untrained linears were rounded to int4
         from ..int4 import round_frozen_for_int4
 
@@ -83,8 +94,13 @@ def merge(
     merged.save_pretrained(folder, safe_serialization=True)
     tokenizer.save_pretrained(folder)
     size = sum(p.stat().st_size for p in folder.glob("*.safetensors"))
-    return MergedModel(path=folder, merge_max_abs_diff=diff, eval_metrics=metrics, size_bytes=size,
-                       fp32_max_abs_diff=float(np.max(np.abs(after32[: len(rows)] - before))))
+    return MergedModel(
+        path=folder,
+        merge_max_abs_diff=diff,
+        eval_metrics=metrics,
+        size_bytes=size,
+        fp32_max_abs_diff=float(np.max(np.abs(after32[: len(rows)] - before))),
+    )
 
 
 def _unwrap_trained_in_full(peft_model) -> None:
@@ -96,5 +112,8 @@ def _unwrap_trained_in_full(peft_model) -> None:
         if isinstance(module, ModulesToSaveWrapper):
             parent, _, child = name.rpartition(".")
             owner = peft_model.base_model.model.get_submodule(parent) if parent else peft_model.base_model.model
-            setattr(owner, child, module.unload_and_optionally_merge_module(merge=True, safe_merge=False,
-                                                                            adapter_names=None))
+            setattr(
+                owner,
+                child,
+                module.unload_and_optionally_merge_module(merge=True, safe_merge=False, adapter_names=None),
+            )

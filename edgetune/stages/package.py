@@ -69,8 +69,9 @@ class _PackageStage(BaseStage):
             bundles = [r.benchmark.model_dump(), r.verify.greedy_tokens, runner_sha256()]
         return Key([config, *self.reads(ctx), *bundles])
 
-    def content(self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification,
-                out: Path) -> dict:
+    def content(
+        self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification, out: Path
+    ) -> dict:
         """Write the model files and golden.json into `out`; return the manifest's task-specific fields."""
         raise NotImplementedError
 
@@ -82,9 +83,14 @@ class _PackageStage(BaseStage):
         r = ctx.recipe
         model = inputs["quantize"].models[-1]  # int8 for encoders; the last precision (int4 by default) for LLMs
         fields = self.content(ctx, model, inputs["merge"], inputs["verify"], out)
-        manifest = PackageManifest(schema_version=SCHEMA_VERSION, task=r.task, recipe=r.name, **fields,
-                                   versions=runtime_versions(),
-                                   source=SourceRef(quantized_sha256=model.sha256, precision=model.precision))
+        manifest = PackageManifest(
+            schema_version=SCHEMA_VERSION,
+            task=r.task,
+            recipe=r.name,
+            **fields,
+            versions=runtime_versions(),
+            source=SourceRef(quantized_sha256=model.sha256, precision=model.precision),
+        )
         manifest.write(out)
         problems = check_package(out)
         if problems:
@@ -92,12 +98,22 @@ class _PackageStage(BaseStage):
         for arch in r.package.linux:  # device bundles for Linux boards: package/linux-<arch>/
             from ..device.bundle import write_bundle
 
-            where = write_bundle(out, f"linux-{arch}", benchmark=r.benchmark, greedy_tokens=r.verify.greedy_tokens,
-                                 **self.bundle_inputs(ctx, inputs["merge"]))
+            where = write_bundle(
+                out,
+                f"linux-{arch}",
+                benchmark=r.benchmark,
+                greedy_tokens=r.verify.greedy_tokens,
+                **self.bundle_inputs(ctx, inputs["merge"]),
+            )
             ctx.log(f"package: device bundle for linux-{arch} in {ctx.run.stage_dir('package') / where.name}")
-        return Package(path=out, manifest_path=out / "manifest.json", model_sha256=manifest.model.sha256,
-                       size_bytes=manifest.model.size_bytes, files=manifest.model.files,
-                       golden_cases=manifest.golden.count)
+        return Package(
+            path=out,
+            manifest_path=out / "manifest.json",
+            model_sha256=manifest.model.sha256,
+            size_bytes=manifest.model.size_bytes,
+            files=manifest.model.files,
+            golden_cases=manifest.golden.count,
+        )
 
     def finish(self, ctx: BuildContext, record: Any) -> None:
         """Install into the recipe's Android project unless the same package is there already."""
@@ -119,8 +135,9 @@ class ClassifierPackage(_PackageStage):
         # words the in-graph tokenizer keeps whole, to build benchmark texts of any length on the board
         return {"tokenizer": ctx.task.load_tokenizer(merged.path)}
 
-    def content(self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification,
-                out: Path) -> dict:
+    def content(
+        self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification, out: Path
+    ) -> dict:
         return package_classifier(model, merged, verification, ctx, out)
 
 
@@ -135,13 +152,15 @@ class ChatPackage(_PackageStage):
         # the system prompt is part of the packaged prompt format
         return [*super().reads(ctx), getattr(ctx.recipe.dataset, "system_prompt", None)]
 
-    def content(self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification,
-                out: Path) -> dict:
+    def content(
+        self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification, out: Path
+    ) -> dict:
         return package_chat(model, merged, ctx, out)
 
 
-def package_classifier(model: OnnxModel, merged: MergedModel, verification: Verification, ctx: BuildContext,
-                       out: Path) -> dict:
+def package_classifier(
+    model: OnnxModel, merged: MergedModel, verification: Verification, ctx: BuildContext, out: Path
+) -> dict:
     task, data, cfg, max_length = ctx.task, ctx.data, ctx.recipe.package, ctx.recipe.training.max_length
     import onnx
 
@@ -149,7 +168,9 @@ def package_classifier(model: OnnxModel, merged: MergedModel, verification: Veri
     try:
         graph = onnx.load(model.path)
     except Exception as e:
-        raise EdgetuneError(f"package: {model.path} is not a readable ONNX model ({str(e).splitlines()[0][:120]})") from None
+        raise EdgetuneError(
+            f"package: {model.path} is not a readable ONNX model ({str(e).splitlines()[0][:120]})"
+        ) from None
     graph = with_tokenizer(graph, tokenizer, max_length)
     onnx.save(graph, out / "model.onnx")
     ort_model = None
@@ -168,10 +189,15 @@ def package_classifier(model: OnnxModel, merged: MergedModel, verification: Veri
     cases = []
     for text, logits in zip(texts, ref):
         top2 = np.sort(logits)[-2:]
-        cases.append({"text": text, "pytorch_logits": [round(float(x), 6) for x in logits],
-                      "pytorch_label": data.labels[int(np.argmax(logits))],
-                      # a label can only flip when the runner-up is within twice the tolerance
-                      "check_label": bool(top2[1] - top2[0] > 2 * max_diff)})
+        cases.append(
+            {
+                "text": text,
+                "pytorch_logits": [round(float(x), 6) for x in logits],
+                "pytorch_label": data.labels[int(np.argmax(logits))],
+                # a label can only flip when the runner-up is within twice the tolerance
+                "check_label": bool(top2[1] - top2[0] > 2 * max_diff),
+            }
+        )
     atomic_write_json(out / GOLDEN, {"max_abs_diff": max_diff, "min_cosine": min_cos, "cases": cases})
     files = ["model.onnx"]
     return {
@@ -179,8 +205,12 @@ def package_classifier(model: OnnxModel, merged: MergedModel, verification: Veri
         "ort_model": file_entry(out, ort_model.name, model.precision, [ort_model.name]) if ort_model else None,
         "inputs": [TensorSpec(name="text", dtype="string", shape=[1])],
         "outputs": [TensorSpec(name="logits", dtype="float32", shape=[1, len(data.labels)])],
-        "tokenizer": {"kind": "embedded", "op": "BertTokenizer", "library": "onnxruntime-extensions",
-                      "max_length": max_length},
+        "tokenizer": {
+            "kind": "embedded",
+            "op": "BertTokenizer",
+            "library": "onnxruntime-extensions",
+            "max_length": max_length,
+        },
         "labels": list(data.labels),
         "golden": GoldenRef(file=GOLDEN, count=len(cases)),
     }
@@ -199,16 +229,23 @@ def package_chat(model: OnnxModel, merged: MergedModel, ctx: BuildContext, out: 
         shutil.copy2(folder / name, out / name)
     tokenizer = task.load_tokenizer(merged.path)
     prompt_format = tokenizer.apply_chat_template(
-        ([{"role": "system", "content": "{system}"}] if system_prompt else []) + [{"role": "user", "content": "{user}"}],
-        tokenize=False, add_generation_prompt=True)
+        ([{"role": "system", "content": "{system}"}] if system_prompt else [])
+        + [{"role": "user", "content": "{user}"}],
+        tokenize=False,
+        add_generation_prompt=True,
+    )
     examples = data.eval[: cfg.golden]
     torch_model = task.load_model(merged.path)
     eos = end_ids(tokenizer)
     budgets = [len(tokenizer(ex["messages"][-1]["content"])["input_ids"]) + 8 for ex in examples]
     gens = greedy_torch(torch_model, [prompt_ids(tokenizer, ex) for ex in examples], budgets, eos)
-    cases = [{"prompt": next(m["content"] for m in ex["messages"] if m["role"] == "user"),
-              "pytorch_text": tokenizer.decode([t for t in toks if t not in eos], skip_special_tokens=True)}
-             for ex, toks in zip(examples, gens)]
+    cases = [
+        {
+            "prompt": next(m["content"] for m in ex["messages"] if m["role"] == "user"),
+            "pytorch_text": tokenizer.decode([t for t in toks if t not in eos], skip_special_tokens=True),
+        }
+        for ex, toks in zip(examples, gens)
+    ]
     atomic_write_json(out / GOLDEN, {"cases": cases})
     return {
         "model": file_entry(out, "model.onnx", model.precision, files),

@@ -36,8 +36,9 @@ class OrtInt8(BaseStage):
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
         r, merged = ctx.recipe, inputs["merge"]
         tok = ctx.task.load_tokenizer(merged.path) if r.quantize.mode == "static" else None
-        return Quantized([quantize_int8(inputs["export"], r.quantize, ctx.task, out, ctx.data.train, tok,
-                                        r.training.max_length)])
+        return Quantized(
+            [quantize_int8(inputs["export"], r.quantize, ctx.task, out, ctx.data.train, tok, r.training.max_length)]
+        )
 
 
 class GenaiQuantize(BaseStage):
@@ -66,8 +67,11 @@ def quantize_genai(merged: MergedModel, cfg: QuantizeConfig, out: Path) -> Quant
         # builder breaks that sharing when the lm_head is int8, so the table is kept apart then.
         if not (head_int4 and cfg.embeddings == "auto"):
             extra["shared_embeddings"] = "false"
-        mixed = [g for g, on in (("last_matmul:int8", cfg.int4_keep_lm_head),
-                                 ("mixed_layers:int8", cfg.int4_int8_layers)) if on]
+        mixed = [
+            g
+            for g, on in (("last_matmul:int8", cfg.int4_keep_lm_head), ("mixed_layers:int8", cfg.int4_int8_layers))
+            if on
+        ]
         if precision == "int4" and mixed:
             extra["matmul_mixed_precision"] = ",".join(mixed)
         build_genai(merged.path, folder, precision, extra)
@@ -98,13 +102,25 @@ def quantize_int8(
     for f in model.path.parent.iterdir():  # tokenizer and config travel with the model
         if f.is_file() and f.suffix != ".onnx" and not f.name.endswith(".data"):
             shutil.copy2(f, out / f.name)
-    notes = {"quantizer": f"onnxruntime.quantization.quantize_{cfg.mode}", "per_channel": cfg.per_channel,
-             "weights": "int8", "activations": "uint8 (dynamic, per batch)" if cfg.mode == "dynamic" else "uint8 (calibrated, QDQ)"}
+    notes = {
+        "quantizer": f"onnxruntime.quantization.quantize_{cfg.mode}",
+        "per_channel": cfg.per_channel,
+        "weights": "int8",
+        "activations": "uint8 (dynamic, per batch)" if cfg.mode == "dynamic" else "uint8 (calibrated, QDQ)",
+    }
     return describe_onnx(target, "int8", notes)
 
 
-def _run(cfg: QuantizeConfig, model: OnnxModel, target: Path, task: Task, calibration: list[dict] | None,
-         tokenizer: Any, max_length: int, extra: dict) -> None:
+def _run(
+    cfg: QuantizeConfig,
+    model: OnnxModel,
+    target: Path,
+    task: Task,
+    calibration: list[dict] | None,
+    tokenizer: Any,
+    max_length: int,
+    extra: dict,
+) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
         QuantFormat,
@@ -114,15 +130,18 @@ def _run(cfg: QuantizeConfig, model: OnnxModel, target: Path, task: Task, calibr
     )
 
     if cfg.mode == "dynamic":
-        quantize_dynamic(model.path, target, weight_type=QuantType.QInt8, per_channel=cfg.per_channel,
-                         extra_options=extra)
+        quantize_dynamic(
+            model.path, target, weight_type=QuantType.QInt8, per_channel=cfg.per_channel, extra_options=extra
+        )
     else:
         examples = (calibration or [])[: cfg.calibration_samples]
         if not examples:
             raise ValueError("static quantization needs calibration examples")
         # the batches the task trains on, without the training targets: what the exported graph takes
-        feeds = [{k: v.numpy() for k, v in b.items() if k != "labels"}
-                 for b in task.batches(examples, tokenizer, 1, max_length)]
+        feeds = [
+            {k: v.numpy() for k, v in b.items() if k != "labels"}
+            for b in task.batches(examples, tokenizer, 1, max_length)
+        ]
 
         class Reader(CalibrationDataReader):
             def __init__(self) -> None:
@@ -133,6 +152,13 @@ def _run(cfg: QuantizeConfig, model: OnnxModel, target: Path, task: Task, calibr
 
         # QDQ: QOperator static quantization fails on graphs with fused Attention (onnxruntime 1.32), and QDQ
         # is the form mobile execution providers (XNNPACK, NNAPI) consume.
-        quantize_static(model.path, target, Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                        per_channel=cfg.per_channel, extra_options=extra)
+        quantize_static(
+            model.path,
+            target,
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            activation_type=QuantType.QUInt8,
+            weight_type=QuantType.QInt8,
+            per_channel=cfg.per_channel,
+            extra_options=extra,
+        )

@@ -96,7 +96,9 @@ def _plot(bench: Benchmark | None, path: Path) -> Path | None:
     ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(seqs))], [f"seq {s}" for s in seqs])
     ax.set_ylabel("p50 latency (ms), lower is better")
     m = bench.machine
-    ax.set_title(f"batch {bench.settings['batch_size']}, {m.get('threads')} threads, {m.get('cpu', '')[:40]}", fontsize=8)
+    ax.set_title(
+        f"batch {bench.settings['batch_size']}, {m.get('threads')} threads, {m.get('cpu', '')[:40]}", fontsize=8
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
@@ -114,8 +116,12 @@ def _fmt(v: Any) -> str:
 
 def _markdown(doc: dict, records: dict[str, Any], seconds: dict[str, float], plot: Path | None) -> str:
     """report.md: the summary from `doc` (report.json), each stage's section from its record."""
-    out = [f"# edgetune report: {doc['recipe']['name']}", "",
-           f"Result: **{'PASSED' if doc['passed'] else 'FAILED'}**, created {doc['created']} with edgetune {doc['edgetune_version']}.", ""]
+    out = [
+        f"# edgetune report: {doc['recipe']['name']}",
+        "",
+        f"Result: **{'PASSED' if doc['passed'] else 'FAILED'}**, created {doc['created']} with edgetune {doc['edgetune_version']}.",
+        "",
+    ]
     failed = [c for c in doc["checks"] if not c["passed"]]
     for c in failed:
         out.append(f"- FAILED {c['stage']}: {c['name']} = {_fmt(c['value'])} (must be {c['op']} {c['threshold']:g})")
@@ -124,77 +130,136 @@ def _markdown(doc: dict, records: dict[str, Any], seconds: dict[str, float], plo
     bench: Benchmark | None = records.get("bench")
     seqs = sorted({r["seq_len"] for r in bench.results}) if bench else []
     summary = doc["summary"]["models"]
-    out += ["## Summary", "", "| model | accuracy / exact match | size MB | size vs ONNX fp32 | " +
-            " | ".join(f"p50 ms seq {s}" for s in seqs) + " |",
-            "|---|---|---|---|" + "---|" * len(seqs)]
+    out += [
+        "## Summary",
+        "",
+        "| model | accuracy / exact match | size MB | size vs ONNX fp32 | "
+        + " | ".join(f"p50 ms seq {s}" for s in seqs)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(seqs),
+    ]
     for name, m in summary.items():
         acc = _task_metric(m.get("eval", {}))
-        cells = [name, _fmt(acc) if acc is not None else "-", _fmt(m.get("size_bytes", 0) / 1e6) if m.get("size_bytes") else "-",
-                 _fmt(m["size_ratio_to_onnx_fp32"]) if "size_ratio_to_onnx_fp32" in m else "-"]
+        cells = [
+            name,
+            _fmt(acc) if acc is not None else "-",
+            _fmt(m.get("size_bytes", 0) / 1e6) if m.get("size_bytes") else "-",
+            _fmt(m["size_ratio_to_onnx_fp32"]) if "size_ratio_to_onnx_fp32" in m else "-",
+        ]
         for s in seqs:
             p = m.get("p50_ms", {}).get(str(s))
             r = m.get("p50_ratio_to_baseline", {}).get(str(s))
             cells.append("-" if p is None else f"{p:.2f}" + (f" ({r:.2f}x)" if r is not None else ""))
         out.append("| " + " | ".join(cells) + " |")
-    out += ["", "Latency ratios in parentheses are p50 divided by the PyTorch eager fp32 p50 at the same length (lower is better).", ""]
+    out += [
+        "",
+        "Latency ratios in parentheses are p50 divided by the PyTorch eager fp32 p50 at the same length (lower is better).",
+        "",
+    ]
     ft: Adapter | None = records.get("finetune")
     if ft is not None:
         evals = [k for k in ft.epochs[0] if k.startswith("eval_")] if ft.epochs else []
-        out += ["## Fine-tune (LoRA)", "",
-                f"{ft.train_examples} training rows, {ft.eval_examples} held-out rows; "
-                f"{ft.trainable_params:,} trainable of {ft.total_params:,} parameters; {seconds.get('finetune', 0.0):.1f} s.", "",
-                "| epoch | loss | " + " | ".join(evals) + " | seconds |", "|---|---|" + "---|" * len(evals) + "---|"]
+        out += [
+            "## Fine-tune (LoRA)",
+            "",
+            f"{ft.train_examples} training rows, {ft.eval_examples} held-out rows; "
+            f"{ft.trainable_params:,} trainable of {ft.total_params:,} parameters; {seconds.get('finetune', 0.0):.1f} s.",
+            "",
+            "| epoch | loss | " + " | ".join(evals) + " | seconds |",
+            "|---|---|" + "---|" * len(evals) + "---|",
+        ]
         for e in ft.epochs:
-            out.append(f"| {e['epoch']} | {e['loss']:.4f} | " + " | ".join(_fmt(e[k]) for k in evals) + f" | {e['seconds']} |")
+            out.append(
+                f"| {e['epoch']} | {e['loss']:.4f} | " + " | ".join(_fmt(e[k]) for k in evals) + f" | {e['seconds']} |"
+            )
         out.append("")
     merged: MergedModel | None = records.get("merge")
     if merged is not None:
         found = headline(merged.eval_metrics)
         figure = f"merged {found[0].replace('_', ' ')} {_fmt(found[1])}; " if found else ""
-        out += ["## Merge", "", f"max |merged - adapter| on held-out outputs: {merged.merge_max_abs_diff:.3g}; "
-                f"{figure}weights {merged.size_bytes / 1e6:.1f} MB.", ""]
-    onnx_models = [(n, [records[n]] if n == "export" else records[n].models) for n in ("export", "quantize") if n in records]
+        out += [
+            "## Merge",
+            "",
+            f"max |merged - adapter| on held-out outputs: {merged.merge_max_abs_diff:.3g}; "
+            f"{figure}weights {merged.size_bytes / 1e6:.1f} MB.",
+            "",
+        ]
+    onnx_models = [
+        (n, [records[n]] if n == "export" else records[n].models) for n in ("export", "quantize") if n in records
+    ]
     for stage, models in onnx_models:
         out += [f"## {stage.capitalize()}", ""]
         for m in models:
-            out += [f"`{_rel(m.path, doc)}`: {m.precision}, {m.size_bytes / 1e6:.1f} MB, {len(m.inputs)} inputs "
-                    f"({', '.join(m.inputs[:3])}{', ...' if len(m.inputs) > 3 else ''}); sha256 `{m.sha256[:16]}`.", "",
-                    "Notes: " + ", ".join(f"{k}: {v}" for k, v in m.notes.items()), ""]
+            out += [
+                f"`{_rel(m.path, doc)}`: {m.precision}, {m.size_bytes / 1e6:.1f} MB, {len(m.inputs)} inputs "
+                f"({', '.join(m.inputs[:3])}{', ...' if len(m.inputs) > 3 else ''}); sha256 `{m.sha256[:16]}`.",
+                "",
+                "Notes: " + ", ".join(f"{k}: {v}" for k, v in m.notes.items()),
+                "",
+            ]
     v: Verification | None = records.get("verify")
     if v is not None:
-        out += ["## Verify (parity on the held-out split)", "", f"{v.rows} rows. Details: `{_rel(v.details_path, doc)}`.", "",
-                "| model | accuracy / exact match | max abs diff | min cosine | top-1 agreement |", "|---|---|---|---|---|"]
+        out += [
+            "## Verify (parity on the held-out split)",
+            "",
+            f"{v.rows} rows. Details: `{_rel(v.details_path, doc)}`.",
+            "",
+            "| model | accuracy / exact match | max abs diff | min cosine | top-1 agreement |",
+            "|---|---|---|---|---|",
+        ]
         for name, m in v.models.items():
-            out.append(f"| {name} | {_fmt(_task_metric(m))} | {_fmt(m.get('max_abs_diff', 0.0))} | "
-                       f"{_fmt(m.get('min_cosine', 1.0))} | {_fmt(m.get('top1_agreement', 1.0))} |")
+            out.append(
+                f"| {name} | {_fmt(_task_metric(m))} | {_fmt(m.get('max_abs_diff', 0.0))} | "
+                f"{_fmt(m.get('min_cosine', 1.0))} | {_fmt(m.get('top1_agreement', 1.0))} |"
+            )
         out += ["", "| check | value | threshold | result |", "|---|---|---|---|"]
         for c in v.checks:
-            out.append(f"| {c.stage} {c.name} | {_fmt(c.value)} | {c.op} {c.threshold:g} | {'pass' if c.passed else 'FAIL'} |")
+            out.append(
+                f"| {c.stage} {c.name} | {_fmt(c.value)} | {c.op} {c.threshold:g} | {'pass' if c.passed else 'FAIL'} |"
+            )
         out.append("")
     pkg: Package | None = records.get("package")
     if pkg is not None:
-        out += ["## Package (Android demo app)", "",
-                f"`{_rel(pkg.path, doc)}`: {', '.join(pkg.files)}; {pkg.size_bytes / 1e6:.1f} MB; model sha256 "
-                f"`{pkg.model_sha256[:16]}`; {pkg.golden_cases} golden cases reproduced in ONNX Runtime.", ""]
+        out += [
+            "## Package (Android demo app)",
+            "",
+            f"`{_rel(pkg.path, doc)}`: {', '.join(pkg.files)}; {pkg.size_bytes / 1e6:.1f} MB; model sha256 "
+            f"`{pkg.model_sha256[:16]}`; {pkg.golden_cases} golden cases reproduced in ONNX Runtime.",
+            "",
+        ]
     if bench is not None:
         m, st = bench.machine, bench.settings
-        out += ["## Benchmark", "", f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} intra-op threads; "
-                f"onnxruntime {m.get('onnxruntime')}, torch {m.get('torch', '-')}; batch {st['batch_size']}, "
-                f"{st['warmup']} warmup + {st['runs']} timed runs; each model in a fresh process.", ""]
+        out += [
+            "## Benchmark",
+            "",
+            f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} intra-op threads; "
+            f"onnxruntime {m.get('onnxruntime')}, torch {m.get('torch', '-')}; batch {st['batch_size']}, "
+            f"{st['warmup']} warmup + {st['runs']} timed runs; each model in a fresh process.",
+            "",
+        ]
         if plot:
             out += [f"![latency]({plot.name})", ""]
         if bench.kind == "decode":
-            out += ["| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | decode vs PyTorch |",
-                    "|---|---|---|---|---|---|---|"]
+            out += [
+                "| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | decode vs PyTorch |",
+                "|---|---|---|---|---|---|---|",
+            ]
             for x in bench.results:
-                out.append(f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | {x['prefill_tokens_per_s']:.1f} | "
-                           f"{x['decode_tokens_per_s']:.1f} | {x['decode_speedup_vs_baseline']:.2f}x |")
+                out.append(
+                    f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | {x['prefill_tokens_per_s']:.1f} | "
+                    f"{x['decode_tokens_per_s']:.1f} | {x['decode_speedup_vs_baseline']:.2f}x |"
+                )
         else:
-            out += ["| model | seq | p50 ms | p90 ms | p99 ms | items/s | p50 / baseline | first ms |", "|---|---|---|---|---|---|---|---|"]
+            out += [
+                "| model | seq | p50 ms | p90 ms | p99 ms | items/s | p50 / baseline | first ms |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
             for x in bench.results:
                 ratio = f"{x['p50_ratio_to_baseline']:.3f}" if "p50_ratio_to_baseline" in x else "-"
-                out.append(f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
-                           f"{x['throughput_per_s']:.1f} | {ratio} | {x['first_ms']:.1f} |")
+                out.append(
+                    f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
+                    f"{x['throughput_per_s']:.1f} | {ratio} | {x['first_ms']:.1f} |"
+                )
         out += ["", "| model | load s | peak RSS MB | size MB |", "|---|---|---|---|"]
         for name, x in bench.models.items():
             out.append(f"| {name} | {x['load_seconds']:.2f} | {x['peak_rss_mb']:.0f} | {x['size_bytes'] / 1e6:.1f} |")
@@ -216,44 +281,68 @@ def _devices_markdown(devices: list[dict]) -> list[str]:
     """The 'On devices' section: each board's facts, golden check and benchmark (edgetune bench --ssh)."""
     if not devices:
         return []
-    out = ["## On devices", "",
-           "Measured with `edgetune bench RUN_DIR --ssh USER@HOST`: the device bundle's run_device.py on the board "
-           "(classifier rows: a text in, logits out, the tokenizer inside the graph; the text is built to the row's "
-           "token count). EMULATED rows ran under an emulator on another machine: their golden check holds, their "
-           "timings say nothing about the real board.", ""]
+    out = [
+        "## On devices",
+        "",
+        "Measured with `edgetune bench RUN_DIR --ssh USER@HOST`: the device bundle's run_device.py on the board "
+        "(classifier rows: a text in, logits out, the tokenizer inside the graph; the text is built to the row's "
+        "token count). EMULATED rows ran under an emulator on another machine: their golden check holds, their "
+        "timings say nothing about the real board.",
+        "",
+    ]
     for d in devices:
         dev, g = d["device"], d.get("golden") or {}
         flag = {True: "**EMULATED**", False: "native", None: "emulation unknown"}[dev.get("emulated")]
-        out += [f"### {d.get('ssh', '?')}: {dev.get('board') or dev['cpu']} ({dev['arch']}, {flag})", "",
-                f"{dev['cpu']}; {dev['cores']} cores, {(dev.get('ram_mb') or 0) / 1024:.1f} GiB RAM; {dev['os']}, "
-                f"kernel {dev['kernel']}; Python {dev['python']}, onnxruntime {dev.get('onnxruntime')}"
-                + (f", onnxruntime-genai {dev['onnxruntime_genai']}" if dev.get("onnxruntime_genai") else "")
-                + f"; CPU features for ML: {', '.join(dev.get('ml_features') or []) or 'none listed'}. "
-                f"Bundle {d['bundle']['target']}, model sha256 `{d['bundle']['model_sha256'][:16]}`, run "
-                f"{d.get('finished', '')}.", "", f"Emulation: {dev.get('emulation_evidence')}.", ""]
+        out += [
+            f"### {d.get('ssh', '?')}: {dev.get('board') or dev['cpu']} ({dev['arch']}, {flag})",
+            "",
+            f"{dev['cpu']}; {dev['cores']} cores, {(dev.get('ram_mb') or 0) / 1024:.1f} GiB RAM; {dev['os']}, "
+            f"kernel {dev['kernel']}; Python {dev['python']}, onnxruntime {dev.get('onnxruntime')}"
+            + (f", onnxruntime-genai {dev['onnxruntime_genai']}" if dev.get("onnxruntime_genai") else "")
+            + f"; CPU features for ML: {', '.join(dev.get('ml_features') or []) or 'none listed'}. "
+            f"Bundle {d['bundle']['target']}, model sha256 `{d['bundle']['model_sha256'][:16]}`, run "
+            f"{d.get('finished', '')}.",
+            "",
+            f"Emulation: {dev.get('emulation_evidence')}.",
+            "",
+        ]
         for name, m in (g.get("models") or {}).items():
             if g.get("kind") == "greedy":
                 out.append(f"- golden `{name}`: {greedy_summary(m)}: **{'pass' if m['passed'] else 'FAIL'}**")
             else:
-                out.append(f"- golden `{name}`: {m['cases'] - len(m['failures'])}/{m['cases']} cases within tolerance "
-                           f"(max abs diff {m['max_abs_diff']:.3g} <= {g.get('max_abs_diff_limit')}, min cosine "
-                           f"{m['min_cosine']:.6f} >= {g.get('min_cosine_limit')}): **{'pass' if m['passed'] else 'FAIL'}**")
+                out.append(
+                    f"- golden `{name}`: {m['cases'] - len(m['failures'])}/{m['cases']} cases within tolerance "
+                    f"(max abs diff {m['max_abs_diff']:.3g} <= {g.get('max_abs_diff_limit')}, min cosine "
+                    f"{m['min_cosine']:.6f} >= {g.get('min_cosine_limit')}): **{'pass' if m['passed'] else 'FAIL'}**"
+                )
         s = d["settings"]
-        out += ["", f"{s['threads']} threads, {s['warmup']} warmup + {s['runs']} timed runs, each model in a fresh "
-                    f"process.", ""]
+        out += [
+            "",
+            f"{s['threads']} threads, {s['warmup']} warmup + {s['runs']} timed runs, each model in a fresh process.",
+            "",
+        ]
         rows = d.get("results") or []
         if g.get("kind") == "greedy":  # a chat model's bundle: decode rows
-            out += ["| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | peak RSS MB |",
-                    "|---|---|---|---|---|---|---|"]
-            out += [f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | "
-                    f"{x['prefill_tokens_per_s']:.1f} | {x['decode_tokens_per_s']:.1f} | "
-                    f"{d['models'][x['model']]['peak_rss_mb']:.0f} |" for x in rows]
+            out += [
+                "| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | peak RSS MB |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            out += [
+                f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | "
+                f"{x['prefill_tokens_per_s']:.1f} | {x['decode_tokens_per_s']:.1f} | "
+                f"{d['models'][x['model']]['peak_rss_mb']:.0f} |"
+                for x in rows
+            ]
         elif rows:
-            out += ["| model | seq | p50 ms | p90 ms | p99 ms | items/s | first ms | peak RSS MB |",
-                    "|---|---|---|---|---|---|---|---|"]
-            out += [f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
-                    f"{x['throughput_per_s']:.1f} | {x['first_ms']:.1f} | {d['models'][x['model']]['peak_rss_mb']:.0f} |"
-                    for x in rows]
+            out += [
+                "| model | seq | p50 ms | p90 ms | p99 ms | items/s | first ms | peak RSS MB |",
+                "|---|---|---|---|---|---|---|---|",
+            ]
+            out += [
+                f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
+                f"{x['throughput_per_s']:.1f} | {x['first_ms']:.1f} | {d['models'][x['model']]['peak_rss_mb']:.0f} |"
+                for x in rows
+            ]
         out.append("")
     return out
 
@@ -271,8 +360,14 @@ def _task_metric(metrics: dict) -> float | None:
     return found[1] if found else None
 
 
-def report(records: dict[str, Any], seconds: dict[str, float], recipe: dict, out: Path, root: Path,
-           devices: list[dict] | None = None) -> Report:
+def report(
+    records: dict[str, Any],
+    seconds: dict[str, float],
+    recipe: dict,
+    out: Path,
+    root: Path,
+    devices: list[dict] | None = None,
+) -> Report:
     """Write out/report.json, out/report.md and out/latency.png from the stages' records and timings.
 
     `root`: the run directory (paths in report.json are relative to it). `devices`: results of `edgetune bench

@@ -33,8 +33,18 @@ class Verify(BaseStage):
         r = ctx.recipe
         models = [inputs["export"], *inputs["quantize"].models]
         generate = r.verify.greedy_tokens if self.generate else 0
-        return verify(inputs["merge"], models, r.verify, ctx.data, ctx.task, out, r.training.max_length,
-                      threads=r.benchmark.threads, base=ctx.base().path, generate=generate)
+        return verify(
+            inputs["merge"],
+            models,
+            r.verify,
+            ctx.data,
+            ctx.task,
+            out,
+            r.training.max_length,
+            threads=r.benchmark.threads,
+            base=ctx.base().path,
+            generate=generate,
+        )
 
 
 def verify(
@@ -59,7 +69,9 @@ def verify(
     ref, ref_metrics = task.evaluate(torch_model, tokenizer, data.eval, batch_size, max_length, generate)
     results: dict[str, dict[str, Any]] = {"pytorch_fp32": dict(ref_metrics)}
     if base is not None:
-        _, base_metrics = task.evaluate(task.load_model(base, data.labels), tokenizer, data.eval, batch_size, max_length, generate)
+        _, base_metrics = task.evaluate(
+            task.load_model(base, data.labels), tokenizer, data.eval, batch_size, max_length, generate
+        )
         results["pytorch_base"] = base_metrics
     checks: list[Check] = []
     for m in models:
@@ -82,8 +94,9 @@ def verify(
     atomic_write_json(path, {"rows": len(data.eval), "models": results, "checks": [c.__dict__ for c in checks]})
     # Generated token lists stay in diff.json; the record (and report) keeps the figures.
     figures = {n: {k: v for k, v in m.items() if not isinstance(v, list)} for n, m in results.items()}
-    return Verification(passed=all(c.passed for c in checks), checks=checks, models=figures,
-                        rows=len(data.eval), details_path=path)
+    return Verification(
+        passed=all(c.passed for c in checks), checks=checks, models=figures, rows=len(data.eval), details_path=path
+    )
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:

@@ -64,8 +64,9 @@ class Task(Protocol):
         """The training loss of `model` (a peft model) on one batch from `batches`."""
         ...
 
-    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int,
-                 generate: int = 0) -> tuple[np.ndarray, dict]:
+    def evaluate(
+        self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int, generate: int = 0
+    ) -> tuple[np.ndarray, dict]:
         """Comparable outputs of `model` (PyTorch, or what `load_onnx` returns) on `examples` (float64 for a
         float64 model) and the task's metrics; with `generate`, greedy generations too (metrics['generations'])."""
         ...

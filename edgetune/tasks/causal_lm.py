@@ -34,7 +34,9 @@ def _messages(row: Row, system_prompt: str | None) -> list[dict]:
             if not isinstance(m, dict) or not isinstance(m.get("role"), str) or not isinstance(m.get("content"), str):
                 raise RecipeError(f"{row.where}: messages[{i}] must be an object with string 'role' and 'content'")
             if m["role"] not in ROLES:
-                raise RecipeError(f"{row.where}: messages[{i}] has unknown role '{m['role']}' (expected system, user or assistant)")
+                raise RecipeError(
+                    f"{row.where}: messages[{i}] has unknown role '{m['role']}' (expected system, user or assistant)"
+                )
             out.append({"role": m["role"], "content": m["content"]})
     elif "instruction" in f and "response" in f:
         if not isinstance(f["instruction"], str) or not isinstance(f["response"], str):
@@ -82,8 +84,16 @@ class CausalLMTask:
         from ..stages.report import ReportStage
         from ..stages.verify import Verify
 
-        return [Finetune(), Merge(), GenaiExport(), GenaiQuantize(), Verify(generate=True), ChatPackage(),
-                DecodeBench(), ReportStage()]
+        return [
+            Finetune(),
+            Merge(),
+            GenaiExport(),
+            GenaiQuantize(),
+            Verify(generate=True),
+            ChatPackage(),
+            DecodeBench(),
+            ReportStage(),
+        ]
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self, cfg: Any, base_dir: Path, source: Any = None, max_length: int | None = None) -> TaskData:
@@ -101,21 +111,26 @@ class CausalLMTask:
                         raise RecipeError(f"{r.where}: {len(ids)} tokens, longer than the model's context of {context}")
                     start = next(i for i, lab in enumerate(labels) if lab != IGNORE)
                     if max_length is not None and start >= max_length:
-                        raise RecipeError(f"{r.where}: the prompt takes {start} tokens, so no assistant token fits "
-                                          f"in training.max_length ({max_length}); raise training.max_length or "
-                                          f"shorten the conversation")
+                        raise RecipeError(
+                            f"{r.where}: the prompt takes {start} tokens, so no assistant token fits "
+                            f"in training.max_length ({max_length}); raise training.max_length or "
+                            f"shorten the conversation"
+                        )
                     ex["ids"], ex["labels"] = ids, labels
                 if cfg.response_format == "json":
                     if parse_json(msgs[-1]["content"]) is None:
-                        raise RecipeError(f"{r.where}: the assistant's answer is not JSON, but dataset.response_format "
-                                          f"is json (answers are scored by exact match of the parsed JSON)")
+                        raise RecipeError(
+                            f"{r.where}: the assistant's answer is not JSON, but dataset.response_format "
+                            f"is json (answers are scored by exact match of the parsed JSON)"
+                        )
                     ex["score_json"] = True
                 out.append(ex)
             return out
 
         train, evals, sources = load_splits(cfg, base_dir, parse)
-        return TaskData(train=train, eval=evals, labels=[], fingerprint=data_fingerprint(self.name, sources, cfg),
-                        sources=sources)
+        return TaskData(
+            train=train, eval=evals, labels=[], fingerprint=data_fingerprint(self.name, sources, cfg), sources=sources
+        )
 
     def _encode(self, tokenizer: Any, msgs: list[dict], where: str) -> tuple[list[int], list[int]]:
         """Token ids of the whole chat and labels that keep only assistant tokens (the rest is IGNORE)."""
@@ -130,7 +145,7 @@ class CausalLMTask:
             upto = _ids(tokenizer.apply_chat_template(msgs[: i + 1], tokenize=True))
             if ids[: len(upto)] != upto or upto[: len(before)] != before:
                 raise RecipeError(f"{where}: the chat template does not render turns as prefixes of each other")
-            labels[len(before): len(upto)] = upto[len(before):]
+            labels[len(before) : len(upto)] = upto[len(before) :]
         return ids, labels
 
     def check_model(self, info: Any, source: Any, package: Any, trust_remote_code: bool = False) -> list[str]:
@@ -139,12 +154,16 @@ class CausalLMTask:
         tok = self.load_tokenizer(source.path, trust_remote_code)
         ids = info.special_ids()
         if ids["eos_token_id"] is None and tok.eos_token_id is None:
-            raise RecipeError(f"model.source: no end-of-sequence token: the {info.model_type} config has no "
-                              f"eos_token_id and the tokenizer no eos_token, so generation could not stop; set "
-                              f"eos_token in tokenizer_config.json or eos_token_id in config.json")
+            raise RecipeError(
+                f"model.source: no end-of-sequence token: the {info.model_type} config has no "
+                f"eos_token_id and the tokenizer no eos_token, so generation could not stop; set "
+                f"eos_token in tokenizer_config.json or eos_token_id in config.json"
+            )
         if ids["bos_token_id"] is None and tok.bos_token_id is None:
-            return ["model: no bos_token_id in the config or the tokenizer; the exported genai_config.json gets "
-                    "onnxruntime-genai's default (1), which edgetune's prompts never use"]
+            return [
+                "model: no bos_token_id in the config or the tokenizer; the exported genai_config.json gets "
+                "onnxruntime-genai's default (1), which edgetune's prompts never use"
+            ]
         return []
 
     # -- model ----------------------------------------------------------------------------------
@@ -157,7 +176,9 @@ class CausalLMTask:
         if path.is_file() and path.suffix == ".gguf":
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
         else:
-            model = AutoModelForCausalLM.from_pretrained(path, use_safetensors=any(path.glob("*.safetensors")), **kwargs)
+            model = AutoModelForCausalLM.from_pretrained(
+                path, use_safetensors=any(path.glob("*.safetensors")), **kwargs
+            )
         _fill_special_ids(model, self.load_tokenizer(path, trust_remote_code))
         for_genai_builder(model.config)  # the merged model's config.json is what the exporter reads
         return model.eval()
@@ -179,7 +200,7 @@ class CausalLMTask:
     ) -> Iterator[dict[str, Any]]:
         """Length-bucketed batches: examples of similar length together, so little time goes to padding."""
         order = sorted(range(len(examples)), key=lambda i: len(examples[i]["ids"]))
-        chunks = [order[i: i + batch_size] for i in range(0, len(order), batch_size)]
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if shuffle_seed is not None:
             random.Random(shuffle_seed).shuffle(chunks)
         for chunk in chunks:
@@ -195,14 +216,17 @@ class CausalLMTask:
         if model.peft_type == "ADALORA":  # peft adds AdaLoRA's orthogonality penalty in the full forward only
             return model(**batch).loss
         base = model.get_base_model()
-        hidden = base.get_decoder()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+        hidden = base.get_decoder()(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
+        ).last_hidden_state
         target = batch["labels"][:, 1:]
         keep = target != IGNORE
         logits = base.get_output_embeddings()(hidden[:, :-1][keep])
         return F.cross_entropy(logits.float(), target[keep])
 
-    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int,
-                 generate: int = 0) -> tuple[np.ndarray, dict]:
+    def evaluate(
+        self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int, generate: int = 0
+    ) -> tuple[np.ndarray, dict]:
         """Next-token logits after each prompt (the comparable output) and perplexity on the responses.
 
         With `generate` > 0 it also decodes greedily (up to the response length + `generate` tokens) and scores
@@ -244,9 +268,11 @@ class CausalLMTask:
         """The gates for one ONNX model: (name, value, threshold, op)."""
         out = []
         if precision == "fp32":
-            out += [("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="),
-                    ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">="),
-                    ("greedy_agreement", metrics["greedy_agreement"], cfg.greedy_min_agreement, ">=")]
+            out += [
+                ("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="),
+                ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">="),
+                ("greedy_agreement", metrics["greedy_agreement"], cfg.greedy_min_agreement, ">="),
+            ]
         else:
             ratio = metrics["perplexity"] / ref_metrics["perplexity"]
             out.append(("perplexity_ratio", ratio, cfg.max_perplexity_ratio, "<="))
@@ -299,7 +325,7 @@ def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[
     import torch
 
     for at in range(0, len(seqs), max(1, batch_size)):
-        chunk = seqs[at: at + batch_size]
+        chunk = seqs[at : at + batch_size]
         ids, mask = _padded(chunk, 0)
         with torch.inference_mode():
             out = model(input_ids=ids, attention_mask=mask).logits
@@ -328,7 +354,7 @@ def step_logits(model: Any, seqs: list[tuple[list[int], list[int]]]) -> list[np.
         for prompt, tokens in seqs:
             ids = torch.tensor([list(prompt) + list(tokens[:-1])])
             logits = model(input_ids=ids).logits[0].float().numpy()
-            out.append(logits[len(prompt) - 1: len(prompt) - 1 + len(tokens)])
+            out.append(logits[len(prompt) - 1 : len(prompt) - 1 + len(tokens)])
     return out
 
 
@@ -376,8 +402,9 @@ def _gguf_tokenizer(path: Path) -> Any:
         (Path(d) / "tokenizer.json").write_text(json.dumps(tj, ensure_ascii=False))
         cfg = json.loads((Path(d) / "tokenizer_config.json").read_text())
         end = "<|im_end|>" if "<|im_end|>" in tok.get_vocab() else tok.eos_token
-        cfg.update(tokenizer_class="GPT2Tokenizer", add_bos_token=False, add_eos_token=False, eos_token=end,
-                   pad_token=end)
+        cfg.update(
+            tokenizer_class="GPT2Tokenizer", add_bos_token=False, add_eos_token=False, eos_token=end, pad_token=end
+        )
         for k in ("legacy", "add_prefix_space", "bos_token_id", "eos_token_id", "pad_token_id", "unk_token_id"):
             cfg.pop(k, None)
         (Path(d) / "tokenizer_config.json").write_text(json.dumps(cfg, ensure_ascii=False))
@@ -398,8 +425,17 @@ class GenaiLM:
             cfg = og.Config(str(folder))
             cfg.clear_providers()
             if threads:
-                cfg.overlay(json.dumps({"model": {"decoder": {"session_options": {
-                    "intra_op_num_threads": threads, "inter_op_num_threads": 1}}}}))
+                cfg.overlay(
+                    json.dumps(
+                        {
+                            "model": {
+                                "decoder": {
+                                    "session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+                                }
+                            }
+                        }
+                    )
+                )
             self.model = og.Model(cfg)
         except Exception as e:
             raise EdgetuneError(f"onnxruntime-genai cannot load {folder}: {str(e).splitlines()[0][:200]}") from None
@@ -446,6 +482,7 @@ class GenaiLM:
                 break
         return out
 
+
 def _ids(x: Any) -> list[int]:
     """apply_chat_template returns a list, or a BatchEncoding in newer transformers."""
     if isinstance(x, dict) or hasattr(x, "input_ids"):
@@ -467,8 +504,9 @@ def _context_length(path: Path) -> int | None:
     return json.loads(cfg.read_text()).get("max_position_embeddings") if cfg.is_file() else None
 
 
-def greedy_torch(model: Any, prompts: list[list[int]], budgets: list[int], eos: set[int],
-                 batch_size: int = 16) -> list[list[int]]:
+def greedy_torch(
+    model: Any, prompts: list[list[int]], budgets: list[int], eos: set[int], batch_size: int = 16
+) -> list[list[int]]:
     """Greedy decoding with the PyTorch model and its KV cache, `batch_size` prompts at a time (left-padded,
     prompts of similar length together); each result stops after its first end token or its budget."""
     import torch
@@ -477,12 +515,18 @@ def greedy_torch(model: Any, prompts: list[list[int]], budgets: list[int], eos: 
     out: list[list[int]] = [[] for _ in prompts]
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for at in range(0, len(order), batch_size):
-        chunk = order[at: at + batch_size]
+        chunk = order[at : at + batch_size]
         ids, mask = _padded([prompts[i] for i in chunk], pad, left=True)
         width = ids.shape[1]
         with torch.inference_mode():
-            new = model.generate(ids, attention_mask=mask, max_new_tokens=max(budgets[i] for i in chunk),
-                                 do_sample=False, eos_token_id=sorted(eos), pad_token_id=pad)[:, width:]
+            new = model.generate(
+                ids,
+                attention_mask=mask,
+                max_new_tokens=max(budgets[i] for i in chunk),
+                do_sample=False,
+                eos_token_id=sorted(eos),
+                pad_token_id=pad,
+            )[:, width:]
         for row, i in zip(new.tolist(), chunk):
             toks = row[: budgets[i]]
             end = next((k for k, t in enumerate(toks) if t in eos), None)

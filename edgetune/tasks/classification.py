@@ -45,8 +45,16 @@ class ClassificationTask:
         from ..stages.report import ReportStage
         from ..stages.verify import Verify
 
-        return [Finetune(), Merge(), OptimumExport("text-classification"), OrtInt8(), Verify(), ClassifierPackage(),
-                EncoderBench(), ReportStage()]
+        return [
+            Finetune(),
+            Merge(),
+            OptimumExport("text-classification"),
+            OrtInt8(),
+            Verify(),
+            ClassifierPackage(),
+            EncoderBench(),
+            ReportStage(),
+        ]
 
     # -- data -----------------------------------------------------------------------------------
     def _examples(self, rows: list[Row], text_col: str, label_col: str, warnings: list[str]) -> list[dict]:
@@ -72,7 +80,8 @@ class ClassificationTask:
     def load_data(self, cfg: Any, base_dir: Path, source: Any = None, max_length: int | None = None) -> TaskData:
         warnings: list[str] = []
         train, evals, sources = load_splits(
-            cfg, base_dir, lambda rows: self._examples(rows, cfg.text_column, cfg.label_column, warnings))
+            cfg, base_dir, lambda rows: self._examples(rows, cfg.text_column, cfg.label_column, warnings)
+        )
         warnings = _summarize(warnings)
         if source is not None and max_length is not None:
             warnings += _over_length(self.load_tokenizer(source.path), train + evals, max_length)
@@ -96,9 +105,11 @@ class ClassificationTask:
         if field is not None:
             kind = type(self.load_tokenizer(source.path, trust_remote_code)).__name__
             if kind not in EMBEDDABLE_TOKENIZERS:
-                raise RecipeError(f"{field}: a package embeds the tokenizer in the graph, which edgetune does for "
-                                  f"WordPiece (BERT-style) tokenizers only; this {info.model_type} model's is {kind} "
-                                  f"(leave {field} unset to build without a package)")
+                raise RecipeError(
+                    f"{field}: a package embeds the tokenizer in the graph, which edgetune does for "
+                    f"WordPiece (BERT-style) tokenizers only; this {info.model_type} model's is {kind} "
+                    f"(leave {field} unset to build without a package)"
+                )
         return []
 
     # -- model ----------------------------------------------------------------------------------
@@ -161,11 +172,14 @@ class ClassificationTask:
             out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
         return out.numpy() if out.dtype == torch.float64 else out.float().numpy()
 
-    def evaluate(self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int,
-                 generate: int = 0) -> tuple[np.ndarray, dict]:
+    def evaluate(
+        self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int, generate: int = 0
+    ) -> tuple[np.ndarray, dict]:
         """Stacked logits on `examples` and the accuracy they give."""
         model.eval()
-        stacked = np.concatenate([self.logits(model, b) for b in self.batches(examples, tokenizer, batch_size, max_length)])
+        stacked = np.concatenate(
+            [self.logits(model, b) for b in self.batches(examples, tokenizer, batch_size, max_length)]
+        )
         return stacked, self.score(stacked, examples)
 
     def load_onnx(self, path: Path, threads: int = 0) -> OrtClassifier:
@@ -175,11 +189,15 @@ class ClassificationTask:
     def checks(self, precision: str, cfg: Any, ref_metrics: dict, metrics: dict) -> list[tuple[str, float, float, str]]:
         """The gates for one ONNX model: (name, value, threshold, op)."""
         if precision == "fp32":
-            return [("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="),
-                    ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">=")]
-        return [("top1_agreement", metrics["top1_agreement"], cfg.int8_min_top1_agreement, ">="),
-                ("accuracy_drop", ref_metrics["accuracy"] - metrics["accuracy"], cfg.int8_max_accuracy_drop, "<="),
-                ("mean_cosine", metrics["mean_cosine"], cfg.int8_min_cosine, ">=")]
+            return [
+                ("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="),
+                ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">="),
+            ]
+        return [
+            ("top1_agreement", metrics["top1_agreement"], cfg.int8_min_top1_agreement, ">="),
+            ("accuracy_drop", ref_metrics["accuracy"] - metrics["accuracy"], cfg.int8_max_accuracy_drop, "<="),
+            ("mean_cosine", metrics["mean_cosine"], cfg.int8_min_cosine, ">="),
+        ]
 
     def score(self, outputs: np.ndarray, examples: list[dict]) -> dict[str, float]:
         gold = np.array([e["label"] for e in examples])
@@ -188,13 +206,17 @@ class ClassificationTask:
 
 def _over_length(tokenizer: Any, examples: list[dict], max_length: int) -> list[str]:
     """One warning counting the texts longer than `max_length` tokens, which training and evaluation cut."""
-    lengths = [len(ids) for ids in tokenizer([e["text"] for e in examples], truncation=False, verbose=False)["input_ids"]]
+    lengths = [
+        len(ids) for ids in tokenizer([e["text"] for e in examples], truncation=False, verbose=False)["input_ids"]
+    ]
     over = [i for i, n in enumerate(lengths) if n > max_length]
     if not over:
         return []
     longest = max(over, key=lambda i: lengths[i])
-    return [f"dataset: {len(over)} of {len(examples)} texts are longer than training.max_length ({max_length} "
-            f"tokens) and are cut to it; the longest is {lengths[longest]} tokens ({examples[longest]['where']})"]
+    return [
+        f"dataset: {len(over)} of {len(examples)} texts are longer than training.max_length ({max_length} "
+        f"tokens) and are cut to it; the longest is {lengths[longest]} tokens ({examples[longest]['where']})"
+    ]
 
 
 def _has_safetensors(path: Path) -> bool:

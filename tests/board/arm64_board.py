@@ -63,8 +63,7 @@ QEMU_MIN_MAJOR = 10
 ROOT_PACKAGES = ("python3-minimal", "python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")
 SSHD_PACKAGES = ("openssh-server", "openssh-sftp-server")
 # Same versions as the host's venv.
-WHEELS = ("onnxruntime==1.32.0", "onnxruntime-genai==0.15.2", "onnxruntime-extensions==0.15.2",
-          "numpy==2.4.6")
+WHEELS = ("onnxruntime==1.32.0", "onnxruntime-genai==0.15.2", "onnxruntime-extensions==0.15.2", "numpy==2.4.6")
 SITE = "opt/edgetune-site"  # inside the board root
 DEFAULT_CPU = "max"
 
@@ -88,8 +87,9 @@ def _log(msg: str) -> None:
 def _run(cmd: list[str], **kw) -> subprocess.CompletedProcess:
     res = subprocess.run(cmd, text=True, capture_output=True, **kw)
     if res.returncode != 0:
-        raise ProvisionError(f"command failed ({res.returncode}): {' '.join(map(str, cmd))}\n"
-                             f"{res.stdout[-3000:]}{res.stderr[-3000:]}")
+        raise ProvisionError(
+            f"command failed ({res.returncode}): {' '.join(map(str, cmd))}\n{res.stdout[-3000:]}{res.stderr[-3000:]}"
+        )
     return res
 
 
@@ -102,14 +102,22 @@ class PrivateApt:
         for sub in ("lists/partial", "cache/archives/partial", "parts", "debs"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         (folder / "sources.list").write_text(
-            "".join(f"deb [signed-by={KEYRING}] {url} {suite} main\n" for url, suite in suites))
+            "".join(f"deb [signed-by={KEYRING}] {url} {suite} main\n" for url, suite in suites)
+        )
         (folder / "status").touch()  # an empty dpkg status: dependencies resolve as for an empty root
         self.opts = [
-            f"-oDir::Etc::SourceList={folder / 'sources.list'}", f"-oDir::Etc::SourceParts={folder / 'parts'}",
-            f"-oDir::Etc::Preferences={folder / 'parts' / 'none'}", f"-oDir::Etc::PreferencesParts={folder / 'parts'}",
-            f"-oDir::State::Lists={folder / 'lists'}", f"-oDir::Cache={folder / 'cache'}",
-            f"-oDir::State::status={folder / 'status'}", f"-oAPT::Architecture={arch}", f"-oAPT::Architectures={arch}",
-            "-oDebug::NoLocking=1", "-oAcquire::Languages=none", "-oAPT::Get::Download-Only=true",
+            f"-oDir::Etc::SourceList={folder / 'sources.list'}",
+            f"-oDir::Etc::SourceParts={folder / 'parts'}",
+            f"-oDir::Etc::Preferences={folder / 'parts' / 'none'}",
+            f"-oDir::Etc::PreferencesParts={folder / 'parts'}",
+            f"-oDir::State::Lists={folder / 'lists'}",
+            f"-oDir::Cache={folder / 'cache'}",
+            f"-oDir::State::status={folder / 'status'}",
+            f"-oAPT::Architecture={arch}",
+            f"-oAPT::Architectures={arch}",
+            "-oDebug::NoLocking=1",
+            "-oAcquire::Languages=none",
+            "-oAPT::Get::Download-Only=true",
             "-oAPT::Install-Recommends=false",
         ]
         if os.geteuid() == 0:
@@ -140,8 +148,12 @@ def _deb_info(deb: Path) -> dict:
     fields = _run(["dpkg-deb", "-f", str(deb), "Package", "Version", "Architecture"]).stdout
     info = dict(line.split(": ", 1) for line in fields.strip().splitlines())
     info["sha256"] = hashlib.sha256(deb.read_bytes()).hexdigest()
-    return {"package": info["Package"], "version": info["Version"], "arch": info["Architecture"],
-            "sha256": info["sha256"]}
+    return {
+        "package": info["Package"],
+        "version": info["Version"],
+        "arch": info["Architecture"],
+        "sha256": info["sha256"],
+    }
 
 
 # ---- the parts -----------------------------------------------------------------------------------------
@@ -183,8 +195,11 @@ def _parts() -> dict[str, Part]:
         "qemu": Part("qemu", {"package": QEMU_PACKAGE, "version": QEMU_VERSION, "layout": 1}, "qemu"),
         "sshd": Part("sshd", {"suite": SUITE, "packages": list(SSHD_PACKAGES), "layout": 1}, "sshd"),
         "root": root,
-        "site": Part("site", {"wheels": list(WHEELS), "python": BOARD_PYTHON, "glibc": list(BOARD_GLIBC),
-                              "root": root.key, "layout": 2}, f"root/{SITE}"),
+        "site": Part(
+            "site",
+            {"wheels": list(WHEELS), "python": BOARD_PYTHON, "glibc": list(BOARD_GLIBC), "root": root.key, "layout": 2},
+            f"root/{SITE}",
+        ),
     }
 
 
@@ -220,11 +235,11 @@ def _build_sshd(apt: PrivateApt, tmp: Path) -> dict:
     debs = apt.download(list(SSHD_PACKAGES))
     # Its library dependencies that the host lacks (none on a Debian bookworm with openssh-client) are
     # unpacked beside it and put on LD_LIBRARY_PATH.
-    depends = _run(["apt-cache", *apt.opts, "depends", "--no-recommends", "--no-suggests",
-                    *SSHD_PACKAGES]).stdout
+    depends = _run(["apt-cache", *apt.opts, "depends", "--no-recommends", "--no-suggests", *SSHD_PACKAGES]).stdout
     libs = sorted({m.group(1) for m in re.finditer(r"Depends: (lib[^\s:<>]+)", depends)})
-    installed = subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\\n", *libs],
-                               text=True, capture_output=True).stdout
+    installed = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Abbrev}\\n", *libs], text=True, capture_output=True
+    ).stdout
     have = {line.split()[0] for line in installed.splitlines() if line.split()[1:2] == ["ii"]}
     if set(libs) - have:
         debs = apt.download(sorted(set(libs) - have))
@@ -253,21 +268,40 @@ def _build_root(apt: PrivateApt, tmp: Path) -> dict:
     glibc = tuple(int(x) for x in re.match(r"(\d+)\.(\d+)", by_name["libc6"]).groups())
     if glibc != BOARD_GLIBC or not (tmp / f"usr/bin/python{BOARD_PYTHON}").exists():
         found = sorted(p.name for p in tmp.glob("usr/bin/python3*"))
-        raise ProvisionError(f"the {SUITE} arm64 root has glibc {glibc} and {found}, "
-                             f"the pins expect glibc {BOARD_GLIBC} and python{BOARD_PYTHON}")
+        raise ProvisionError(
+            f"the {SUITE} arm64 root has glibc {glibc} and {found}, "
+            f"the pins expect glibc {BOARD_GLIBC} and python{BOARD_PYTHON}"
+        )
     # Debian compiles its stdlib in postinst, which an unpacked root never runs: compile it here with the host's
     # python when it is the same minor version (same bytecode), so the emulated python3 does not on first use.
     if sys.version_info[:2] == tuple(map(int, BOARD_PYTHON.split("."))):
-        subprocess.run([sys.executable, "-m", "compileall", "-q", "-j0",
-                        str(tmp / f"usr/lib/python{BOARD_PYTHON}")], capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "compileall", "-q", "-j0", str(tmp / f"usr/lib/python{BOARD_PYTHON}")],
+            capture_output=True,
+        )
     return {"debs": info, "glibc": ".".join(map(str, glibc)), "python": by_name.get(f"python{BOARD_PYTHON}-minimal")}
 
 
 def _build_site(tmp: Path) -> dict:
     platforms = [f"manylinux_2_{minor}_aarch64" for minor in range(BOARD_GLIBC[1], 16, -1)] + ["manylinux2014_aarch64"]
-    cmd = [sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-cache-dir",
-           "--target", str(tmp), "--only-binary=:all:", "--python-version", BOARD_PYTHON,
-           "--implementation", "cp", "--abi", "cp" + BOARD_PYTHON.replace(".", "")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--disable-pip-version-check",
+        "--no-cache-dir",
+        "--target",
+        str(tmp),
+        "--only-binary=:all:",
+        "--python-version",
+        BOARD_PYTHON,
+        "--implementation",
+        "cp",
+        "--abi",
+        "cp" + BOARD_PYTHON.replace(".", ""),
+    ]
     for plat in platforms:
         cmd += ["--platform", plat]
     _run([*cmd, *WHEELS])
@@ -276,7 +310,8 @@ def _build_site(tmp: Path) -> dict:
     (tmp / "sitecustomize.py").write_text(
         "import os, sys\n"
         "if os.environ.get('EDGETUNE_BOARD_PYTHON'):\n"
-        "    sys.executable = os.environ['EDGETUNE_BOARD_PYTHON']\n")
+        "    sys.executable = os.environ['EDGETUNE_BOARD_PYTHON']\n"
+    )
     got = {}
     for dist in tmp.glob("*.dist-info"):
         meta = (dist / "METADATA").read_text(errors="replace")
@@ -332,8 +367,12 @@ def _locked(base: Path):
 
 def _ready(base: Path, parts: dict[str, Part]) -> bool:
     launcher = base / "bin" / "python3"
-    return (all(p.done(base) for p in parts.values()) and (base / "manifest.json").exists()
-            and launcher.exists() and launcher.read_text() == _launcher_text())
+    return (
+        all(p.done(base) for p in parts.values())
+        and (base / "manifest.json").exists()
+        and launcher.exists()
+        and launcher.read_text() == _launcher_text()
+    )
 
 
 def provision(cache: str | os.PathLike | None = None, quiet: bool = False) -> Path:
@@ -349,8 +388,10 @@ def provision(cache: str | os.PathLike | None = None, quiet: bool = False) -> Pa
     parts = _parts()
     if _ready(base, parts):  # no lock needed (and a read-only cache works)
         manifest = json.loads((base / "manifest.json").read_text())
-        say(f"cached in {base}: {_summary('qemu', manifest['qemu'])}; {_summary('root', manifest['root'])}; "
-            f"onnxruntime {manifest['site']['wheels']['onnxruntime']['version']}")
+        say(
+            f"cached in {base}: {_summary('qemu', manifest['qemu'])}; {_summary('root', manifest['root'])}; "
+            f"onnxruntime {manifest['site']['wheels']['onnxruntime']['version']}"
+        )
         return base
     with _locked(base):
         todo = [p for p in parts.values() if not p.done(base)]
@@ -364,17 +405,30 @@ def provision(cache: str | os.PathLike | None = None, quiet: bool = False) -> Pa
                 tmp.mkdir(parents=True)
                 if part.name in ("qemu", "sshd"):
                     if amd64 is None:
-                        amd64 = PrivateApt(work / "apt-amd64", "amd64", [
-                            (DEBIAN_MIRROR, SUITE), (DEBIAN_MIRROR, f"{SUITE}-updates"),
-                            (DEBIAN_SECURITY, f"{SUITE}-security"), (DEBIAN_MIRROR, f"{SUITE}-backports")])
+                        amd64 = PrivateApt(
+                            work / "apt-amd64",
+                            "amd64",
+                            [
+                                (DEBIAN_MIRROR, SUITE),
+                                (DEBIAN_MIRROR, f"{SUITE}-updates"),
+                                (DEBIAN_SECURITY, f"{SUITE}-security"),
+                                (DEBIAN_MIRROR, f"{SUITE}-backports"),
+                            ],
+                        )
                         amd64.update()
                     info = (_build_qemu if part.name == "qemu" else _build_sshd)(amd64, tmp)
                     shutil.rmtree(amd64.folder / "debs")
                     (amd64.folder / "debs").mkdir()
                 elif part.name == "root":
-                    arm64 = PrivateApt(work / "apt-arm64", "arm64", [
-                        (DEBIAN_MIRROR, SUITE), (DEBIAN_MIRROR, f"{SUITE}-updates"),
-                        (DEBIAN_SECURITY, f"{SUITE}-security")])
+                    arm64 = PrivateApt(
+                        work / "apt-arm64",
+                        "arm64",
+                        [
+                            (DEBIAN_MIRROR, SUITE),
+                            (DEBIAN_MIRROR, f"{SUITE}-updates"),
+                            (DEBIAN_SECURITY, f"{SUITE}-security"),
+                        ],
+                    )
                     arm64.update()
                     info = _build_root(arm64, tmp)
                     # the new root replaces the old one and the wheels installed in it
@@ -401,8 +455,10 @@ def _summary(name: str, info: dict) -> str:
     if name == "sshd":
         return info["sshd"]
     if name == "root":
-        return (f"{SUITE} arm64 root, {len(info['debs'])} packages, python{BOARD_PYTHON} {info['python']}, "
-                f"glibc {info['glibc']}")
+        return (
+            f"{SUITE} arm64 root, {len(info['debs'])} packages, python{BOARD_PYTHON} {info['python']}, "
+            f"glibc {info['glibc']}"
+        )
     return ", ".join(f"{k} {v['version']}" for k, v in sorted(info["wheels"].items()))
 
 
@@ -410,6 +466,7 @@ def _summary(name: str, info: dict) -> str:
 @dataclasses.dataclass
 class Board:
     """How to reach a running board. `alias` is its Host name in `ssh_config`."""
+
     host: str
     port: int
     user: str
@@ -437,12 +494,20 @@ class Board:
 
     def put(self, local: str | os.PathLike, remote: str) -> None:
         """Copy a file to the board (scp over SFTP); a relative `remote` is under the board's home."""
-        subprocess.run(["scp", "-F", self.ssh_config, "-q", str(local), f"{self.alias}:{remote}"],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["scp", "-F", self.ssh_config, "-q", str(local), f"{self.alias}:{remote}"],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
     def get(self, remote: str, local: str | os.PathLike) -> None:
-        subprocess.run(["scp", "-F", self.ssh_config, "-q", f"{self.alias}:{remote}", str(local)],
-                       check=True, capture_output=True, timeout=120)
+        subprocess.run(
+            ["scp", "-F", self.ssh_config, "-q", f"{self.alias}:{remote}", str(local)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
 
 
 def _free_port() -> int:
@@ -483,8 +548,11 @@ def start(cpu: str = DEFAULT_CPU, cache: str | os.PathLike | None = None, state_
     parts = _parts()
     if not all(p.done(base) for p in parts.values()) or not (base / "bin/python3").exists():
         raise ProvisionError(f"{base} is not provisioned: run provision() first")
-    cpus = subprocess.run([str(base / "qemu/qemu-aarch64"), "-cpu", "help"],  # exits 1 after the list
-                          text=True, capture_output=True).stdout.split()
+    cpus = subprocess.run(
+        [str(base / "qemu/qemu-aarch64"), "-cpu", "help"],  # exits 1 after the list
+        text=True,
+        capture_output=True,
+    ).stdout.split()
     if cpu not in cpus:
         raise ValueError(f"qemu-aarch64 has no CPU {cpu!r}; it has {' '.join(c for c in cpus if c[0].islower())}")
     if os.geteuid() == 0 and shutil.which("unshare") is None:
@@ -514,29 +582,59 @@ def _start(cpu: str, base: Path, state: Path, wait: float = 20.0) -> Board:
     for _attempt in range(3):
         port = _free_port()
         cfg = state / "sshd_config"
-        cfg.write_text("\n".join([
-            "ListenAddress 127.0.0.1", f"Port {port}", f"HostKey {state / 'host_key'}", "PidFile none",
-            f"AuthorizedKeysFile {state / 'authorized_keys'}", "PubkeyAuthentication yes",
-            "PasswordAuthentication no", "KbdInteractiveAuthentication no", "UsePAM no",
-            "PermitRootLogin prohibit-password",
-            "StrictModes no",  # the key files live under /tmp, which is world-writable
-            f"Subsystem sftp {sshd_dir / 'usr/lib/openssh/sftp-server'}",
-            *([f"ModuliFile {moduli}"] if moduli.exists() else []),
-            # PATH: the board's python3 first. EDGETUNE_BOARD_CPU: this board's CPU; a session may still pick
-            # another with QEMU_CPU (ssh -o SetEnv=QEMU_CPU=..., or in the command itself).
-            f'SetEnv "PATH={base / "bin"}:{STD_PATH}" EDGETUNE_BOARD_CPU={cpu} LANG=C.UTF-8',
-            "AcceptEnv QEMU_CPU", "PermitUserRC no", "PrintMotd no", "PrintLastLog no", "X11Forwarding no",
-            "AllowAgentForwarding no", "MaxStartups 64", "MaxSessions 64", "LogLevel INFO", ""]))
+        cfg.write_text(
+            "\n".join(
+                [
+                    "ListenAddress 127.0.0.1",
+                    f"Port {port}",
+                    f"HostKey {state / 'host_key'}",
+                    "PidFile none",
+                    f"AuthorizedKeysFile {state / 'authorized_keys'}",
+                    "PubkeyAuthentication yes",
+                    "PasswordAuthentication no",
+                    "KbdInteractiveAuthentication no",
+                    "UsePAM no",
+                    "PermitRootLogin prohibit-password",
+                    "StrictModes no",  # the key files live under /tmp, which is world-writable
+                    f"Subsystem sftp {sshd_dir / 'usr/lib/openssh/sftp-server'}",
+                    *([f"ModuliFile {moduli}"] if moduli.exists() else []),
+                    # PATH: the board's python3 first. EDGETUNE_BOARD_CPU: this board's CPU; a session may still pick
+                    # another with QEMU_CPU (ssh -o SetEnv=QEMU_CPU=..., or in the command itself).
+                    f'SetEnv "PATH={base / "bin"}:{STD_PATH}" EDGETUNE_BOARD_CPU={cpu} LANG=C.UTF-8',
+                    "AcceptEnv QEMU_CPU",
+                    "PermitUserRC no",
+                    "PrintMotd no",
+                    "PrintLastLog no",
+                    "X11Forwarding no",
+                    "AllowAgentForwarding no",
+                    "MaxStartups 64",
+                    "MaxSessions 64",
+                    "LogLevel INFO",
+                    "",
+                ]
+            )
+        )
         sshd = [str(sshd_dir / "usr/sbin/sshd"), "-D", "-e", "-f", str(cfg)]
         if root:
             (state / "passwd").write_text(_passwd_for_board(home))
-            cmd = ["unshare", "--mount", "--propagation", "private", "/bin/sh", "-c", NS_SCRIPT, "board-sshd",
-                   str(state / "passwd"), *sshd]
+            cmd = [
+                "unshare",
+                "--mount",
+                "--propagation",
+                "private",
+                "/bin/sh",
+                "-c",
+                NS_SCRIPT,
+                "board-sshd",
+                str(state / "passwd"),
+                *sshd,
+            ]
         else:
             cmd = sshd
         log = open(state / "sshd.log", "w")
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         log.close()
         deadline = time.monotonic() + wait
         while time.monotonic() < deadline and proc.poll() is None:
@@ -554,13 +652,35 @@ def _start(cpu: str, base: Path, state: Path, wait: float = 20.0) -> Board:
     pubkey = (state / "host_key.pub").read_text().split()
     (state / "known_hosts").write_text(f"[127.0.0.1]:{port} {pubkey[0]} {pubkey[1]}\n")
     alias = f"edgetune-arm64-{cpu}"
-    (state / "ssh_config").write_text("\n".join([
-        f"Host {alias}", "  HostName 127.0.0.1", f"  Port {port}", f"  User {user}",
-        f"  IdentityFile {state / 'id_ed25519'}", "  IdentitiesOnly yes", "  BatchMode yes",
-        f"  UserKnownHostsFile {state / 'known_hosts'}", "  GlobalKnownHostsFile /dev/null",
-        "  StrictHostKeyChecking yes", "  LogLevel ERROR", ""]))
-    board = Board(host="127.0.0.1", port=port, user=user, identity_file=str(state / "id_ed25519"), cpu=cpu,
-                  ssh_config=str(state / "ssh_config"), alias=alias, state_dir=str(state), pid=proc.pid)
+    (state / "ssh_config").write_text(
+        "\n".join(
+            [
+                f"Host {alias}",
+                "  HostName 127.0.0.1",
+                f"  Port {port}",
+                f"  User {user}",
+                f"  IdentityFile {state / 'id_ed25519'}",
+                "  IdentitiesOnly yes",
+                "  BatchMode yes",
+                f"  UserKnownHostsFile {state / 'known_hosts'}",
+                "  GlobalKnownHostsFile /dev/null",
+                "  StrictHostKeyChecking yes",
+                "  LogLevel ERROR",
+                "",
+            ]
+        )
+    )
+    board = Board(
+        host="127.0.0.1",
+        port=port,
+        user=user,
+        identity_file=str(state / "id_ed25519"),
+        cpu=cpu,
+        ssh_config=str(state / "ssh_config"),
+        alias=alias,
+        state_dir=str(state),
+        pid=proc.pid,
+    )
     (state / "board.json").write_text(json.dumps(dataclasses.asdict(board), indent=1))
     board._proc = proc  # noqa: SLF001 - reaped by stop() in this process
     return board
@@ -619,8 +739,10 @@ def main(argv: list[str] | None = None) -> int:
             board = start(args.cpu, args.cache)
             info = dataclasses.asdict(board)
             print(json.dumps(info, indent=1))
-            print(f"# ssh -F {board.ssh_config} {board.alias} python3 -c 'import platform; print(platform.machine())'",
-                  file=sys.stderr)
+            print(
+                f"# ssh -F {board.ssh_config} {board.alias} python3 -c 'import platform; print(platform.machine())'",
+                file=sys.stderr,
+            )
             if args.cmd == "serve":
                 signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
                 try:
