@@ -193,7 +193,24 @@ for _name in STAGE_HELP:
     default=None,
     help="Untimed runs first [default: the recipe's benchmark.warmup (20); 10 with --adb].",
 )
-@click.option("--runs", type=click.IntRange(1, 1000000), default=None, help="Timed runs [default 100].")
+@click.option(
+    "--runs",
+    type=click.IntRange(1, 1000000),
+    default=None,
+    help="Timed runs in all, split over the rounds [default: the recipe's benchmark.runs, or 100].",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(1, 100),
+    default=None,
+    help="Interleaved rounds, each running every model once in a fresh process; the p50 is the median of the "
+    "round p50s [default: the recipe's benchmark.rounds, or 3].",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Exit 1 when the machine was busy (other processes' CPU use, steal, or round spread over the limits).",
+)
 @click.option(
     "--adb",
     "on_adb",
@@ -246,6 +263,8 @@ def bench_cmd(
     batch,
     warmup,
     runs,
+    rounds,
+    strict,
     on_adb,
     serial,
     apk,
@@ -268,6 +287,11 @@ def bench_cmd(
     there by run_device.py; the result is printed, saved in RUN_DIR/devices/ and added to the report.
     Exits 2 when the board cannot be reached or cannot run the bundle, 1 when a golden case fails.
 
+    On this CPU the models run in interleaved rounds (--rounds), each in a fresh process; the table
+    gives each row's round-to-round spread and a last line says whether the machine was quiet:
+    other processes' CPU use, hypervisor steal and the spread, measured around the benchmark. With
+    --strict a busy machine exits 1, so a script does not keep a noisy result.
+
     \b
     Examples:
       edgetune bench recipes/intent-minilm.yaml --threads 1
@@ -281,6 +305,8 @@ def bench_cmd(
     ssh_only = {"--port": port, "--identity": identity, "--python": python, "--ssh-option": ssh_options or None}
     if ssh_dest is None and any(v is not None for v in ssh_only.values()):
         raise RecipeError(f"{next(k for k, v in ssh_only.items() if v is not None)} needs --ssh USER@HOST")
+    if (rounds is not None or strict) and (ssh_dest is not None or on_adb):
+        raise RecipeError("--rounds and --strict: for this CPU's benchmark (a board or phone reports its own spread)")
     if ssh_dest is not None:
         if on_adb:
             raise RecipeError("--ssh and --adb: choose one device")
@@ -317,6 +343,7 @@ def bench_cmd(
             "batch_size": batch,
             "warmup": warmup,
             "runs": runs,
+            "rounds": rounds,
             "sequence_lengths": list(seqs) or None,
         }.items()
         if v is not None
@@ -333,13 +360,26 @@ def bench_cmd(
 
         model = describe_onnx(target, "onnx")
         cfg = BenchmarkConfig(**overrides)
-        click.echo(format_benchmark(bench([model], cfg, log=_log)))
+        result = bench([model], cfg, log=_log)
+        click.echo(format_benchmark(result))
+        _check_quiet(result, strict)
         return
     recipe = _load(target)
     recipe = recipe.model_copy(update={"benchmark": recipe.benchmark.model_copy(update=overrides)})
     from .pipeline import build as run_build
 
-    _print_result(run_build(recipe, out, until="bench", log=_log))
+    built = run_build(recipe, out, until="bench", log=_log)
+    _print_result(built)
+    if built.benchmark is not None:
+        _check_quiet(built.benchmark, strict)
+
+
+def _check_quiet(result, strict: bool) -> None:
+    """bench --strict: a benchmark taken on a busy machine exits 1."""
+    if strict and result.noise.get("busy"):
+        from .errors import CheckFailed
+
+        raise CheckFailed("bench --strict: the machine was busy (" + "; ".join(result.noise["reasons"]) + ")")
 
 
 def _bench_ssh(

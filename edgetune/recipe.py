@@ -168,7 +168,12 @@ class BenchmarkConfig(Section):
     batch_size: Annotated[int, Field(gt=0, le=1024)] = 1
     sequence_lengths: Annotated[list[Annotated[int, Field(gt=0, le=8192)]], Field(min_length=1)] = [16, 32, 128]
     warmup: Annotated[int, Field(ge=0, le=100_000)] = 20
-    runs: Annotated[int, Field(gt=0, le=1_000_000)] = 100
+    runs: Annotated[int, Field(gt=0, le=1_000_000)] = Field(
+        100, description="Timed runs in all, split over the rounds."
+    )
+    rounds: Annotated[int, Field(gt=0, le=100)] = Field(
+        3, description="Interleaved rounds: each round runs every model once, each in a fresh process."
+    )
     new_tokens: Annotated[int, Field(gt=0, le=4096)] = 64
     threads_sweep: list[Annotated[int, Field(gt=0, le=256)]] = Field(
         [], description="causal-lm: also measure at these thread counts (e.g. [1])."

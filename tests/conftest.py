@@ -70,7 +70,7 @@ def tiny_classifier_recipe(folder: Path, model: Path, epochs: int = 2, **section
             "model": {"source": str(model)},
             "lora": {"r": 4, "alpha": 8, "target_modules": ["query", "value"]},
             "training": {"epochs": epochs, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
-            "benchmark": {"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 3},
+            "benchmark": {"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 3, "rounds": 1},
             **sections,
         },
     )
@@ -186,6 +186,6 @@ def tiny_chat_recipe(tmp_path, tiny_llama) -> Path:
             "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
             "quantize": {"precisions": ["int8", "int4"], "int4_block_size": 16},
             "verify": {"greedy_tokens": 8},
-            "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2},
+            "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2, "rounds": 1},
         },
     )

@@ -59,7 +59,7 @@ def _recipe(tmp_path, arch: str):
                 "model": {"source": str(model)},
                 "lora": {"r": 4, "alpha": 8},
                 "training": {"epochs": 2, "learning_rate": 0.01, "batch_size": 8, "max_length": 16},
-                "benchmark": {"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3},
+                "benchmark": {"threads": 1, "sequence_lengths": [8], "warmup": 1, "runs": 3, "rounds": 1},
             },
         )
     return write_recipe(
@@ -75,7 +75,7 @@ def _recipe(tmp_path, arch: str):
             "training": {"epochs": 1, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
             "quantize": {"precisions": ["int4"], "int4_block_size": 16},
             "verify": {"greedy_tokens": 8},
-            "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2},
+            "benchmark": {"threads": 1, "sequence_lengths": [16], "new_tokens": 8, "warmup": 1, "runs": 2, "rounds": 1},
         },
     )
 

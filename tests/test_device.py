@@ -233,7 +233,7 @@ def run(tmp_path_factory, tiny_bert):
         tiny_bert,
         name="tiny-dev",
         package={"android": "android", "golden": 8, "linux": ["x86_64", "arm64"]},
-        benchmark={"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 5},
+        benchmark={"threads": 1, "sequence_lengths": [8, 16], "warmup": 1, "runs": 5, "rounds": 1},
     )
     r = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(tmp / "run"), "--no-progress"])
     assert r.exit_code == 0, r.output

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..artifacts import Benchmark, MergedModel, OnnxModel
 from ..errors import EdgetuneError
+from ..noise import MIN_SPREAD_MS, Probe, spread, verdict
 from ..recipe import BenchmarkConfig
 from ..rundir import atomic_write_json
 from .base import BaseStage, BuildContext, Key
@@ -348,7 +349,7 @@ def bench(
         "batch": cfg.batch_size,
         "seqs": list(cfg.sequence_lengths),
         "warmup": cfg.warmup,
-        "runs": cfg.runs,
+        "runs": _runs_per_round(cfg),
         "task": task_name,
         "inputs": inputs,
     }
@@ -374,25 +375,21 @@ def bench(
                 "size_bytes": m.size_bytes,
             }
         )
+    probe = Probe.start()
     results, summary = [], {}
-    for job in jobs:
-        log(f"bench: {job['name']} ...")
-        msg = _run_job(job)
-        summary[job["name"]] = {
-            "load_seconds": msg["load_seconds"],
-            "peak_rss_mb": msg["peak_rss_mb"],
-            "size_bytes": job["size_bytes"],
-            "path": job["path"],
-        }
-        for row in msg["per_seq"]:
-            results.append({"model": job["name"], "batch_size": cfg.batch_size, **row})
+    for job, msgs in _interleaved(jobs, cfg.rounds, log).items():
+        summary[job["name"]] = _model_summary(job, msgs)
+        for i, row in enumerate(msgs[0]["per_seq"]):
+            rounds = [m["per_seq"][i] for m in msgs]
+            results.append({"model": job["name"], "batch_size": cfg.batch_size, **_merge_rounds(row, rounds)})
     base = {r["seq_len"]: r for r in results if r["model"] == BASELINE}
     for r in results:
         b = base.get(r["seq_len"])
         if b:
             r["p50_ratio_to_baseline"] = r["p50_ms"] / b["p50_ms"]
             r["speedup_vs_baseline"] = b["p50_ms"] / r["p50_ms"]
-    return _record("latency", results, summary, cfg, out, BASELINE if merged is not None else "")
+    noise = probe.finish(_spreads(results))
+    return _record("latency", results, summary, cfg, out, BASELINE if merged is not None else "", noise)
 
 
 def bench_decode(
@@ -407,9 +404,10 @@ def bench_decode(
     import json as _json
 
     vocab = _json.loads((merged.path / "config.json").read_text())["vocab_size"]
-    results, summary = [], {}
+    probe = Probe.start()
+    jobs = []
     for threads in sorted({*cfg.threads_sweep, cfg.threads}):
-        jobs = [
+        at = [
             {
                 "name": BASELINE,
                 "kind": "torch",
@@ -418,42 +416,98 @@ def bench_decode(
                 "task": task_name,
             }
         ]
-        jobs += [
+        at += [
             {"name": f"onnx_{m.precision}", "kind": "genai", "path": str(m.path), "size_bytes": m.size_bytes}
             for m in models
         ]
-        for job in jobs:
+        for job in at:
             job.update(
                 llm=True,
                 threads=threads,
                 seqs=list(cfg.sequence_lengths)[:1],
                 new_tokens=cfg.new_tokens,
                 warmup=cfg.warmup,
-                runs=cfg.runs,
+                runs=_runs_per_round(cfg),
                 vocab=vocab,
             )
-            log(f"bench: {job['name']} at {threads} thread(s) ...")
-            msg = _run_job(job)
-            key = job["name"] if threads == cfg.threads else f"{job['name']}@{threads}t"
-            summary[key] = {
-                "load_seconds": msg["load_seconds"],
-                "peak_rss_mb": msg["peak_rss_mb"],
-                "size_bytes": job["size_bytes"],
-                "path": job["path"],
-                "threads": threads,
-            }
-            for row in msg["per_seq"]:
-                results.append({"model": key, "batch_size": 1, **row})
+            if threads != cfg.threads:
+                job["name"] = f"{job['name']}@{threads}t"
+        jobs += at
+    results, summary = [], {}
+    for job, msgs in _interleaved(jobs, cfg.rounds, log).items():
+        summary[job["name"]] = {**_model_summary(job, msgs), "threads": job["threads"]}
+        row, rounds = msgs[0]["per_seq"][0], [m["per_seq"][0] for m in msgs]
+        results.append({"model": job["name"], "batch_size": 1, **_merge_rounds(row, rounds)})
     for r in results:
         base = next(b for b in results if b["model"].split("@")[0] == BASELINE and b["threads"] == r["threads"])
         r["decode_speedup_vs_baseline"] = r["decode_tokens_per_s"] / base["decode_tokens_per_s"]
         r["p50_ratio_to_baseline"] = r["p50_ms"] / base["p50_ms"]
         r["speedup_vs_baseline"] = r["decode_speedup_vs_baseline"]
-    return _record("decode", results, summary, cfg, out, BASELINE)
+    return _record("decode", results, summary, cfg, out, BASELINE, probe.finish(_spreads(results)))
+
+
+def _runs_per_round(cfg: BenchmarkConfig) -> int:
+    """benchmark.runs is the number of timed runs in all, split over the rounds."""
+    return max(1, -(-cfg.runs // cfg.rounds))
+
+
+def _interleaved(jobs: list[dict], rounds: int, log: Any) -> dict:
+    """Run every job once per round, each in a fresh process, the order rotated each round, so that a burst of
+    load from elsewhere falls on different models in different rounds. {job: [its result per round]}."""
+    out: dict[int, list[dict]] = {i: [] for i in range(len(jobs))}
+    for r in range(rounds):
+        order = list(range(len(jobs)))
+        order = order[r % len(order) :] + order[: r % len(order)]
+        for i in order:
+            job = jobs[i]
+            where = f" at {job['threads']} thread(s)" if job.get("llm") else ""
+            log(f"bench: round {r + 1}/{rounds}: {job['name']}{where} ...")
+            out[i].append(_run_job(job))
+    return {_Key(jobs[i]): msgs for i, msgs in out.items()}
+
+
+class _Key(dict):
+    """A job dict usable as a dictionary key (by identity), so results stay in the jobs' order."""
+
+    __hash__ = object.__hash__
+    __eq__ = object.__eq__
+
+
+def _merge_rounds(first: dict, rounds: list[dict]) -> dict:
+    """One row from each round's row of the same model and length: the median of the round figures (p50 is the
+    median of the round p50s), the round p50s themselves and their spread; first_ms from the first round."""
+    row = dict(first)
+    for k, v in first.items():
+        if isinstance(v, float) and k not in ("first_ms",):
+            row[k] = float(np.median([r[k] for r in rounds]))
+    p50s = [r["p50_ms"] for r in rounds]
+    row["round_p50_ms"] = p50s
+    row["spread"] = spread(p50s)
+    return row
+
+
+def _model_summary(job: dict, msgs: list[dict]) -> dict:
+    return {
+        "load_seconds": float(np.median([m["load_seconds"] for m in msgs])),
+        "peak_rss_mb": max(m["peak_rss_mb"] for m in msgs),
+        "size_bytes": job["size_bytes"],
+        "path": job["path"],
+    }
+
+
+def _spreads(results: list[dict]) -> dict[str, float]:
+    """Round spreads of the rows slow enough for a spread to mean load rather than timer jitter."""
+    return {f"{r['model']} seq {r['seq_len']}": r["spread"] for r in results if r["p50_ms"] >= MIN_SPREAD_MS}
 
 
 def _record(
-    kind: str, results: list[dict], models: dict, cfg: BenchmarkConfig, out: Path | None, baseline: str
+    kind: str,
+    results: list[dict],
+    models: dict,
+    cfg: BenchmarkConfig,
+    out: Path | None,
+    baseline: str,
+    noise: dict | None = None,
 ) -> Benchmark:
     """The Benchmark record of a run, also written to out/bench.json when `out` is given."""
     record = Benchmark(
@@ -463,6 +517,7 @@ def _record(
         settings=cfg.model_dump(),
         machine=machine_info(cfg.threads),
         baseline=baseline,
+        noise=noise or {},
     )
     if out is not None:
         atomic_write_json(out / "bench.json", dataclasses.asdict(record))
@@ -480,8 +535,8 @@ def format_benchmark(b: Benchmark) -> str:
                 f"{r['model']:<22}{r['threads']:>8}{r['seq_len']:>7}{r['ttft_ms']:>9.1f}{r['prefill_tokens_per_s']:>12.1f}"
                 f"{r['decode_tokens_per_s']:>11.1f}{r['decode_speedup_vs_baseline']:>8.2f}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}"
             )
-        return "\n".join(lines)
-    head = f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'p50/base':>9}{'RSS MB':>8}{'size MB':>9}"
+        return "\n".join(lines + _noise_lines(b))
+    head = f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'spread':>8}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'p50/base':>9}{'RSS MB':>8}{'size MB':>9}"
     lines = [
         f"machine: {b.machine.get('cpu')} | threads {b.settings.get('threads')} | batch {b.settings.get('batch_size')}",
         head,
@@ -490,8 +545,20 @@ def format_benchmark(b: Benchmark) -> str:
     for r in b.results:
         m = b.models[r["model"]]
         ratio = f"{r['p50_ratio_to_baseline']:.2f}" if "p50_ratio_to_baseline" in r else "-"
+        spread_cell = f"{r['spread']:.0%}" if "spread" in r else "-"
         lines.append(
-            f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{spread_cell:>8}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
             f"{r['throughput_per_s']:>9.1f}{ratio:>9}{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _noise_lines(b))
+
+
+def _noise_lines(b: Benchmark) -> list[str]:
+    if not b.noise:
+        return []
+    rounds = b.settings.get("rounds", 1)
+    return [
+        f"p50: the median of {rounds} rounds' p50s, each round every model in a fresh process, order rotated; "
+        f"spread: (max - min) / median of the round p50s",
+        verdict(b.noise),
+    ]

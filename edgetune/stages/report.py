@@ -237,6 +237,10 @@ def _markdown(doc: dict, records: dict[str, Any], seconds: dict[str, float], plo
             f"{st['warmup']} warmup + {st['runs']} timed runs; each model in a fresh process.",
             "",
         ]
+        if bench.noise:
+            from ..noise import verdict
+
+            out += [verdict(bench.noise) + ".", ""]
         if plot:
             out += [f"![latency]({plot.name})", ""]
         if bench.kind == "decode":
