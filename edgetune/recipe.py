@@ -134,6 +134,11 @@ class QuantizeConfig(Section):
         True, description="One scale per output channel: measured far closer to fp32 than per-tensor."
     )
     calibration_samples: Annotated[int, Field(gt=0, le=100_000)] = 128
+    auto: bool = Field(
+        False,
+        description="int8: try the candidates (dynamic per-channel / per-tensor, static QDQ, head kept in fp32), "
+        "measure each on the held-out split and time each, keep the fastest within verify's int8 budgets.",
+    )
     int4_block_size: Literal[16, 32, 64, 128, 256] = 32
     int4_accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
         4, description="MatMulNBits compute type: 0 default, 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on CPU)."

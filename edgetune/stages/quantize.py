@@ -31,10 +31,19 @@ class OrtInt8(BaseStage):
             raise RecipeError(f"quantize.precisions: the {recipe.task} task supports [int8] only")
 
     def key(self, ctx: BuildContext) -> Key:
-        return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint])
+        r = ctx.recipe
+        if not r.quantize.auto:  # keys of runs without the search stay as they were
+            return Key([r.quantize.model_dump(exclude={"auto"}), ctx.data.fingerprint])
+        # the search reads verify's int8 budgets and times on the benchmark's threads
+        budgets = {k: v for k, v in r.verify.model_dump().items() if k.startswith("int8_")}
+        return Key([r.quantize.model_dump(), ctx.data.fingerprint, budgets, r.benchmark.threads])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
         r, merged = ctx.recipe, inputs["merge"]
+        if r.quantize.auto:
+            from ..autoquant import search
+
+            return Quantized([search(ctx, inputs["export"], merged, out)])
         tok = ctx.task.load_tokenizer(merged.path) if r.quantize.mode == "static" else None
         return Quantized(
             [quantize_int8(inputs["export"], r.quantize, ctx.task, out, ctx.data.train, tok, r.training.max_length)]
@@ -90,15 +99,17 @@ def quantize_int8(
     calibration: list[dict] | None,
     tokenizer: Any,
     max_length: int,
+    exclude: list[str] | None = None,
 ) -> OnnxModel:
-    """int8 weights (and activations, for static) into `out/model_int8.onnx` with onnxruntime.quantization."""
+    """int8 weights (and activations, for static) into `out/model_int8.onnx` with onnxruntime.quantization;
+    the nodes named in `exclude` stay in float."""
     import onnx
 
     target = out / INT8_NAME
     # Fused contrib ops (Attention, BiasGelu) defeat ONNX shape inference; their outputs are float.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
     with quiet():
-        _run(cfg, model, target, task, calibration, tokenizer, max_length, extra)
+        _run(cfg, model, target, task, calibration, tokenizer, max_length, extra, exclude or [])
     for f in model.path.parent.iterdir():  # tokenizer and config travel with the model
         if f.is_file() and f.suffix != ".onnx" and not f.name.endswith(".data"):
             shutil.copy2(f, out / f.name)
@@ -120,6 +131,7 @@ def _run(
     tokenizer: Any,
     max_length: int,
     extra: dict,
+    exclude: list[str],
 ) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -131,7 +143,12 @@ def _run(
 
     if cfg.mode == "dynamic":
         quantize_dynamic(
-            model.path, target, weight_type=QuantType.QInt8, per_channel=cfg.per_channel, extra_options=extra
+            model.path,
+            target,
+            weight_type=QuantType.QInt8,
+            per_channel=cfg.per_channel,
+            extra_options=extra,
+            nodes_to_exclude=exclude,
         )
     else:
         examples = (calibration or [])[: cfg.calibration_samples]
@@ -161,4 +178,5 @@ def _run(
             weight_type=QuantType.QInt8,
             per_channel=cfg.per_channel,
             extra_options=extra,
+            nodes_to_exclude=exclude,
         )

@@ -75,6 +75,56 @@ def _summary(records: dict[str, Any]) -> dict:
     return {"models": models}
 
 
+def _tradeoff_plot(records: dict[str, Any], root: Path, path: Path) -> Path | None:
+    """quantize.auto's candidates (and the peers' builds from RUN_DIR/peers.json, benchmarks/peers.py): p50 at
+    the search's length against held-out accuracy, marker area by size, the chosen build marked."""
+    q = records.get("quantize")
+    auto = q.models[0].notes.get("auto") if q is not None and q.models else None
+    if not auto:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    rows = auto["candidates"]
+    sizes = [max(20.0, r["size_bytes"] / 1e6 * 8) for r in rows]
+    colors = ["tab:green" if r["passed"] else "tab:gray" for r in rows]
+    ax.scatter([r["p50_ms"] for r in rows], [r["accuracy"] for r in rows], s=sizes, c=colors, alpha=0.7)
+    for r in rows:
+        label = r["name"] + (" (chosen)" if r["name"] == auto["chosen"] else "")
+        ax.annotate(label, (r["p50_ms"], r["accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    chosen = next(r for r in rows if r["name"] == auto["chosen"])
+    ax.scatter([chosen["p50_ms"]], [chosen["accuracy"]], marker="*", s=250, c="tab:red", zorder=3)
+    peers = root / "peers.json"
+    if peers.is_file():
+        seq = str(auto["timed_at"]["seq"])
+        for name, p in json.loads(peers.read_text()).get("builds", {}).items():
+            if seq in p.get("p50_ms", {}) and p.get("accuracy") is not None:
+                ax.scatter(
+                    [p["p50_ms"][seq]],
+                    [p["accuracy"]],
+                    marker="^",
+                    s=max(20.0, p.get("size_mb", 1) * 8),
+                    c="tab:blue",
+                    alpha=0.6,
+                )
+                ax.annotate(
+                    name, (p["p50_ms"][seq], p["accuracy"]), fontsize=7, xytext=(4, -10), textcoords="offset points"
+                )
+    t = auto["timed_at"]
+    ax.set_xlabel(f"p50 ms at seq {t['seq']}, batch {t['batch']}, {t['threads']} threads (lower is better)")
+    ax.set_ylabel("held-out accuracy")
+    ax.set_title("int8 candidates (green: within verify's budgets; area: size; star: chosen)", fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
 def _plot(bench: Benchmark | None, path: Path) -> Path | None:
     results = bench.results if bench else []
     if not bench or not results:
@@ -114,7 +164,9 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _markdown(doc: dict, records: dict[str, Any], seconds: dict[str, float], plot: Path | None) -> str:
+def _markdown(
+    doc: dict, records: dict[str, Any], seconds: dict[str, float], plot: Path | None, tradeoff: Path | None = None
+) -> str:
     """report.md: the summary from `doc` (report.json), each stage's section from its record."""
     out = [
         f"# edgetune report: {doc['recipe']['name']}",
@@ -194,9 +246,10 @@ def _markdown(doc: dict, records: dict[str, Any], seconds: dict[str, float], plo
                 f"`{_rel(m.path, doc)}`: {m.precision}, {m.size_bytes / 1e6:.1f} MB, {len(m.inputs)} inputs "
                 f"({', '.join(m.inputs[:3])}{', ...' if len(m.inputs) > 3 else ''}); sha256 `{m.sha256[:16]}`.",
                 "",
-                "Notes: " + ", ".join(f"{k}: {v}" for k, v in m.notes.items()),
+                "Notes: " + ", ".join(f"{k}: {v}" for k, v in m.notes.items() if k != "auto"),
                 "",
             ]
+            out += _auto_markdown(m.notes.get("auto"), tradeoff)
     v: Verification | None = records.get("verify")
     if v is not None:
         out += [
@@ -270,6 +323,31 @@ def _markdown(doc: dict, records: dict[str, Any], seconds: dict[str, float], plo
         out.append("")
     out += _devices_markdown(doc.get("devices", []))
     return "\n".join(out)
+
+
+def _auto_markdown(auto: dict | None, tradeoff: Path | None) -> list[str]:
+    """quantize.auto's candidates: each one's figures, and which one was kept."""
+    if not auto:
+        return []
+    t = auto["timed_at"]
+    out = [
+        f"quantize.auto kept **{auto['chosen']}**: the fastest candidate within verify's int8 budgets (timed at seq "
+        f"{t['seq']}, batch {t['batch']}, {t['threads']} threads, median of {t['rounds']} interleaved rounds; "
+        f"candidates within the timing noise of the fastest count as ties, won by the first listed).",
+        "",
+        "| candidate | held-out accuracy | drop | top-1 agreement | mean cosine | p50 ms | spread | size MB | passed |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in auto["candidates"]:
+        out.append(
+            f"| {r['name']} | {r['accuracy']:.4f} | {r['accuracy_drop']:.4f} | {r['top1_agreement']:.4f} | "
+            f"{r['mean_cosine']:.4f} | {r['p50_ms']:.2f} | {r['spread']:.0%} | {r['size_bytes'] / 1e6:.1f} | "
+            f"{'yes' if r['passed'] else 'no'} |"
+        )
+    out.append("")
+    if tradeoff:
+        out += [f"![latency vs accuracy]({tradeoff.name})", ""]
+    return out
 
 
 def _rel(path: Path | None, doc: dict) -> str:
@@ -393,9 +471,10 @@ def report(
         "devices": load_results(root) if devices is None else devices,
     }
     plot = _plot(records.get("bench"), out / "latency.png")
+    tradeoff = _tradeoff_plot(records, root, out / "tradeoff.png")
     atomic_write_json(out / "report.json", doc)
     md = out / "report.md"
-    atomic_write_text(md, _markdown({**doc, "run_dir": str(root)}, records, seconds, plot))
+    atomic_write_text(md, _markdown({**doc, "run_dir": str(root)}, records, seconds, plot, tradeoff))
     return Report(json_path=out / "report.json", markdown_path=md, plot_path=plot)
 
 
@@ -425,7 +504,14 @@ def add_devices(run_dir: Path) -> Path | None:
                 seconds[name] = e.seconds
         plot = folder / "latency.png"
         atomic_write_json(folder / "report.json", doc)
-        markdown = _markdown({**doc, "run_dir": str(run.root)}, records, seconds, plot if plot.is_file() else None)
+        tradeoff = folder / "tradeoff.png"
+        markdown = _markdown(
+            {**doc, "run_dir": str(run.root)},
+            records,
+            seconds,
+            plot if plot.is_file() else None,
+            tradeoff if tradeoff.is_file() else None,
+        )
         atomic_write_text(folder / "report.md", markdown)
         # the manifest records the report's files as they are now
         run.write_entry("report", dataclasses.replace(entry, outputs=run.hash_outputs("report")))

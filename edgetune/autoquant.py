@@ -1,0 +1,127 @@
+"""quantize.auto: an accuracy budget that picks the int8 build. Each candidate is built, measured on the held-out
+split against the fp32 ONNX model, and timed (interleaved rounds, fresh processes, as `bench` times); the fastest
+that keeps verify's int8 budgets wins. Candidates within the timing noise of the fastest count as equally fast
+and the earlier one in CANDIDATES wins, so the same data and seed pick the same build."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .artifacts import MergedModel, OnnxModel
+from .errors import CheckFailed
+
+
+@dataclass(frozen=True)
+class Candidate:
+    name: str
+    mode: str  # dynamic | static
+    per_channel: bool
+    head_fp32: bool = False  # the classifier head and pooler (the last layers, most sensitive) stay in float
+
+
+CANDIDATES = [  # in order of preference when equally fast
+    Candidate("dynamic per-channel", "dynamic", True),
+    Candidate("dynamic per-tensor", "dynamic", False),
+    Candidate("dynamic per-channel, head fp32", "dynamic", True, head_fp32=True),
+    Candidate("static QDQ per-channel", "static", True),
+]
+SEQ = 32  # the length candidates are timed at (batch 1)
+TIE = 0.05  # timing differences below this share (or the measured spread) count as noise
+
+
+def head_nodes(path: Path) -> list[str]:
+    """The MatMul/Gemm nodes of the classification head and pooler."""
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type in ("MatMul", "Gemm") and any(k in n.name.lower() for k in ("classifier", "pooler", "score"))
+    ]
+
+
+def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path) -> OnnxModel:
+    """Build, measure and time every candidate into out/candidates/; copy the chosen one to out/model_int8.onnx.
+    CheckFailed when none keeps the budgets."""
+    from .recipe import BenchmarkConfig
+    from .stages.bench import bench, encoder_inputs
+    from .stages.quantize import INT8_NAME, quantize_int8
+
+    r, task, data = ctx.recipe, ctx.task, ctx.data
+    v, max_length = r.verify, r.training.max_length
+    tok = task.load_tokenizer(merged.path)
+    ref, ref_metrics = task.evaluate(task.load_onnx(fp32.path), tok, data.eval, 32, max_length)
+    rows, models = [], []
+    for c in CANDIDATES:
+        folder = out / "candidates" / c.name.replace(" ", "_").replace(",", "")
+        folder.mkdir(parents=True)
+        cfg = r.quantize.model_copy(update={"mode": c.mode, "per_channel": c.per_channel})
+        exclude = head_nodes(fp32.path) if c.head_fp32 else []
+        ctx.log(f"quantize: candidate {c.name} ...")
+        m = quantize_int8(fp32, cfg, task, folder, data.train, tok, max_length, exclude)
+        got, metrics = task.evaluate(task.load_onnx(m.path), tok, data.eval, 32, max_length)
+        a, b = got.astype(np.float64), ref.astype(np.float64)
+        cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+        row = {
+            "name": c.name,
+            "accuracy": float(metrics["accuracy"]),
+            "accuracy_drop": float(ref_metrics["accuracy"] - metrics["accuracy"]),
+            "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
+            "mean_cosine": float(cos.mean()),
+            "size_bytes": m.size_bytes,
+            "excluded_nodes": exclude,
+        }
+        row["passed"] = (
+            row["accuracy_drop"] <= v.int8_max_accuracy_drop
+            and row["top1_agreement"] >= v.int8_min_top1_agreement
+            and row["mean_cosine"] >= v.int8_min_cosine
+        )
+        rows.append(row)
+        models.append(m)
+    cfg = BenchmarkConfig(
+        threads=r.benchmark.threads, sequence_lengths=[SEQ], warmup=20, runs=max(60, r.benchmark.runs // 2), rounds=3
+    )
+    timed = bench(models, cfg, inputs={SEQ: encoder_inputs(tok, 1, SEQ)}, log=ctx.log)
+    for row, t in zip(rows, timed.results):
+        row.update(p50_ms=t["p50_ms"], spread=t["spread"], round_p50_ms=t["round_p50_ms"])
+    chosen = choose(rows)
+    if chosen is None:
+        best = max(rows, key=lambda x: x["top1_agreement"])
+        raise CheckFailed(
+            f"quantize.auto: no int8 candidate keeps verify's budgets (best: {best['name']}, accuracy drop "
+            f"{best['accuracy_drop']:.4f}, top-1 agreement {best['top1_agreement']:.4f})"
+        )
+    m = models[rows.index(chosen)]
+    shutil.copy2(m.path, out / INT8_NAME)
+    for f in m.path.parent.iterdir():  # tokenizer and config travel with the model
+        if f.is_file() and f.suffix != ".onnx":
+            shutil.copy2(f, out / f.name)
+    from .stages.common import describe_onnx
+
+    notes = {
+        **m.notes,
+        "auto": {
+            "chosen": chosen["name"],
+            "timed_at": {"seq": SEQ, "batch": 1, "threads": cfg.threads, "rounds": cfg.rounds},
+            "noise": timed.noise,
+            "candidates": rows,
+        },
+    }
+    return describe_onnx(out / INT8_NAME, "int8", notes)
+
+
+def choose(rows: list[dict]) -> dict | None:
+    """The fastest passing candidate; those within the noise of it (TIE, or the rows' measured spread) are ties,
+    won by the earliest in CANDIDATES order."""
+    passing = [row for row in rows if row["passed"]]
+    if not passing:
+        return None
+    fastest = min(row["p50_ms"] for row in passing)
+    noise = max([TIE] + [row["spread"] for row in passing])
+    return next(row for row in passing if row["p50_ms"] <= fastest * (1 + noise))
