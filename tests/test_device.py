@@ -253,7 +253,14 @@ def test_bundle_holds_the_package_and_the_runner(run):
             assert (b / name).read_bytes() == (pkg / name).read_bytes()
         assert json.loads((b / "golden.json").read_text()) == json.loads((pkg / "golden.json").read_text())
         assert (b / "run_device.py").read_text() == Path(runner.__file__).read_text()
-        assert info["defaults"] == {"threads": 1, "warmup": 1, "runs": 5, "sequence_lengths": [8, 16], "new_tokens": 64}
+        assert info["defaults"] == {
+            "threads": 1,
+            "warmup": 1,
+            "runs": 5,
+            "sequence_lengths": [8, 16],
+            "new_tokens": 64,
+            "rounds": 1,
+        }
         assert info["special_tokens"] == 2 and info["max_length"] == 16 and "lights" in info["bench_words"]
     # the Android app got the package without the bundles
     assets = run.parent / "android" / "app" / "src" / "main" / "assets" / "edgetune"

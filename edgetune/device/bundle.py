@@ -113,6 +113,7 @@ def write_bundle(
             "runs": bench.get("runs", 100),
             "sequence_lengths": bench.get("sequence_lengths", [16, 32, 128]),
             "new_tokens": bench.get("new_tokens", 64),
+            "rounds": bench.get("rounds", 3),
         },
         "created_with": {"edgetune": __version__},
         **extra,

@@ -111,18 +111,30 @@ def format_device(doc: dict, host: dict | None = None) -> str:
                 f"{r['prefill_tokens_per_s']:>12.1f}{r['decode_tokens_per_s']:>11.1f}{ratio:>8}"
                 f"{m['peak_rss_mb']:>8.0f}{m['size_bytes'] / 1e6:>9.1f}"
             )
-        return "\n".join(lines)
+        return "\n".join(lines + _noise(doc))
     head = (
-        f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'first ms':>9}"
+        f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'spread':>8}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'first ms':>9}"
         f"{'RSS MB':>8}{'size MB':>9}"
     )
     lines[0] += f" | threads {s['threads']} | batch 1 | {s['warmup']} warmup + {s['runs']} runs"
     lines += [head, "-" * len(head)]
     for r in doc["results"]:
         m = doc["models"][r["model"]]
+        spread = f"{r['spread']:.0%}" if "spread" in r else "-"
         lines.append(
-            f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
+            f"{r['model']:<22}{r['seq_len']:>5}{r['p50_ms']:>9.2f}{spread:>8}{r['p90_ms']:>9.2f}{r['p99_ms']:>9.2f}"
             f"{r['throughput_per_s']:>9.1f}{r['first_ms']:>9.1f}{m['peak_rss_mb']:>8.0f}"
             f"{m['size_bytes'] / 1e6:>9.1f}"
         )
-    return "\n".join(lines)
+    return "\n".join(lines + _noise(doc))
+
+
+def _noise(doc: dict) -> list[str]:
+    """The host benchmark's verdict line, for the board's own measurement of its load."""
+    from ..noise import verdict
+
+    noise = doc.get("noise")
+    if not noise:
+        return []
+    rounds = doc["settings"].get("rounds", 1)
+    return [f"p50: the median of {rounds} rounds' p50s on the board, each model in a fresh process", verdict(noise)]

@@ -640,6 +640,87 @@ def _version_tuple(v: str | None) -> tuple:
     return tuple(out)
 
 
+def _median(values: list) -> float:
+    v = sorted(values)
+    return float(v[len(v) // 2]) if len(v) % 2 else float((v[len(v) // 2 - 1] + v[len(v) // 2]) / 2)
+
+
+def merge_rounds(first: dict, rounds: list) -> dict:
+    """The host benchmark's statistics (edgetune/stages/bench.py): each figure the median of the rounds',
+    the round p50s and their spread ((max - min) / median)."""
+    row = dict(first)
+    for k, v in first.items():
+        if isinstance(v, float) and k != "first_ms":
+            row[k] = _median([r[k] for r in rounds])
+    p50s = [r["p50_ms"] for r in rounds]
+    mid = _median(p50s)
+    row["round_p50_ms"] = p50s
+    row["spread"] = (max(p50s) - min(p50s)) / mid if len(p50s) > 1 and mid > 0 else 0.0
+    return row
+
+
+class _Probe:
+    """The host's edgetune/noise.py, for the board: other processes' CPU time, steal and load around the run."""
+
+    LIMITS = {"other_cores": 0.3, "steal": 0.05, "spread": 0.20, "min_ms": 0.05}
+
+    def __init__(self) -> None:
+        self.t0, self.stat0, self.own0 = time.monotonic(), self._stat(), self._own()
+        self.load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+    @staticmethod
+    def _stat():
+        text = _read("/proc/stat")
+        if not text:
+            return None
+        ticks = [int(x) for x in text.splitlines()[0].split()[1:]]
+        hz = os.sysconf("SC_CLK_TCK")
+        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
+        steal = ticks[7] if len(ticks) > 7 else 0
+        return ((sum(ticks[:8]) - idle - steal) / hz, steal / hz, sum(ticks[:8]) / hz)
+
+    @staticmethod
+    def _own() -> float:
+        import resource
+
+        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+    def finish(self, results: list) -> dict:
+        elapsed = max(1e-9, time.monotonic() - self.t0)
+        stat1, own = self._stat(), self._own() - self.own0
+        other = steal = None
+        if self.stat0 and stat1:
+            busy, st, total = (b - a for a, b in zip(self.stat0, stat1))
+            other, steal = max(0.0, (busy - own) / elapsed), (st / total if total > 0 else 0.0)
+        spreads = [
+            (r.get("spread", 0.0), "%s seq %s" % (r["model"], r["seq_len"]))
+            for r in results
+            if r.get("p50_ms", 0) >= self.LIMITS["min_ms"]
+        ]
+        worst = max(spreads) if spreads else (0.0, None)
+        reasons = []
+        if other is not None and other > self.LIMITS["other_cores"]:
+            reasons.append("other processes used %.2f of %s cores" % (other, os.cpu_count()))
+        if steal is not None and steal > self.LIMITS["steal"]:
+            reasons.append("the hypervisor stole %.0f%% of the CPU" % (100 * steal))
+        if worst[0] > self.LIMITS["spread"]:
+            reasons.append("round-to-round spread %.0f%% (%s)" % (100 * worst[0], worst[1]))
+        return {
+            "load_before": self.load0,
+            "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "other_cores": other,
+            "steal": steal,
+            "max_spread": worst[0],
+            "busy": bool(reasons),
+            "reasons": reasons,
+        }
+
+
+def _load_probe() -> _Probe:
+    return _Probe()
+
+
 def run_model(entry: dict, job: dict, device: dict, host_versions: dict) -> dict:
     proc = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "--worker"], input=json.dumps(job), capture_output=True, text=True
@@ -687,6 +768,7 @@ def run(args: argparse.Namespace) -> tuple:
         "batch_size": 1,
         "sequence_lengths": args.seq or defaults["sequence_lengths"],
         "new_tokens": args.new_tokens or defaults["new_tokens"],
+        "rounds": args.rounds or defaults.get("rounds", 1),
         "bench": not args.no_bench,
     }
     device = device_facts()
@@ -726,31 +808,45 @@ def run(args: argparse.Namespace) -> tuple:
             golden_doc.update(
                 kind="logits", max_abs_diff_limit=golden["max_abs_diff"], min_cosine_limit=golden["min_cosine"]
             )
-        for entry in bundle["models"]:
-            log("run_device: %s: golden cases%s ..." % (entry["file"], " and benchmark" if settings["bench"] else ""))
-            job = {
-                "kind": entry["format"],
-                "path": os.path.join(HERE, entry["file"]) if entry["format"] != "genai" else HERE,
-                "threads": settings["threads"],
-                "warmup": settings["warmup"] if settings["bench"] else 0,
-                "runs": settings["runs"],
-                "seqs": settings["sequence_lengths"] if settings["bench"] else [],
-                "new_tokens": settings["new_tokens"],
-                "golden": golden,
-                "labels": manifest.get("labels", []),
-                "chat": manifest.get("chat"),
-                "bundle": bundle,
-            }
-            msg = run_model(entry, job, device, manifest.get("versions", {}))
-            golden_doc["models"][entry["file"]] = msg["golden"]
-            golden_doc["passed"] = golden_doc["passed"] and msg["golden"]["passed"]
+        probe = _load_probe()
+        rounds = settings["rounds"] if settings["bench"] else 1
+        msgs: dict = {entry["name"]: [] for entry in bundle["models"]}
+        models = list(bundle["models"])
+        for r in range(rounds):  # interleaved rounds, each model in a fresh process, the order rotated
+            k = r % len(models)
+            for entry in models[k:] + models[:k]:
+                what = ("golden cases" if r == 0 else "") + (" and " if r == 0 and settings["bench"] else "")
+                what += "benchmark (round %d/%d)" % (r + 1, rounds) if settings["bench"] else ""
+                log("run_device: %s: %s ..." % (entry["file"], what))
+                job = {
+                    "kind": entry["format"],
+                    "path": os.path.join(HERE, entry["file"]) if entry["format"] != "genai" else HERE,
+                    "threads": settings["threads"],
+                    "warmup": settings["warmup"] if settings["bench"] else 0,
+                    "runs": max(1, -(-settings["runs"] // rounds)),
+                    "seqs": settings["sequence_lengths"] if settings["bench"] else [],
+                    "new_tokens": settings["new_tokens"],
+                    "golden": golden if r == 0 else dict(golden, cases=[]),  # checked once
+                    "labels": manifest.get("labels", []),
+                    "chat": manifest.get("chat"),
+                    "bundle": bundle,
+                }
+                msgs[entry["name"]].append(run_model(entry, job, device, manifest.get("versions", {})))
+        for entry in models:
+            got = msgs[entry["name"]]
+            golden_doc["models"][entry["file"]] = got[0]["golden"]
+            golden_doc["passed"] = golden_doc["passed"] and got[0]["golden"]["passed"]
+            rss = [m["peak_rss_mb"] for m in got if m["peak_rss_mb"] is not None]
             doc["models"][entry["name"]] = {
                 "file": entry["file"],
-                "load_seconds": msg["load_seconds"],
-                "peak_rss_mb": msg["peak_rss_mb"],
+                "load_seconds": sorted(m["load_seconds"] for m in got)[len(got) // 2],
+                "peak_rss_mb": max(rss) if rss else None,
                 "size_bytes": entry["size_bytes"],
             }
-            doc["results"] += [{"model": entry["name"], "batch_size": 1, **row} for row in msg["per_seq"]]
+            for i, row in enumerate(got[0]["per_seq"]):
+                per_round = [m["per_seq"][i] for m in got]
+                doc["results"].append({"model": entry["name"], "batch_size": 1, **merge_rounds(row, per_round)})
+        doc["noise"] = probe.finish(doc["results"])
         doc["golden"] = golden_doc
         doc["status"] = "ok" if golden_doc["passed"] else "golden_failed"
         code = 0 if golden_doc["passed"] else 1
@@ -768,6 +864,7 @@ def main(argv: list | None = None) -> int:
     parser.add_argument("--runs", type=int, default=None, help="timed runs [default: the recipe's]")
     parser.add_argument("--seq", type=int, action="append", default=None, help="sequence length (repeat)")
     parser.add_argument("--new-tokens", type=int, default=None, help="causal LM: tokens per benchmark run")
+    parser.add_argument("--rounds", type=int, default=None, help="interleaved benchmark rounds [default: the recipe's]")
     parser.add_argument("--no-bench", action="store_true", help="only check the golden cases")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
