@@ -38,6 +38,20 @@ class MergedModel:
 
 
 @dataclass(frozen=True)
+class Student(MergedModel):
+    """A smaller model made from the merged one (fewer layers, pruned) and distilled from it; later stages
+    export it in place of the merged model. The teacher's figures stay beside the student's."""
+
+    kept_layers: list[int] = field(default_factory=list)
+    teacher_layers: int = 0
+    teacher_parameters: int = 0
+    student_parameters: int = 0
+    teacher_accuracy: float = 0.0
+    epochs: list[dict] = field(default_factory=list)
+    settings: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class OnnxModel:
     """One ONNX file (plus tokenizer/config files beside it)."""
 
@@ -121,7 +135,7 @@ class Report:
     plot_path: Path | None = None
 
 
-Record = Adapter | MergedModel | OnnxModel | Quantized | Verification | Benchmark | Package | Report
+Record = Adapter | MergedModel | Student | OnnxModel | Quantized | Verification | Benchmark | Package | Report
 
 
 def to_json(record: Any, root: Path) -> dict:

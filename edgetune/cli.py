@@ -15,6 +15,7 @@ from .errors import EdgetuneError, RecipeError
 STAGE_HELP = {
     "finetune": "Fine-tune the base model with LoRA on the recipe's data and evaluate it each epoch.",
     "merge": "Merge the adapter into the base weights; fail if merged outputs differ from the adapter model's.",
+    "compress": "Make a smaller student from the merged model (the recipe's compress: section) and distill it.",
     "export": "Export the merged model to ONNX: encoders with optimum-onnx (dynamic batch and sequence axes), "
     "decoders with onnxruntime-genai's model builder (KV cache).",
     "quantize": "Quantize the exported model: int8 with ONNX Runtime (encoders); int4 and/or int8 weight-only "

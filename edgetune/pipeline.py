@@ -21,7 +21,7 @@ from .sources import ModelSource, resolve_model_source
 from .stages.base import BuildContext, Stage
 from .tasks import Task, TaskData, get_task
 
-STAGES = ("finetune", "merge", "export", "quantize", "verify", "package", "bench", "report")
+STAGES = ("finetune", "merge", "compress", "export", "quantize", "verify", "package", "bench", "report")
 RUN_RECIPE = "recipe.json"
 _PACKAGES = ("edgetune", "torch", "transformers", "peft", "optimum-onnx", "onnx", "onnxruntime")
 
@@ -81,8 +81,11 @@ def prepare(recipe: Recipe) -> Prepared:
     remote = recipe.model.trust_remote_code
     source = resolve_model_source(recipe.model.source, recipe.base_dir)
     info = model_info(source.path, recipe.task, remote)
-    for st in task.stages():  # what a stage cannot do with this recipe or model, before stage one
+    stages = task.stages()
+    for st in stages:  # what a stage cannot do with this recipe or model, before stage one
         st.check(recipe, info)
+    if recipe.compress is not None and "compress" not in {st.name for st in stages}:
+        raise RecipeError(f"compress: the {recipe.task} task has no compression stage (classification has)")
     adapter = plan_adapter(info, recipe.task, recipe.lora, remote)
     data = task.load_data(recipe.dataset, recipe.base_dir, source, tr.max_length)
     data = dataclasses.replace(data, warnings=[*data.warnings, *task.check_model(info, source, recipe.package, remote)])
@@ -204,7 +207,8 @@ def build(
             inputs = {n: records[n] for n in st.needs if n in records}
             why = st.skip(ctx, inputs)
             if why is not None:
-                log(f"{st.name}: skipped, {why}")
+                if why:  # "": a stage the recipe does not ask for
+                    log(f"{st.name}: skipped, {why}")
                 continue
             records[st.name] = record = runner(st, inputs)
             st.finish(ctx, record)

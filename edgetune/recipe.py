@@ -154,6 +154,25 @@ class QuantizeConfig(Section):
     )
 
 
+class CompressConfig(Section):
+    """A smaller student made from the fine-tuned model (edgetune/compress.py), distilled from it."""
+
+    every: Annotated[int, Field(ge=2, le=12)] | None = Field(
+        2, description="Keep every n-th encoder layer (2: 6 -> 3 layers), the last one always."
+    )
+    keep_layers: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, description="Or the teacher's layers to keep, by index (instead of every)."
+    )
+    prune_heads: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="Share of attention heads to prune.")
+    prune_ffn: Annotated[float, Field(ge=0, lt=1)] = Field(0.0, description="Share of FFN neurons to prune.")
+    epochs: Annotated[int, Field(gt=0, le=1000)] = 8
+    learning_rate: Annotated[float, Field(gt=0, le=1)] = 1e-4
+    temperature: Annotated[float, Field(gt=0, le=100)] = 2.0
+    alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.9, description="Weight of the distillation loss vs labels.")
+    hidden_weight: Annotated[float, Field(ge=0)] = Field(0.0, description="Weight of a hidden-state MSE loss.")
+    batch_size: Annotated[int, Field(gt=0, le=4096)] = 16
+
+
 class VerifyConfig(Section):
     fp32_max_abs_diff: Annotated[float, Field(ge=0)] = 1e-4
     fp32_min_cosine: Annotated[float, Field(ge=-1, le=1)] = 0.99999
@@ -204,6 +223,7 @@ class Recipe(Section):
     lora: LoraConfig = LoraConfig()
     training: TrainingConfig = TrainingConfig()
     export: ExportConfig = ExportConfig()
+    compress: CompressConfig | None = None
     quantize: QuantizeConfig = QuantizeConfig()
     verify: VerifyConfig = VerifyConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()

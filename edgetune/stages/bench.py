@@ -17,7 +17,7 @@ from ..errors import EdgetuneError
 from ..noise import MIN_SPREAD_MS, Probe, spread, verdict
 from ..recipe import BenchmarkConfig
 from ..rundir import atomic_write_json
-from .base import BaseStage, BuildContext, Key
+from .base import BaseStage, BuildContext, Key, trained_model
 
 BASELINE = "pytorch_fp32"
 
@@ -27,14 +27,14 @@ class EncoderBench(BaseStage):
     length, each model in a fresh process."""
 
     name = "bench"
-    needs = ("merge", "export", "quantize")
+    needs = ("merge", "compress", "export", "quantize")
     record = Benchmark
 
     def key(self, ctx: BuildContext) -> Key:
         return Key(ctx.recipe.benchmark.model_dump())
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Benchmark:
-        merged, cfg = inputs["merge"], ctx.recipe.benchmark
+        merged, cfg = trained_model(inputs), ctx.recipe.benchmark
         tok = ctx.task.load_tokenizer(merged.path)
         feeds = {seq: encoder_inputs(tok, cfg.batch_size, seq) for seq in cfg.sequence_lengths}
         return bench(
@@ -54,7 +54,7 @@ class DecodeBench(BaseStage):
     model in onnxruntime-genai, at each thread count, each model in a fresh process."""
 
     name = "bench"
-    needs = ("merge", "export", "quantize")
+    needs = ("merge", "compress", "export", "quantize")
     record = Benchmark
 
     def key(self, ctx: BuildContext) -> Key:
@@ -65,7 +65,7 @@ class DecodeBench(BaseStage):
             [inputs["export"], *inputs["quantize"].models],
             ctx.recipe.benchmark,
             out,
-            inputs["merge"],
+            trained_model(inputs),
             ctx.recipe.task,
             ctx.log,
         )

@@ -11,7 +11,7 @@ from ..errors import EdgetuneError
 from ..families import ModelInfo, check_genai_exportable, check_optimum_exportable
 from ..genai import MODEL_NAME, build_genai
 from ..recipe import ExportConfig, Recipe
-from .base import BaseStage, BuildContext, Key
+from .base import BaseStage, BuildContext, Key, trained_model
 from .common import describe_onnx, quiet
 
 FP32_NAME = "model.onnx"
@@ -22,7 +22,7 @@ class OptimumExport(BaseStage):
     portable fusions."""
 
     name = "export"
-    needs = ("merge",)
+    needs = ("merge", "compress")
     record = OnnxModel
 
     def __init__(self, onnx_task: str) -> None:
@@ -35,7 +35,7 @@ class OptimumExport(BaseStage):
         return Key(ctx.recipe.export.model_dump())
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> OnnxModel:
-        return export_optimum(inputs["merge"], ctx.recipe.export, self.onnx_task, out)
+        return export_optimum(trained_model(inputs), ctx.recipe.export, self.onnx_task, out)
 
 
 class GenaiExport(BaseStage):
@@ -43,7 +43,7 @@ class GenaiExport(BaseStage):
     onnxruntime-genai's Python, Java and Android APIs."""
 
     name = "export"
-    needs = ("merge",)
+    needs = ("merge", "compress")
     record = OnnxModel
 
     def check(self, recipe: Recipe, info: ModelInfo) -> None:
@@ -53,7 +53,7 @@ class GenaiExport(BaseStage):
         return Key(ctx.recipe.export.model_dump())
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> OnnxModel:
-        merged: MergedModel = inputs["merge"]
+        merged: MergedModel = trained_model(inputs)
         build_genai(merged.path, out, "fp32")
         return describe_onnx(
             out / MODEL_NAME, "fp32", {"exporter": "onnxruntime-genai model builder", "precision": "fp32"}

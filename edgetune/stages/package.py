@@ -33,7 +33,7 @@ from ..packaging.manifest import (
     runtime_versions,
 )
 from ..rundir import atomic_write_json
-from .base import BaseStage, BuildContext, Key
+from .base import BaseStage, BuildContext, Key, trained_model
 
 # Hand-picked edge cases added to the golden set: accents, case, punctuation, and a text over max_length.
 EDGE_TEXTS = ["TURN ON the Kitchen lights!!!", "Café lights: ON, s'il vous plaît", "lights " * 200]
@@ -43,13 +43,13 @@ class _PackageStage(BaseStage):
     """What both package stages share: when they run, their key, the manifest, checks, bundles, installing."""
 
     name = "package"
-    needs = ("merge", "quantize", "verify")
+    needs = ("merge", "compress", "quantize", "verify")
     record = Package
 
     def skip(self, ctx: BuildContext, inputs: dict) -> str | None:
         p = ctx.recipe.package
         if p.android is None and not p.linux and ctx.until != "package":
-            return "the recipe asks for no package (package.android, package.linux)"
+            return ""  # the recipe asks for no package (package.android, package.linux)
         if not inputs["verify"].passed:
             return "a verification gate failed"
         return None
@@ -82,7 +82,7 @@ class _PackageStage(BaseStage):
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Package:
         r = ctx.recipe
         model = inputs["quantize"].models[-1]  # int8 for encoders; the last precision (int4 by default) for LLMs
-        fields = self.content(ctx, model, inputs["merge"], inputs["verify"], out)
+        fields = self.content(ctx, model, trained_model(inputs), inputs["verify"], out)
         manifest = PackageManifest(
             schema_version=SCHEMA_VERSION,
             task=r.task,
@@ -103,7 +103,7 @@ class _PackageStage(BaseStage):
                 f"linux-{arch}",
                 benchmark=r.benchmark,
                 greedy_tokens=r.verify.greedy_tokens,
-                **self.bundle_inputs(ctx, inputs["merge"]),
+                **self.bundle_inputs(ctx, trained_model(inputs)),
             )
             ctx.log(f"package: device bundle for linux-{arch} in {ctx.run.stage_dir('package') / where.name}")
         return Package(

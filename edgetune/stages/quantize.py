@@ -13,7 +13,7 @@ from ..families import ModelInfo
 from ..genai import MODEL_NAME, build_genai, half_embeddings
 from ..recipe import QuantizeConfig, Recipe
 from ..tasks.base import Task
-from .base import BaseStage, BuildContext, Key
+from .base import BaseStage, BuildContext, Key, trained_model
 from .common import describe_onnx, quiet
 
 INT8_NAME = "model_int8.onnx"
@@ -23,7 +23,7 @@ class OrtInt8(BaseStage):
     """int8 weights (and activations, static QDQ with calibration) with onnxruntime.quantization."""
 
     name = "quantize"
-    needs = ("merge", "export")
+    needs = ("merge", "compress", "export")
     record = Quantized
 
     def check(self, recipe: Recipe, info: ModelInfo) -> None:
@@ -39,7 +39,7 @@ class OrtInt8(BaseStage):
         return Key([r.quantize.model_dump(), ctx.data.fingerprint, budgets, r.benchmark.threads])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
-        r, merged = ctx.recipe, inputs["merge"]
+        r, merged = ctx.recipe, trained_model(inputs)
         if r.quantize.auto:
             from ..autoquant import search
 
@@ -55,14 +55,14 @@ class GenaiQuantize(BaseStage):
     precision in quantize.precisions."""
 
     name = "quantize"
-    needs = ("merge", "export")
+    needs = ("merge", "compress", "export")
     record = Quantized
 
     def key(self, ctx: BuildContext) -> Key:
         return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
-        return quantize_genai(inputs["merge"], ctx.recipe.quantize, out)
+        return quantize_genai(trained_model(inputs), ctx.recipe.quantize, out)
 
 
 def quantize_genai(merged: MergedModel, cfg: QuantizeConfig, out: Path) -> Quantized:

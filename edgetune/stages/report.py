@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import Adapter, Benchmark, MergedModel, Package, Report, Verification, from_json, to_json
+from ..artifacts import Adapter, Benchmark, MergedModel, Package, Report, Student, Verification, from_json, to_json
 from ..device.results import greedy_summary
 from ..rundir import atomic_write_json, atomic_write_text
 from .base import BaseStage, BuildContext, Key
@@ -22,7 +22,7 @@ class ReportStage(BaseStage):
     the run directory)."""
 
     name = "report"
-    needs = ("finetune", "merge", "export", "quantize", "verify", "package", "bench")  # those the build has
+    needs = ("finetune", "merge", "compress", "export", "quantize", "verify", "package", "bench")  # those it has
     record = Report
 
     def key(self, ctx: BuildContext) -> Key:
@@ -236,6 +236,28 @@ def _markdown(
             f"{figure}weights {merged.size_bytes / 1e6:.1f} MB.",
             "",
         ]
+    student: Student | None = records.get("compress")
+    if student is not None:
+        st = student.settings
+        out += [
+            "## Compress (a distilled student)",
+            "",
+            f"The student keeps teacher layers {student.kept_layers} of {student.teacher_layers}: "
+            f"{student.student_parameters:,} parameters (teacher {student.teacher_parameters:,}); held-out accuracy "
+            f"{student.eval_metrics.get('accuracy', 0):.4f} (teacher {student.teacher_accuracy:.4f}); distilled for "
+            f"{len(student.epochs)} epochs in {st.get('seconds', 0):.0f} s. From here on, `pytorch_fp32` and the "
+            f"ONNX models are the student's.",
+            "",
+            "| epoch | loss | kd loss | ce loss | held-out accuracy | seconds |",
+            "|---|---|---|---|---|---|",
+        ]
+        for e in student.epochs:
+            acc = "-" if e.get("eval_accuracy") is None else f"{e['eval_accuracy']:.4f}"
+            out.append(
+                f"| {e['epoch']} | {e['loss']:.4f} | {e['kd_loss']:.4f} | {e['ce_loss']:.4f} | {acc} | "
+                f"{e['seconds']:.1f} |"
+            )
+        out.append("")
     onnx_models = [
         (n, [records[n]] if n == "export" else records[n].models) for n in ("export", "quantize") if n in records
     ]

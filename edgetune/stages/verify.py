@@ -12,14 +12,14 @@ from ..errors import EdgetuneError
 from ..recipe import VerifyConfig
 from ..rundir import atomic_write_json
 from ..tasks.base import Task, TaskData
-from .base import BaseStage, BuildContext, Key
+from .base import BaseStage, BuildContext, Key, trained_model
 
 
 class Verify(BaseStage):
     """PyTorch merged vs every ONNX model on the held-out split; with `generate`, greedy decoding compared too."""
 
     name = "verify"
-    needs = ("merge", "export", "quantize")
+    needs = ("merge", "compress", "export", "quantize")
     record = Verification
 
     def __init__(self, generate: bool = False) -> None:
@@ -34,7 +34,7 @@ class Verify(BaseStage):
         models = [inputs["export"], *inputs["quantize"].models]
         generate = r.verify.greedy_tokens if self.generate else 0
         return verify(
-            inputs["merge"],
+            trained_model(inputs),
             models,
             r.verify,
             ctx.data,

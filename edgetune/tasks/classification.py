@@ -37,6 +37,7 @@ class ClassificationTask:
 
     def stages(self) -> list[Stage]:
         from ..stages.bench import EncoderBench
+        from ..stages.compress import Compress
         from ..stages.export import OptimumExport
         from ..stages.finetune import Finetune
         from ..stages.merge import Merge
@@ -48,6 +49,7 @@ class ClassificationTask:
         return [
             Finetune(),
             Merge(),
+            Compress(),
             OptimumExport("text-classification"),
             OrtInt8(),
             Verify(),

@@ -1,0 +1,71 @@
+"""The compress stage: a smaller student made from the merged model (layers dropped, optionally heads and FFN
+neurons pruned) and distilled from it on the training data (edgetune/compress.py). Later stages export,
+quantize, verify and time the student in place of the merged model."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..artifacts import Student
+from .base import BaseStage, BuildContext, Key
+
+
+class Compress(BaseStage):
+    name = "compress"
+    needs = ("merge",)
+    record = Student
+
+    def skip(self, ctx: BuildContext, inputs: dict) -> str | None:
+        return "" if ctx.recipe.compress is None else None  # not asked for: say nothing
+
+    def key(self, ctx: BuildContext) -> Key:
+        c = ctx.recipe.compress
+        return Key(
+            [c.model_dump() if c else None, ctx.recipe.training.max_length, ctx.recipe.training.seed],
+            [ctx.data.fingerprint],
+        )
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Student:
+        from ..compress import build_student
+
+        c, tr, data = ctx.recipe.compress, ctx.recipe.training, ctx.data
+        assert c is not None
+        folder = out / "model"
+        rep = build_student(
+            inputs["merge"].path,
+            ctx.task,
+            data.train,
+            data.eval,
+            data.labels,
+            folder,
+            keep_layers=c.keep_layers,
+            every=None if c.keep_layers else c.every,
+            prune_heads=c.prune_heads,
+            prune_ffn=c.prune_ffn,
+            epochs=c.epochs,
+            lr=c.learning_rate,
+            temperature=c.temperature,
+            alpha=c.alpha,
+            hidden_weight=c.hidden_weight,
+            batch_size=c.batch_size,
+            max_length=tr.max_length,
+            seed=tr.seed,
+            log=ctx.log,
+        )
+        ctx.log(
+            f"compress: student {rep.student_parameters:,} parameters (teacher {rep.teacher_parameters:,}), "
+            f"held-out accuracy {rep.student_accuracy:.4f} (teacher {rep.teacher_accuracy:.4f})"
+        )
+        return Student(
+            path=folder,
+            eval_metrics={"accuracy": rep.student_accuracy},
+            size_bytes=sum(p.stat().st_size for p in folder.glob("*.safetensors")),
+            kept_layers=list(rep.kept_layers),
+            teacher_layers=rep.teacher_layers,
+            teacher_parameters=rep.teacher_parameters,
+            student_parameters=rep.student_parameters,
+            teacher_accuracy=rep.teacher_accuracy,
+            epochs=[dataclasses.asdict(e) for e in rep.history],
+            settings={**rep.settings, "seconds": rep.seconds},
+        )
