@@ -67,7 +67,13 @@ def test_a_cpu_hog_is_noticed_and_strict_exits_1(matmuls):
 
 
 def test_a_quiet_machine_is_not_flagged(matmuls):
-    """Needs the machine to itself (as CI has it): nothing else running while the benchmark does."""
+    """Needs the machine to itself (as CI has it). What it guards against: edgetune's own work (its workers, this
+    test process) counted as other processes, or timer jitter taken for load."""
+    before = Probe.start()
+    time.sleep(3)
+    other = before.finish({})["other_cores"]
+    if other is not None and other > 0.3:
+        pytest.skip(f"other processes use {other:.2f} cores right now: a quiet-machine check cannot run here")
     r = _bench(matmuls, "--strict")
     assert r.exit_code == 0, r.output
     assert "machine quiet" in r.output and "WARNING" not in r.output, r.output
