@@ -117,11 +117,14 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path) -> OnnxMod
 
 
 def choose(rows: list[dict]) -> dict | None:
-    """The fastest passing candidate; those within the noise of it (TIE, or the rows' measured spread) are ties,
-    won by the earliest in CANDIDATES order."""
+    """The fastest passing candidate; those within the noise of it (TIE, or the rows' measured spread, plus the
+    timer's jitter) are ties, won by the earliest in CANDIDATES order."""
+    from .noise import MIN_SPREAD_MS
+
     passing = [row for row in rows if row["passed"]]
     if not passing:
         return None
     fastest = min(row["p50_ms"] for row in passing)
     noise = max([TIE] + [row["spread"] for row in passing])
-    return next(row for row in passing if row["p50_ms"] <= fastest * (1 + noise))
+    # differences under the timer's jitter (MIN_SPREAD_MS) are ties too
+    return next(row for row in passing if row["p50_ms"] <= fastest * (1 + noise) + MIN_SPREAD_MS)

@@ -320,3 +320,18 @@ def test_unsupported_layouts_are_refused():
 def test_bad_choices_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_student(tiny_teacher(4), **kwargs)
+
+
+def test_augmented_copies_are_perturbed_deterministic_and_keep_their_label():
+    from edgetune.compress import augment_examples
+
+    rows = [{"text": "turn on the kitchen lights please now", "label": 1}, {"text": "lock", "label": 0}]
+    out = augment_examples(rows, 3, seed=4, mask_token="[MASK]", p_drop=0.2, p_mask=0.2, p_swap=0.2)
+    assert out[:2] == rows and len(out) == 2 + 3 * 2
+    assert out == augment_examples(rows, 3, seed=4, mask_token="[MASK]", p_drop=0.2, p_mask=0.2, p_swap=0.2)
+    copies = out[2:]
+    assert all(c["text"].strip() for c in copies)
+    assert [c["label"] for c in copies] == [1, 0] * 3
+    assert any(c["text"] != rows[i % 2]["text"] for i, c in enumerate(copies))
+    assert any("[MASK]" in c["text"] for c in copies)
+    assert augment_examples(rows, 0) == rows
