@@ -30,11 +30,15 @@ from typing import Any
 EVERY_KEEPS_LAST = True
 # Layers of a `model.base_model`, tried in order: (path to the ModuleList, what the layout is called).
 _LAYOUTS = (("encoder.layer", "BERT-style encoder.layer"), ("transformer.layer", "DistilBERT transformer.layer"))
-# FFN linears per layout: (in -> intermediate, intermediate -> out, config field of the intermediate width)
-_FFN = {
-    "encoder.layer": ("intermediate.dense", "output.dense", "intermediate_size"),
-    "transformer.layer": ("ffn.lin1", "ffn.lin2", "hidden_dim"),
-}
+# Per layer: (value projection, attention output projection), the first that exists (BERT-likes, DeBERTa-v2,
+# MPNet, DistilBERT), and (FFN in -> intermediate, intermediate -> out, config field of the intermediate width).
+_ATTENTION = (
+    ("attention.self.value", "attention.output.dense"),
+    ("attention.self.value_proj", "attention.output.dense"),
+    ("attention.attn.v", "attention.attn.o"),
+    ("attention.v_lin", "attention.out_lin"),
+)
+_FFN = (("intermediate.dense", "output.dense", "intermediate_size"), ("ffn.lin1", "ffn.lin2", "hidden_dim"))
 
 
 @dataclass(frozen=True)
@@ -158,7 +162,7 @@ def make_student(
     for what, frac in (("prune_heads", prune_heads), ("prune_ffn", prune_ffn)):
         if not 0.0 <= frac < 1.0:
             raise ValueError(f"{what}: {frac} must be in [0, 1)")
-    holder, attr, path = encoder_layers(teacher)
+    holder, attr, _ = encoder_layers(teacher)
     n = len(getattr(holder, attr))
     kept = choose_layers(n, keep_layers, every)
     student = copy.deepcopy(teacher)
@@ -169,9 +173,9 @@ def make_student(
     cfg.num_hidden_layers = len(kept)  # DistilBERT maps it to n_layers
     _renumber(getattr(s_holder, attr), cfg, kept, n)
     if prune_heads:
-        _prune_heads(student, path, prune_heads)
+        _prune_heads(student, prune_heads)
     if prune_ffn:
-        _prune_ffn(student, path, prune_ffn)
+        _prune_ffn(student, prune_ffn)
     student.kept_layers = list(kept)
     return student
 
@@ -196,24 +200,31 @@ def _renumber(layers: Any, cfg: Any, kept: list[int], n: int) -> None:
 def head_importance(model: Any) -> list[Any]:
     """Per layer, a tensor with one score per attention head: the norm of the head's value projection times the
     norm of its columns in the output projection (what the head can add to the residual stream)."""
-
-    holder, attr, path = encoder_layers(model)
+    holder, attr, _ = encoder_layers(model)
     cfg = model.config
     heads = getattr(cfg, "num_attention_heads", None) or cfg.n_heads
     size = (getattr(cfg, "hidden_size", None) or cfg.dim) // heads
     out = []
     for layer in getattr(holder, attr):
-        if path == "encoder.layer":
-            value, proj = layer.attention.self.value.weight.detach(), layer.attention.output.dense.weight.detach()
-        else:
-            value, proj = layer.attention.v_lin.weight.detach(), layer.attention.out_lin.weight.detach()
+        value, proj = (m.weight.detach() for m in _linears(layer, _ATTENTION, "prune_heads"))
         v = value.reshape(-1, size * value.shape[1]).norm(dim=1)  # rows of head h: h*size .. (h+1)*size
         o = proj.reshape(proj.shape[0], -1, size).transpose(0, 1).reshape(v.shape[0], -1).norm(dim=1)
         out.append(v * o)
     return out
 
 
-def _prune_heads(model: Any, path: str, fraction: float) -> None:
+def _linears(layer: Any, candidates: Sequence[Sequence[str]], what: str) -> list[Any]:
+    """The linear layers of the first candidate whose modules all exist in `layer`; ValueError if none does."""
+    import torch
+
+    for names in candidates:
+        mods = [_get(layer, n) for n in names]
+        if all(isinstance(m, torch.nn.Linear) for m in mods):
+            return mods
+    raise ValueError(f"{what}: {type(layer).__name__} has none of the known projections ({candidates})")
+
+
+def _prune_heads(model: Any, fraction: float) -> None:
     """Remove the same number of least important heads in every layer (transformers' prune_heads)."""
     cfg = model.config
     heads = getattr(cfg, "num_attention_heads", None) or cfg.n_heads
@@ -225,26 +236,39 @@ def _prune_heads(model: Any, path: str, fraction: float) -> None:
     if drop >= heads:
         raise ValueError(f"prune_heads: {fraction} would remove all {heads} heads")
     plan = {i: sorted(score.argsort()[:drop].tolist()) for i, score in enumerate(head_importance(model))}
-    model.prune_heads(plan)
+    try:
+        model.prune_heads(plan)
+    except NotImplementedError as e:
+        raise ValueError(f"prune_heads: {type(model).__name__} cannot prune heads ({e})") from None
 
 
 def ffn_importance(model: Any) -> list[Any]:
     """Per layer, one score per FFN neuron: the norm of its input row times the norm of its output column."""
-    holder, attr, path = encoder_layers(model)
-    w_in, w_out, _ = _FFN[path]
+    holder, attr, _ = encoder_layers(model)
     out = []
     for layer in getattr(holder, attr):
-        lin1, lin2 = _get(layer, w_in), _get(layer, w_out)
+        lin1, lin2 = _linears(layer, [f[:2] for f in _FFN], "prune_ffn")
         out.append(lin1.weight.detach().norm(dim=1) * lin2.weight.detach().norm(dim=0))
     return out
 
 
-def _prune_ffn(model: Any, path: str, fraction: float) -> None:
+def _ffn_paths(model: Any) -> tuple[str, str, str]:
+    """(in linear, out linear, config width field) of this model's FFN layers; ValueError if unknown."""
+    holder, attr, _ = encoder_layers(model)
+    layer = getattr(holder, attr)[0]
+    _linears(layer, [f[:2] for f in _FFN], "prune_ffn")
+    for names in _FFN:
+        if _get(layer, names[0]) is not None and hasattr(model.config, names[2]):
+            return names
+    raise ValueError(f"prune_ffn: the config of {type(model).__name__} has no intermediate width field")
+
+
+def _prune_ffn(model: Any, fraction: float) -> None:
     """Keep the same number of most important FFN neurons in every layer; the config's width follows."""
     from transformers.pytorch_utils import prune_linear_layer
 
     holder, attr, _ = encoder_layers(model)
-    w_in, w_out, field_name = _FFN[path]
+    w_in, w_out, field_name = _ffn_paths(model)
     width = getattr(model.config, field_name)
     keep = width - int(math.floor(width * fraction))
     if keep == width:
@@ -542,8 +566,6 @@ def build_student(
         tokenizer.save_pretrained(out)
     cfg = student.config
     heads = getattr(cfg, "num_attention_heads", None) or getattr(cfg, "n_heads", 0)
-    _, _, path = encoder_layers(student)
-    ffn_field = _FFN[path][2]
     return StudentReport(
         kept_layers=tuple(kept),
         teacher_layers=n_teacher,
@@ -554,7 +576,7 @@ def build_student(
         student_accuracy=float(student_acc),
         seconds=round(time.perf_counter() - t0, 2),
         pruned_heads_per_layer=int(math.floor(heads * prune_heads)) if prune_heads else 0,
-        ffn_size=getattr(cfg, ffn_field) if prune_ffn else None,
+        ffn_size=getattr(cfg, _ffn_paths(student)[2]) if prune_ffn else None,
         settings={
             "epochs": epochs,
             "lr": lr,

@@ -5,6 +5,7 @@ distillation loss, and layouts the module does not handle are refused."""
 from __future__ import annotations
 
 import pytest
+from archs import ENCODERS, make_tiny
 from conftest import WORDS, make_rows
 
 from edgetune.compress import (
@@ -335,3 +336,33 @@ def test_augmented_copies_are_perturbed_deterministic_and_keep_their_label():
     assert any(c["text"] != rows[i % 2]["text"] for i, c in enumerate(copies))
     assert any("[MASK]" in c["text"] for c in copies)
     assert augment_examples(rows, 0) == rows
+
+
+# the encoder families of the architecture matrix that have no layer list make_student can cut
+UNSUPPORTED = {"albert": "shares one layer's weights across depth", "modernbert": "base_model.layers"}
+
+
+@pytest.mark.parametrize("arch", ENCODERS)
+def test_every_encoder_family_gives_a_student_or_a_clear_refusal(arch, tmp_path):
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    folder = make_tiny(arch, tmp_path)
+    teacher = get_task("classification").load_model(folder, LABELS)
+    if arch in UNSUPPORTED:
+        with pytest.raises(ValueError, match="unsupported layout"):
+            make_student(teacher, every=2)
+        return
+    student = make_student(teacher, every=2, prune_ffn=0.5)
+    assert num_layers(student) == 1 and student.config.num_hidden_layers == 1 and student.kept_layers == [1]
+    student.save_pretrained(tmp_path / "student")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student").eval()
+    ids = torch.tensor([[3, 7, 9, 11, 4]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(input_ids=ids).logits, student(input_ids=ids).logits, atol=1e-6)
+    try:  # head pruning: done, or refused with ValueError (DeBERTa-v2 has no prune_heads)
+        pruned = make_student(teacher, every=2, prune_heads=0.5)
+    except ValueError as e:
+        assert "prune_heads" in str(e)
+    else:
+        assert pruned.config.pruned_heads

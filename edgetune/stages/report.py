@@ -53,8 +53,9 @@ def _summary(records: dict[str, Any]) -> dict:
     verify: Verification | None = records.get("verify")
     for name, metrics in (verify.models if verify else {}).items():
         models.setdefault(name, {})["eval"] = dict(metrics)
-    if "merge" in records:
-        models.setdefault("pytorch_fp32", {})["size_bytes"] = records["merge"].size_bytes
+    trained = records.get("compress") or records.get("merge")  # what verify and bench call pytorch_fp32
+    if trained is not None:
+        models.setdefault("pytorch_fp32", {})["size_bytes"] = trained.size_bytes
     if "export" in records:
         models.setdefault("onnx_fp32", {})["size_bytes"] = records["export"].size_bytes
     for m in records["quantize"].models if "quantize" in records else []:
