@@ -170,6 +170,9 @@ class CompressConfig(Section):
     temperature: Annotated[float, Field(gt=0, le=100)] = 2.0
     alpha: Annotated[float, Field(ge=0, le=1)] = Field(0.9, description="Weight of the distillation loss vs labels.")
     hidden_weight: Annotated[float, Field(ge=0)] = Field(0.0, description="Weight of a hidden-state MSE loss.")
+    augment: Annotated[int, Field(ge=0, le=32)] = Field(
+        0, description="Add this many altered copies of each training text to the distillation set (teacher-labelled)."
+    )
     batch_size: Annotated[int, Field(gt=0, le=4096)] = 16
 
 

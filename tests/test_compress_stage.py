@@ -17,7 +17,7 @@ from edgetune.recipe import load_recipe
 def test_a_student_goes_through_every_later_stage(tiny_recipe, tmp_path):
     import onnx
 
-    edit_recipe(tiny_recipe, compress={"every": 2, "epochs": 2, "learning_rate": 1e-3})
+    edit_recipe(tiny_recipe, compress={"every": 2, "epochs": 2, "learning_rate": 1e-3, "augment": 1})
     run = tmp_path / "run"
     result = build(load_recipe(tiny_recipe), run, progress=False)
     assert "compress" in result.ran

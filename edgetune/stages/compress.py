@@ -48,6 +48,7 @@ class Compress(BaseStage):
             temperature=c.temperature,
             alpha=c.alpha,
             hidden_weight=c.hidden_weight,
+            augment=c.augment,
             batch_size=c.batch_size,
             max_length=tr.max_length,
             seed=tr.seed,
