@@ -172,6 +172,9 @@ def build(
     out = Path(out) if out is not None else Path("runs") / recipe.name
     stages = p.task.stages()
     names = [st.name for st in stages]
+    for s in (from_stage, until):
+        if s is not None and s not in names:
+            raise RecipeError(f"the {recipe.task} task has no {s} stage (its stages: {', '.join(names)})")
     force_from = 0 if force else (names.index(from_stage) if from_stage else None)
     last = names.index(until) if until else len(stages) - 1
     with RunDir(out) as run:

@@ -44,3 +44,8 @@ def test_compress_is_refused_for_a_task_without_it(tiny_chat_recipe):
     edit_recipe(tiny_chat_recipe, compress={"every": 2})
     r = CliRunner().invoke(cli, ["recipe", "validate", str(tiny_chat_recipe)])
     assert_one_line_error(r, 2, "compress: the causal-lm task has no compression stage")
+
+
+def test_the_compress_command_on_a_task_without_it_is_one_line(tiny_chat_recipe, tmp_path):
+    r = CliRunner().invoke(cli, ["compress", str(tiny_chat_recipe), "--out", str(tmp_path / "run")])
+    assert_one_line_error(r, 2, "the causal-lm task has no compress stage")

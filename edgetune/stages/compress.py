@@ -17,7 +17,9 @@ class Compress(BaseStage):
     record = Student
 
     def skip(self, ctx: BuildContext, inputs: dict) -> str | None:
-        return "" if ctx.recipe.compress is None else None  # not asked for: say nothing
+        if ctx.recipe.compress is None:  # not asked for: say nothing, unless asked by `edgetune compress`
+            return "the recipe has no compress: section" if ctx.until == self.name else ""
+        return None
 
     def key(self, ctx: BuildContext) -> Key:
         c = ctx.recipe.compress
