@@ -44,7 +44,7 @@ _FFN = (("intermediate.dense", "output.dense", "intermediate_size"), ("ffn.lin1"
 @dataclass(frozen=True)
 class EpochStats:
     """One distillation epoch: mean losses over its steps, held-out accuracy after it (None without an
-    evaluation function) and its wall time."""
+    evaluation function), its training wall time and the evaluation's."""
 
     epoch: int
     loss: float
@@ -53,6 +53,7 @@ class EpochStats:
     hidden_loss: float
     eval_accuracy: float | None
     seconds: float
+    eval_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -428,7 +429,7 @@ def distill(
             sums += [loss.item(), kd.item(), ce.item(), hid.item()]
             steps += 1
         means = sums / max(steps, 1)
-        acc = None
+        seconds, acc = time.perf_counter() - t0, None
         if eval_fn is not None:
             student.eval()
             acc = float(eval_fn(student))
@@ -439,7 +440,8 @@ def distill(
             float(means[2]),
             float(means[3]),
             acc,
-            round(time.perf_counter() - t0, 2),
+            round(seconds, 2),
+            round(time.perf_counter() - t0 - seconds, 2),
         )
         history.append(stats)
         log(
@@ -447,7 +449,7 @@ def distill(
             f"ce={stats.ce_loss:.4f}"
             + (f" hidden={stats.hidden_loss:.4f}" if hidden_weight else "")
             + (f" eval_accuracy={acc:.4f}" if acc is not None else "")
-            + f" ({stats.seconds:.1f} s)"
+            + f" ({stats.seconds:.1f} s + {stats.eval_seconds:.1f} s eval)"
         )
     student.eval()
     return student, history

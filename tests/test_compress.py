@@ -193,6 +193,7 @@ def _vocab(tokens: list[str]) -> dict:
 def probe_kd(student, teacher, batches, temperature: float) -> float:
     import torch
 
+    student.eval(), teacher.eval()  # no dropout: the probe must give the same figure for the same weights
     total = 0.0
     with torch.no_grad():
         for b in batches(99):
@@ -224,6 +225,7 @@ def test_distillation_lowers_the_distillation_loss():
 def probe_hidden(student, teacher, batches, kept: list[int]) -> float:
     import torch
 
+    student.eval(), teacher.eval()  # no dropout: the probe must give the same figure for the same weights
     total = 0.0
     with torch.no_grad():
         for b in batches(99):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import edit_recipe
-from test_recipe import assert_one_line_error
+from test_recipe import assert_one_line_error, missing_model_package
 
 from edgetune.cli import cli
 from edgetune.errors import RecipeError
@@ -56,6 +56,10 @@ def test_a_copied_shipped_recipe_validates_only_if_it_can_build(tmp_path, shippe
             assert recipe.path(f).is_file(), f
         android = recipe.package.android
         assert android is None or (recipe.path(android) / "app" / "build.gradle.kts").is_file(), android
+        return
+    missing = missing_model_package(shipped)
+    if missing is not None:  # the model's pip package is not installed here: that is what the line says
+        assert_one_line_error(r, 2, f"{copy}: model.source: pip package '{missing}' is not installed", "pip install")
         return
     assert_one_line_error(r, 2, str(copy), "(resolved to ")
     line = r.output.strip()
