@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
+import json
 import shutil
 import time
 from collections.abc import Callable
@@ -23,6 +25,7 @@ from .tasks import Task, TaskData, get_task
 
 STAGES = ("finetune", "merge", "compress", "export", "quantize", "verify", "package", "bench", "report")
 RUN_RECIPE = "recipe.json"
+IDENTITY = "identity"  # recipe.json's record of the project a run directory was built for (see _identity)
 _PACKAGES = ("edgetune", "torch", "transformers", "peft", "optimum-onnx", "onnx", "onnxruntime")
 
 
@@ -180,8 +183,17 @@ def build(
     with RunDir(out) as run:
         from .rundir import atomic_write_json
 
+        identity = _identity(p)
+        other = None if force else _other_recipe(run.root, identity)
+        if other is not None:
+            raise RecipeError(
+                f"{out}: this run directory was built from another recipe ({other}); pass --out DIR for a new run "
+                f"directory, or `edgetune build --force` to rebuild this one from this recipe"
+            )
+
         atomic_write_json(
-            run.root / RUN_RECIPE, {**recipe.model_dump(mode="json"), "base_dir": str(recipe.base_dir.resolve())}
+            run.root / RUN_RECIPE,
+            {**recipe.model_dump(mode="json"), "base_dir": str(recipe.base_dir.resolve()), IDENTITY: identity},
         )
         remote = recipe.model.trust_remote_code
         if remote:
@@ -206,19 +218,35 @@ def build(
         )
         runner = _Runner(ctx, stages, force_from)
         records: dict[str, Any] = {}
+        failure: Exception | None = None
         for st in stages[: last + 1]:
+            if failure is not None and (st.after_failure is None or not set(st.after_failure) <= records.keys()):
+                continue
             inputs = {n: records[n] for n in st.needs if n in records}
-            why = st.skip(ctx, inputs)
+            why = st.skip(runner.ctx, inputs)
             if why is not None:
                 if why:  # "": a stage the recipe does not ask for
                     log(f"{st.name}: skipped, {why}")
                 continue
-            records[st.name] = record = runner(st, inputs)
-            st.finish(ctx, record)
+            try:
+                records[st.name] = record = runner(st, inputs)
+                st.finish(runner.ctx, record)
+            except Exception as e:  # noqa: BLE001 - re-raised below, after bench and report of what finished
+                if failure is not None:
+                    log(f"{st.name}: failed as well: {_message(e)}")
+                    continue
+                if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise  # a full disk: writing more would fail too
+                failure = e
+                log(f"{st.name}: failed: {_message(e)}; writing the bench and report of what finished")
+                runner.ctx = dataclasses.replace(runner.ctx, stopped=(st.name, _message(e)))
+                continue
             if st.name in _RESULT_FIELDS:
                 setattr(runner.result, _RESULT_FIELDS[st.name], record)
             if isinstance(record, Verification) and not record.passed and until == st.name:
                 raise _gate_error(record)
+        if failure is not None:
+            raise _after_failure(failure, records.get("report"))
         verification = records.get("verify")
         if verification is not None and not verification.passed and "report" in records:
             raise _gate_error(verification, records["report"])
@@ -271,16 +299,58 @@ def check_installed(recipe: Recipe, out: Path | None = None) -> Path:
     return where
 
 
+def _identity(p: Prepared) -> dict[str, str]:
+    """What makes a recipe another project rather than an edit of the same one (an edit only redoes the stages
+    whose keys it changes): its name and task, and the content of its model and data, wherever they are."""
+    return {
+        "name": p.recipe.name,
+        "task": p.recipe.task,
+        "model": p.source.fingerprint(),
+        "data": p.data.fingerprint,
+    }
+
+
+_WHAT = {"name": "name", "task": "task", "model": "model.source: another model", "data": "dataset: other data"}
+
+
+def _other_recipe(run_dir: Path, now: dict[str, str]) -> str | None:
+    """How the recipe a run directory was built from differs in identity from `now`, or None (the same project,
+    a new run directory, or a run from before identities were recorded)."""
+    try:
+        before = json.loads((run_dir / RUN_RECIPE).read_text()).get(IDENTITY) or {}
+    except (OSError, ValueError):
+        return None
+    diff = [k for k in now if k in before and before[k] != now[k]]
+    return (
+        "; ".join(f"{_WHAT[k]}: {before[k]} there, {now[k]} here" if k in ("name", "task") else _WHAT[k] for k in diff)
+        or None
+    )
+
+
 def load_run_recipe(run_dir: Path) -> Recipe:
     """The recipe a run directory was last built with (from its recipe.json)."""
     path = Path(run_dir) / RUN_RECIPE
     if not path.is_file():
         raise RecipeError(f"{run_dir}: not an edgetune run directory (no {RUN_RECIPE})")
-    import json
 
     data = json.loads(path.read_text())
     base = Path(data.pop("base_dir", "."))
+    data.pop(IDENTITY, None)
     return parse_recipe(data, str(path), base)
+
+
+def _message(e: Exception) -> str:
+    return e.message if isinstance(e, EdgetuneError) else f"{type(e).__name__}: {e}"
+
+
+def _after_failure(e: Exception, report: Report | None) -> Exception:
+    """The error of the stage that failed, saying where the report of what finished is (an error edgetune does
+    not know, a bug, is raised as it is, with its traceback)."""
+    if report is None or not isinstance(e, EdgetuneError):
+        return e
+    out = type(e)(f"{e.message} (the report of the stages that finished: {report.markdown_path})")
+    out.__cause__ = e.__cause__
+    return out
 
 
 def _gate_error(v: Verification, report: Report | None = None) -> CheckFailed:

@@ -3,6 +3,7 @@ another base model. verify, bench, merge and package each stop with one clear li
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -119,6 +120,13 @@ def test_adapter_from_another_base_model(run_copy, tmp_path):
         shutil.copy(f, other / f.name)
     shutil.copy(Path(load_recipe(recipe).model.source) / "vocab.txt", other / "vocab.txt")
     edit_recipe(recipe, model={"source": str(other)})
+    r = CliRunner().invoke(cli, ["merge", str(recipe), "--out", str(run)])
+    # another model is another project: refused before any stage runs
+    _one_line_error(r, 2, "built from another recipe (model.source: another model)")
+    # a run directory from before edgetune recorded what it was built for: merge itself must stop cleanly
+    meta = json.loads((run / "recipe.json").read_text())
+    del meta["identity"]
+    (run / "recipe.json").write_text(json.dumps(meta))
     r = CliRunner().invoke(cli, ["merge", str(recipe), "--out", str(run)])
     _one_line_error(r, 1, "merge: cannot load adapter")
 

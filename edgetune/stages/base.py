@@ -42,6 +42,7 @@ class BuildContext:
     log: Callable[[str], None] = lambda s: None
     progress: bool = True
     until: str | None = None  # the stage `edgetune <stage>` asked for, if any
+    stopped: tuple[str, str] | None = None  # (stage, error) when a stage of this build failed
 
 
 class Stage(Protocol):
@@ -58,6 +59,12 @@ class Stage(Protocol):
     @property
     def record(self) -> type:
         """The record type `run` returns (what the manifest's entry is read back as)."""
+        ...
+
+    @property
+    def after_failure(self) -> tuple[str, ...] | None:
+        """None: this stage does not run once a stage of the build has failed. Otherwise it still runs (to
+        write what finished: bench, report) when the stages named here have records."""
         ...
 
     def key(self, ctx: BuildContext) -> Key:
@@ -87,6 +94,7 @@ class BaseStage:
     name: ClassVar[str]
     needs: ClassVar[tuple[str, ...]] = ()
     record: ClassVar[type]
+    after_failure: ClassVar[tuple[str, ...] | None] = None
 
     def check(self, recipe: Recipe, info: ModelInfo) -> None:
         """Before stage one: RecipeError for what this stage cannot do with the recipe or the model."""
