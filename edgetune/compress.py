@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .progress import StepProgress
+
 # every=2 keeps the layer that ends each group of `every` (1, 3, 5 of 6), so the teacher's last layer, whose output
 # the trained pooler and head read, stays. Measured on the default recipe's merged model (3 of 6 layers, same
 # distillation settings): see STUDENT_NOTES below.
@@ -363,6 +365,7 @@ def distill(
     weight_decay: float = 0.01,
     bf16: bool = False,
     cache_teacher: bool = True,
+    progress_seconds: float = 60.0,
 ) -> tuple[Any, list[EpochStats]]:
     """Train `student` (in place; also returned) to match `teacher` on the batches `train_batches_fn(epoch)` gives
     (dicts of tensors with `labels`, e.g. a task's `batches` with a per-epoch shuffle seed).
@@ -372,7 +375,8 @@ def distill(
     `kept_layers` from make_student). AdamW, linear schedule with `warmup_fraction` warmup; the teacher stays in
     eval mode and its logits are computed once per example (`cache_teacher`, unless the hidden loss needs its
     hidden states every step). `bf16`: autocast the student's forward pass to bfloat16 (the CPU needs native
-    bf16 units to gain). `eval_fn(student) -> accuracy` runs after every epoch. Returns (student, history)."""
+    bf16 units to gain). `eval_fn(student) -> accuracy` runs after every epoch. Every `progress_seconds` (0: every
+    step) a line with step, rate and ETA goes to `log`. Returns (student, history)."""
     import numpy as np
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -398,11 +402,13 @@ def distill(
     scheduler = get_linear_schedule_with_warmup(optimizer, int(total * warmup_fraction), total)
     cached = _TeacherLogits(teacher) if cache_teacher and not hidden_weight else None
     history: list[EpochStats] = []
+    meter = StepProgress(log, "distill", epochs, steps_per_epoch, progress_seconds)
     for epoch in range(epochs):
         student.train()
         t0 = time.perf_counter()
         sums = np.zeros(4)
         steps = 0
+        meter.epoch(epoch)
         for batch in train_batches_fn(epoch):
             labels = batch["labels"]
             inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -428,6 +434,7 @@ def distill(
             optimizer.zero_grad(set_to_none=True)
             sums += [loss.item(), kd.item(), ce.item(), hid.item()]
             steps += 1
+            meter.step()
         means = sums / max(steps, 1)
         seconds, acc = time.perf_counter() - t0, None
         if eval_fn is not None:
@@ -522,6 +529,7 @@ def build_student(
     augment: int = 0,
     eval_every_epoch: bool = True,
     log: Callable[[str], None] = lambda s: None,
+    progress_seconds: float = 60.0,
 ) -> StudentReport:
     """Load the merged teacher at `teacher_path` with `task` (a classification task: load_model, load_tokenizer,
     batches, evaluate), make a student, distill it on `train`, score both on `evals` and save the student with
@@ -556,6 +564,7 @@ def build_student(
         hidden_weight=hidden_weight,
         seed=seed,
         log=log,
+        progress_seconds=progress_seconds,
         eval_fn=accuracy if eval_every_epoch else None,
         bf16=bf16,
     )

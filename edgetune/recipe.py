@@ -120,6 +120,17 @@ class TrainingConfig(Section):
         description="causal-lm: the last N epochs train against the int4 export's exact rounding "
         "(quantize.int4_block_size), so the int4 model keeps what fine-tuning learned. 0: off.",
     )
+    # the next two change how training reports and checkpoints, never the result: not part of the finetune key
+    progress_seconds: Annotated[float, Field(ge=0, le=86_400)] = Field(
+        60,
+        description="Without a progress bar (output not a terminal, or --no-progress): one line with step, "
+        "rate and ETA at most every N seconds. 0: every step.",
+    )
+    checkpoint_minutes: Annotated[float, Field(ge=0, le=1440)] = Field(
+        10,
+        description="Also checkpoint within an epoch at most every N minutes, so an interrupted build resumes "
+        "from there rather than from the last finished epoch. 0: at epoch ends only.",
+    )
 
 
 class ExportConfig(Section):

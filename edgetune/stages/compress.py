@@ -55,6 +55,7 @@ class Compress(BaseStage):
             max_length=tr.max_length,
             seed=tr.seed,
             log=ctx.log,
+            progress_seconds=tr.progress_seconds,
         )
         ctx.log(
             f"compress: student {rep.student_parameters:,} parameters (teacher {rep.teacher_parameters:,}), "

@@ -1,9 +1,11 @@
-"""Fine-tuning with peft (LoRA, DoRA, AdaLoRA or IA3): a plain loop, resumable at epoch boundaries."""
+"""Fine-tuning with peft (LoRA, DoRA, AdaLoRA or IA3): a plain loop, resumable from its last checkpoint (every
+epoch, and every training.checkpoint_minutes within one)."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -15,15 +17,25 @@ import numpy as np
 from ..artifacts import Adapter
 from ..families import AdapterPlan
 from ..int4 import int4_forward, round_frozen_for_int4
+from ..progress import StepProgress, on_terminal
 from ..recipe import LoraConfig, TrainingConfig
 from ..rundir import config_key
 from ..sources import ModelSource
 from ..tasks.base import Task, TaskData
 from .base import BaseStage, BuildContext, Key
 
+# how training reports and checkpoints, not what it computes: left out of the keys, so changing them neither
+# reruns a finished stage nor orphans a checkpoint, and keys of runs from before these fields stay as they were
+NOT_IN_KEY = {"progress_seconds", "checkpoint_minutes"}
+
+
+def training_key(training: TrainingConfig) -> dict:
+    """The training settings that change the trained adapter."""
+    return training.model_dump(exclude=NOT_IN_KEY)
+
 
 class Finetune(BaseStage):
-    """Train the recipe's adapter on the base model (resumable at epoch boundaries from finetune.ckpt/)."""
+    """Train the recipe's adapter on the base model (resumable from its checkpoint in finetune.ckpt/)."""
 
     name = "finetune"
     record = Adapter
@@ -39,7 +51,7 @@ class Finetune(BaseStage):
         r = ctx.recipe
         lora, int4 = self._parts(ctx)
         return Key(
-            [r.task, r.model.source, lora, r.training.model_dump(), *int4],
+            [r.task, r.model.source, lora, training_key(r.training), *int4],
             [ctx.data.fingerprint, ctx.source.fingerprint()],
         )
 
@@ -49,7 +61,7 @@ class Finetune(BaseStage):
         r, tr = ctx.recipe, ctx.recipe.training
         lora, int4 = self._parts(ctx)
         root = ctx.run.root / "finetune.ckpt"
-        ckpt = root / config_key(lora, tr.model_dump(), ctx.data.fingerprint, *int4)[:16]
+        ckpt = root / config_key(lora, training_key(tr), ctx.data.fingerprint, *int4)[:16]
         record = finetune(
             ctx.base(),
             ctx.data,
@@ -85,7 +97,11 @@ def finetune(
     """Train the recipe's adapter (`plan`: method and modules) on `data.train`, evaluate each epoch on
     `data.eval`; save it to `out/adapter`.
     With `int4_block`, the untrained linears are rounded to int4 first and the last training.int4_aware_epochs
-    epochs train against int4 rounding (see edgetune/int4.py)."""
+    epochs train against int4 rounding (see edgetune/int4.py).
+    `checkpoint_dir/state.pt` is written after every epoch and every training.checkpoint_minutes within one; a
+    run that finds it continues from there (the epoch's batch order rebuilt, its finished batches skipped) and
+    ends with the weights an uninterrupted run gets. Without a progress bar (`progress` off or stderr not a
+    terminal), a line with step, rate and ETA is logged every training.progress_seconds."""
     import torch
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
@@ -117,7 +133,7 @@ def finetune(
     bf16 = use_bf16(training.precision)
     log(f"finetune: {'bfloat16 autocast' if bf16 else 'float32'} training")
     history: list[dict] = []
-    start_epoch = 0
+    start_epoch, start_step, losses, elapsed = 0, 0, [], 0.0
     ckpt = checkpoint_dir / "state.pt"
     if ckpt.exists():
         state = torch.load(ckpt, weights_only=True)  # tensors and plain containers only: no pickled code
@@ -128,11 +144,43 @@ def finetune(
         if allocate is not None:
             _set_allocator_state(model, state["allocator"])
         history, start_epoch = state["history"], state["epoch"]
-        log(f"finetune: resuming after epoch {start_epoch}/{training.epochs} from {ckpt}")
+        # a checkpoint from within an epoch: `step` batches of epoch `epoch` (0-based) done, their losses
+        start_step, losses, elapsed = state.get("step", 0), state.get("losses", []), state.get("seconds", 0.0)
+        if start_step:
+            log(
+                f"finetune: resuming at epoch {start_epoch + 1}/{training.epochs} step {start_step}/"
+                f"{steps_per_epoch} from {ckpt}"
+            )
+        else:
+            log(f"finetune: resuming after epoch {start_epoch}/{training.epochs} from {ckpt}")
 
+    def save(epoch: int, step: int = 0, seconds: float = 0.0) -> None:
+        """Checkpoint: `epoch` epochs finished, and `step` batches of the next one (whose losses are `losses`)."""
+        _save_checkpoint(
+            ckpt,
+            {
+                "adapter": get_peft_model_state_dict(model),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "torch_rng": torch.get_rng_state(),
+                "history": history,
+                "epoch": epoch,
+                **({"step": step, "losses": list(losses), "seconds": seconds} if step else {}),
+                **({"allocator": _allocator_state(model)} if allocate is not None else {}),
+            },
+        )
+
+    bar_shown = progress and on_terminal()
+    meter = StepProgress(
+        log, "finetune", training.epochs, steps_per_epoch, training.progress_seconds, enabled=not bar_shown
+    )
+    every = training.checkpoint_minutes * 60
     for epoch in range(start_epoch, training.epochs):
         model.train()
-        t0, losses = time.perf_counter(), []
+        done = start_step if epoch == start_epoch else 0
+        if not done:
+            losses, elapsed = [], 0.0
+        t0 = time.perf_counter() - elapsed
         batches = task.batches(
             data.train,
             tokenizer,
@@ -142,14 +190,17 @@ def finetune(
         )
         aware = bool(int4_block) and epoch >= training.epochs - training.int4_aware_epochs
         bar = tqdm(
-            batches,
+            itertools.islice(batches, done, None),  # the same order as before an interruption, minus what ran
             total=steps_per_epoch,
-            disable=None if progress else True,
-            leave=False,  # None: on a tty
+            initial=done,
+            disable=not bar_shown,
+            leave=False,
             desc=f"finetune epoch {epoch + 1}/{training.epochs}{' (int4-aware)' if aware else ''}",
         )
+        meter.epoch(epoch, done)
+        saved = time.monotonic()
         with int4_forward(model, int4_block) if aware else contextlib.nullcontext():
-            for step, batch in enumerate(bar, start=epoch * steps_per_epoch):
+            for step, batch in enumerate(bar, start=epoch * steps_per_epoch + done):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     loss = task.loss(model, batch)
                 loss.backward()
@@ -160,6 +211,10 @@ def finetune(
                 optimizer.zero_grad(set_to_none=True)
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+                meter.step()
+                if every and time.monotonic() - saved >= every:
+                    save(epoch, step + 1 - epoch * steps_per_epoch, time.perf_counter() - t0)
+                    saved = time.monotonic()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # 2.4x faster than fp32 here
             _, metrics = task.evaluate(model, tokenizer, data.eval, training.batch_size * 2, training.max_length)
         row = {
@@ -170,18 +225,7 @@ def finetune(
         }
         history.append(row)
         log("finetune: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
-        _save_checkpoint(
-            ckpt,
-            {
-                "adapter": get_peft_model_state_dict(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
-                "history": history,
-                "epoch": epoch + 1,
-                **({"allocator": _allocator_state(model)} if allocate is not None else {}),
-            },
-        )
+        save(epoch + 1)
 
     adapter_dir = out / "adapter"
     model.save_pretrained(adapter_dir)
@@ -252,5 +296,8 @@ def _save_checkpoint(path: Path, state: dict) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())  # the rename below never puts a file whose bytes are not on disk under the name
     os.replace(tmp, path)
