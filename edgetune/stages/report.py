@@ -23,15 +23,17 @@ class ReportStage(BaseStage):
 
     name = "report"
     needs = ("finetune", "merge", "compress", "export", "quantize", "verify", "package", "bench")  # those it has
+    after_failure = ()  # written with what finished when a stage failed
     record = Report
 
     def key(self, ctx: BuildContext) -> Key:
         r = ctx.recipe
-        return Key([SCHEMA_VERSION, _recipe_facts(r)], [devices_fingerprint(ctx.run.root)])
+        stopped = [list(ctx.stopped)] if ctx.stopped else []  # a report of a failed build is not reused later
+        return Key([SCHEMA_VERSION, _recipe_facts(r), *stopped], [devices_fingerprint(ctx.run.root)])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Report:
         seconds = {name: e.seconds for name in inputs if (e := ctx.run.entry(name)) is not None}
-        return report(inputs, seconds, _recipe_facts(ctx.recipe), out, ctx.run.root)
+        return report(inputs, seconds, _recipe_facts(ctx.recipe), out, ctx.run.root, stopped=ctx.stopped)
 
 
 def _recipe_facts(r: Any) -> dict:
@@ -53,6 +55,11 @@ def _summary(records: dict[str, Any]) -> dict:
     verify: Verification | None = records.get("verify")
     for name, metrics in (verify.models if verify else {}).items():
         models.setdefault(name, {})["eval"] = dict(metrics)
+    # the same keys for every model: null where verify did not measure a figure for it (the reference's parity
+    # with itself, the base model's parity)
+    keys = dict.fromkeys(k for m in models.values() for k in m["eval"])
+    for m in models.values():
+        m["eval"] = {**dict.fromkeys(keys), **m["eval"]}
     trained = records.get("compress") or records.get("merge")  # what verify and bench call pytorch_fp32
     if trained is not None:
         models.setdefault("pytorch_fp32", {})["size_bytes"] = trained.size_bytes
@@ -126,7 +133,22 @@ def _tradeoff_plot(records: dict[str, Any], root: Path, path: Path) -> Path | No
     return path
 
 
-def _plot(bench: Benchmark | None, path: Path) -> Path | None:
+def _plot(bench: Benchmark | None, summary: dict, run_name: str, path: Path) -> Path | None:
+    fig = latency_figure(bench, summary, run_name)
+    if fig is None:
+        return None
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(path.stem + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def latency_figure(bench: Benchmark | None, summary: dict, run_name: str) -> Any:
+    """latency.png's figure: p50 per model and length, titled with the run's name; each model's legend entry
+    with its held-out task metric and size (report.json's summary.models). None without benchmark rows."""
     results = bench.results if bench else []
     if not bench or not results:
         return None
@@ -137,32 +159,94 @@ def _plot(bench: Benchmark | None, path: Path) -> Path | None:
 
     names = list(dict.fromkeys(r["model"] for r in results))
     seqs = sorted({r["seq_len"] for r in results})
+    metric = _headline_key(m.get("eval", {}) for m in summary.values())
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(7, 4), dpi=120)
+    fig, ax = plt.subplots(figsize=(9, 4), dpi=120)
     for i, name in enumerate(names):
         vals = {r["seq_len"]: r["p50_ms"] for r in results if r["model"] == name}
         xs = [j + i * width for j in range(len(seqs))]
-        bars = ax.bar(xs, [vals.get(s, 0) for s in seqs], width, label=name)
-        ax.bar_label(bars, fmt="%.2f", fontsize=7)
-    ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(seqs))], [f"seq {s}" for s in seqs])
-    ax.set_ylabel("p50 latency (ms), lower is better")
+        bars = ax.bar(xs, [vals.get(s, 0) for s in seqs], width, label=_legend_label(name, summary, metric))
+        ax.bar_label(bars, labels=[_ms(vals[s]) if s in vals else "" for s in seqs], fontsize=7)
+    decode = bench.kind == "decode"
+    ticks = [f"prompt {s} tokens" if decode else f"seq {s}" for s in seqs]
+    ax.set_xticks([j + width * (len(names) - 1) / 2 for j in range(len(seqs))], ticks)
+    ax.set_ylabel("ms per new token (median), lower is better" if decode else "p50 latency (ms), lower is better")
     m = bench.machine
     ax.set_title(
-        f"batch {bench.settings['batch_size']}, {m.get('threads')} threads, {m.get('cpu', '')[:40]}", fontsize=8
+        f"{run_name}\nbatch {bench.settings['batch_size']}, {m.get('threads')} threads, {m.get('cpu', '')[:40]}",
+        fontsize=9,
     )
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    return fig
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
+def _legend_label(name: str, summary: dict, metric: str | None) -> str:
+    """'onnx_int8 (accuracy 0.944, 23.0 MB)': a bench row's model (onnx_int8@1t: onnx_int8 at another thread
+    count) with its figures from the summary, those it has."""
+    m = summary.get(name.split("@")[0], {})
+    value = m.get("eval", {}).get(metric) if metric else None
+    facts = [f"{metric_label(metric)} {_metric(value)}"] if metric and value is not None else []
+    if m.get("size_bytes"):
+        facts.append(f"{_mb(m['size_bytes'] / 1e6)} MB")
+    return f"{name} ({', '.join(facts)})" if facts else name
+
+
+# One format per kind of figure, the same in every table of report.md; NA marks a figure that was not measured.
+NA = "—"
+
+
+def _ms(v: float) -> str:
+    return f"{v:.2f}"
+
+
+def _metric(v: Any) -> str:
+    """A task metric or agreement share (accuracy, exact match, perplexity, top-1 agreement)."""
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def _mb(v: float) -> str:
+    return f"{v:.1f}"
+
+
+def _s(v: float) -> str:
+    return f"{v:.1f}"
+
+
+def _ratio(v: float) -> str:
+    return f"{v:.2f}x"
+
+
+def _rate(v: float) -> str:
+    """Items or tokens per second."""
+    return f"{v:.1f}"
+
+
+def _diff(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def _cos(v: float) -> str:
+    return f"{v:.6f}"
+
+
+def _num(v: Any) -> str:
+    """A figure of no one kind (a check's value, read beside its threshold)."""
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _or_na(v: Any, fmt: Any) -> str:
+    return NA if v is None else fmt(v)
+
+
+def metric_label(key: str) -> str:
+    """A metric's name as a column header: json_exact_match -> JSON exact match."""
+    return key.replace("_", " ").replace("json", "JSON")
+
+
+def _headline_key(models: Any) -> str | None:
+    """The name of the task's headline metric, from the first model's metrics that have one."""
+    return next((found[0] for m in models if (found := headline(m)) is not None), None)
 
 
 def _markdown(
@@ -175,38 +259,43 @@ def _markdown(
         f"Result: **{'PASSED' if doc['passed'] else 'FAILED'}**, created {doc['created']} with edgetune {doc['edgetune_version']}.",
         "",
     ]
+    if doc.get("stopped"):
+        out += [f"The build stopped: the **{doc['stopped']['stage']}** stage failed: {doc['stopped']['error']}", ""]
     failed = [c for c in doc["checks"] if not c["passed"]]
     for c in failed:
-        out.append(f"- FAILED {c['stage']}: {c['name']} = {_fmt(c['value'])} (must be {c['op']} {c['threshold']:g})")
+        out.append(f"- FAILED {c['stage']}: {c['name']} = {_num(c['value'])} (must be {c['op']} {c['threshold']:g})")
     if failed:
         out.append("")
     bench: Benchmark | None = records.get("bench")
     seqs = sorted({r["seq_len"] for r in bench.results}) if bench else []
     summary = doc["summary"]["models"]
+    decode = bench is not None and bench.kind == "decode"
+    metric = _headline_key(m.get("eval", {}) for m in summary.values())
     out += [
         "## Summary",
         "",
-        "| model | accuracy / exact match | size MB | size vs ONNX fp32 | "
-        + " | ".join(f"p50 ms seq {s}" for s in seqs)
+        f"| model | {metric_label(metric) if metric else 'task metric'} | size MB | size vs ONNX fp32 | "
+        + " | ".join((f"ms per new token, prompt {s}" if decode else f"p50 ms seq {s}") for s in seqs)
         + " |",
         "|---|---|---|---|" + "---|" * len(seqs),
     ]
     for name, m in summary.items():
-        acc = _task_metric(m.get("eval", {}))
+        size = m.get("size_bytes")
         cells = [
             name,
-            _fmt(acc) if acc is not None else "-",
-            _fmt(m.get("size_bytes", 0) / 1e6) if m.get("size_bytes") else "-",
-            _fmt(m["size_ratio_to_onnx_fp32"]) if "size_ratio_to_onnx_fp32" in m else "-",
+            _or_na(m.get("eval", {}).get(metric) if metric else None, _metric),
+            _or_na(size / 1e6 if size else None, _mb),
+            _or_na(m.get("size_ratio_to_onnx_fp32"), _ratio),
         ]
         for s in seqs:
             p = m.get("p50_ms", {}).get(str(s))
             r = m.get("p50_ratio_to_baseline", {}).get(str(s))
-            cells.append("-" if p is None else f"{p:.2f}" + (f" ({r:.2f}x)" if r is not None else ""))
+            cells.append(NA if p is None else _ms(p) + (f" ({_ratio(r)})" if r is not None else ""))
         out.append("| " + " | ".join(cells) + " |")
     out += [
         "",
-        "Latency ratios in parentheses are p50 divided by the PyTorch eager fp32 p50 at the same length (lower is better).",
+        "Ratios in parentheses are the figure divided by PyTorch eager fp32's at the same length and thread count "
+        f"(lower is better); {NA}: not measured for that model.",
         "",
     ]
     ft: Adapter | None = records.get("finetune")
@@ -216,25 +305,28 @@ def _markdown(
             "## Fine-tune (LoRA)",
             "",
             f"{ft.train_examples} training rows, {ft.eval_examples} held-out rows; "
-            f"{ft.trainable_params:,} trainable of {ft.total_params:,} parameters; {seconds.get('finetune', 0.0):.1f} s.",
+            f"{ft.trainable_params:,} trainable of {ft.total_params:,} parameters; "
+            f"{_training_time(ft.epochs, seconds.get('finetune'))}.",
             "",
             "| epoch | loss | " + " | ".join(evals) + " | seconds |",
             "|---|---|" + "---|" * len(evals) + "---|",
         ]
         for e in ft.epochs:
             out.append(
-                f"| {e['epoch']} | {e['loss']:.4f} | " + " | ".join(_fmt(e[k]) for k in evals) + f" | {e['seconds']} |"
+                f"| {e['epoch']} | {e['loss']:.4f} | "
+                + " | ".join(_metric(e[k]) for k in evals)
+                + f" | {_s(e['seconds'])} |"
             )
         out.append("")
     merged: MergedModel | None = records.get("merge")
     if merged is not None:
         found = headline(merged.eval_metrics)
-        figure = f"merged {found[0].replace('_', ' ')} {_fmt(found[1])}; " if found else ""
+        figure = f"merged {metric_label(found[0])} {_or_na(found[1], _metric)}; " if found else ""
         out += [
             "## Merge",
             "",
-            f"max |merged - adapter| on held-out outputs: {merged.merge_max_abs_diff:.3g}; "
-            f"{figure}weights {merged.size_bytes / 1e6:.1f} MB.",
+            f"max |merged - adapter| on held-out outputs: {_diff(merged.merge_max_abs_diff)}; "
+            f"{figure}weights {_mb(merged.size_bytes / 1e6)} MB.",
             "",
         ]
     student: Student | None = records.get("compress")
@@ -245,18 +337,18 @@ def _markdown(
             "",
             f"The student keeps teacher layers {student.kept_layers} of {student.teacher_layers}: "
             f"{student.student_parameters:,} parameters (teacher {student.teacher_parameters:,}); held-out accuracy "
-            f"{student.eval_metrics.get('accuracy', 0):.4f} (teacher {student.teacher_accuracy:.4f}); distilled for "
-            f"{len(student.epochs)} epochs in {st.get('seconds', 0):.0f} s. From here on, `pytorch_fp32` and the "
-            f"ONNX models are the student's.",
+            f"{_or_na(student.eval_metrics.get('accuracy'), _metric)} (teacher {_metric(student.teacher_accuracy)}); "
+            f"distilled for {len(student.epochs)} epochs in {_s(st.get('seconds', 0))} s. From here on, "
+            "`pytorch_fp32` and the ONNX models are the student's.",
             "",
             "| epoch | loss | kd loss | ce loss | held-out accuracy | seconds |",
             "|---|---|---|---|---|---|",
         ]
         for e in student.epochs:
-            acc = "-" if e.get("eval_accuracy") is None else f"{e['eval_accuracy']:.4f}"
+            acc = _or_na(e.get("eval_accuracy"), _metric)
             out.append(
                 f"| {e['epoch']} | {e['loss']:.4f} | {e['kd_loss']:.4f} | {e['ce_loss']:.4f} | {acc} | "
-                f"{e['seconds']:.1f} |"
+                f"{_s(e['seconds'])} |"
             )
         out.append("")
     onnx_models = [
@@ -266,7 +358,7 @@ def _markdown(
         out += [f"## {stage.capitalize()}", ""]
         for m in models:
             out += [
-                f"`{_rel(m.path, doc)}`: {m.precision}, {m.size_bytes / 1e6:.1f} MB, {len(m.inputs)} inputs "
+                f"`{_rel(m.path, doc)}`: {m.precision}, {_mb(m.size_bytes / 1e6)} MB, {len(m.inputs)} inputs "
                 f"({', '.join(m.inputs[:3])}{', ...' if len(m.inputs) > 3 else ''}); sha256 `{m.sha256[:16]}`.",
                 "",
                 "Notes: " + ", ".join(f"{k}: {v}" for k, v in m.notes.items() if k != "auto"),
@@ -275,23 +367,36 @@ def _markdown(
             out += _auto_markdown(m.notes.get("auto"), tradeoff)
     v: Verification | None = records.get("verify")
     if v is not None:
+        metric = _headline_key(v.models.values())
+        base = "pytorch_base" in v.models
         out += [
             "## Verify (parity on the held-out split)",
             "",
             f"{v.rows} rows. Details: `{_rel(v.details_path, doc)}`.",
             "",
-            "| model | accuracy / exact match | max abs diff | min cosine | top-1 agreement |",
+            f"| model | {metric_label(metric) if metric else 'task metric'} | max abs diff | min cosine | "
+            "top-1 agreement |",
             "|---|---|---|---|---|",
         ]
         for name, m in v.models.items():
             out.append(
-                f"| {name} | {_fmt(_task_metric(m))} | {_fmt(m.get('max_abs_diff', 0.0))} | "
-                f"{_fmt(m.get('min_cosine', 1.0))} | {_fmt(m.get('top1_agreement', 1.0))} |"
+                f"| {name} | {_or_na(m.get(metric) if metric else None, _metric)} | "
+                f"{_or_na(m.get('max_abs_diff'), _diff)} | {_or_na(m.get('min_cosine'), _cos)} | "
+                f"{_or_na(m.get('top1_agreement'), _metric)} |"
             )
-        out += ["", "| check | value | threshold | result |", "|---|---|---|---|"]
+        out += [
+            "",
+            "Max abs diff, min cosine and top-1 agreement compare a model's outputs with pytorch_fp32's, the "
+            f"reference; {NA}: not measured (the reference itself"
+            + (", and pytorch_base, the model before fine-tuning, only scored on the task" if base else "")
+            + ").",
+            "",
+            "| check | value | threshold | result |",
+            "|---|---|---|---|",
+        ]
         for c in v.checks:
             out.append(
-                f"| {c.stage} {c.name} | {_fmt(c.value)} | {c.op} {c.threshold:g} | {'pass' if c.passed else 'FAIL'} |"
+                f"| {c.stage} {c.name} | {_num(c.value)} | {c.op} {c.threshold:g} | {'pass' if c.passed else 'FAIL'} |"
             )
         out.append("")
     pkg: Package | None = records.get("package")
@@ -299,7 +404,7 @@ def _markdown(
         out += [
             "## Package (Android demo app)",
             "",
-            f"`{_rel(pkg.path, doc)}`: {', '.join(pkg.files)}; {pkg.size_bytes / 1e6:.1f} MB; model sha256 "
+            f"`{_rel(pkg.path, doc)}`: {', '.join(pkg.files)}; {_mb(pkg.size_bytes / 1e6)} MB; model sha256 "
             f"`{pkg.model_sha256[:16]}`; {pkg.golden_cases} golden cases reproduced in ONNX Runtime.",
             "",
         ]
@@ -321,31 +426,47 @@ def _markdown(
             out += [f"![latency]({plot.name})", ""]
         if bench.kind == "decode":
             out += [
-                "| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | decode vs PyTorch |",
+                "| model | threads | prompt tokens | first token ms | prefill tok/s | decode tok/s | decode vs PyTorch |",
                 "|---|---|---|---|---|---|---|",
             ]
             for x in bench.results:
                 out.append(
-                    f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | {x['prefill_tokens_per_s']:.1f} | "
-                    f"{x['decode_tokens_per_s']:.1f} | {x['decode_speedup_vs_baseline']:.2f}x |"
+                    f"| {x['model']} | {x['threads']} | {x['seq_len']} | {_ms(x['ttft_ms'])} | "
+                    f"{_rate(x['prefill_tokens_per_s'])} | {_rate(x['decode_tokens_per_s'])} | "
+                    f"{_ratio(x['decode_speedup_vs_baseline'])} |"
                 )
+            out += [
+                "",
+                FIRST_TOKEN_LEGEND + " Decode vs PyTorch: decode tok/s over pytorch_fp32's at the same threads.",
+            ]
         else:
             out += [
-                "| model | seq | p50 ms | p90 ms | p99 ms | items/s | p50 / baseline | first ms |",
+                "| model | seq | p50 ms | p90 ms | p99 ms | items/s | p50 vs PyTorch | first call ms |",
                 "|---|---|---|---|---|---|---|---|",
             ]
             for x in bench.results:
-                ratio = f"{x['p50_ratio_to_baseline']:.3f}" if "p50_ratio_to_baseline" in x else "-"
                 out.append(
-                    f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
-                    f"{x['throughput_per_s']:.1f} | {ratio} | {x['first_ms']:.1f} |"
+                    f"| {x['model']} | {x['seq_len']} | {_ms(x['p50_ms'])} | {_ms(x['p90_ms'])} | {_ms(x['p99_ms'])} | "
+                    f"{_rate(x['throughput_per_s'])} | {_or_na(x.get('p50_ratio_to_baseline'), _ratio)} | "
+                    f"{_ms(x['first_ms'])} |"
                 )
+            out += ["", FIRST_CALL_LEGEND + " p50 vs PyTorch: p50 over pytorch_fp32's at the same length."]
         out += ["", "| model | load s | peak RSS MB | size MB |", "|---|---|---|---|"]
         for name, x in bench.models.items():
-            out.append(f"| {name} | {x['load_seconds']:.2f} | {x['peak_rss_mb']:.0f} | {x['size_bytes'] / 1e6:.1f} |")
+            out.append(f"| {name} | {_s(x['load_seconds'])} | {_mb(x['peak_rss_mb'])} | {_mb(x['size_bytes'] / 1e6)} |")
         out.append("")
     out += _devices_markdown(doc.get("devices", []))
     return "\n".join(out)
+
+
+FIRST_CALL_LEGEND = (
+    "p50/p90/p99 ms: percentiles of one call's time over the timed runs; items/s: items per second at the mean "
+    "time; first call ms: the model's first call at that length, before warm-up (one sample)."
+)
+FIRST_TOKEN_LEGEND = (
+    "First token ms: from handing over the prompt to the first new token (prefill plus one step), median of the "
+    "timed runs; prefill tok/s: prompt tokens over that time; decode tok/s: new tokens per second after the first."
+)
 
 
 def _auto_markdown(auto: dict | None, tradeoff: Path | None) -> list[str]:
@@ -363,8 +484,9 @@ def _auto_markdown(auto: dict | None, tradeoff: Path | None) -> list[str]:
     ]
     for r in auto["candidates"]:
         out.append(
-            f"| {r['name']} | {r['accuracy']:.4f} | {r['accuracy_drop']:.4f} | {r['top1_agreement']:.4f} | "
-            f"{r['mean_cosine']:.4f} | {r['p50_ms']:.2f} | {r['spread']:.0%} | {r['size_bytes'] / 1e6:.1f} | "
+            f"| {r['name']} | {_metric(r['accuracy'])} | {_metric(r['accuracy_drop'])} | "
+            f"{_metric(r['top1_agreement'])} | {_cos(r['mean_cosine'])} | {_ms(r['p50_ms'])} | {r['spread']:.0%} | "
+            f"{_mb(r['size_bytes'] / 1e6)} | "
             f"{'yes' if r['passed'] else 'no'} |"
         )
     out.append("")
@@ -417,8 +539,8 @@ def _devices_markdown(devices: list[dict]) -> list[str]:
             else:
                 out.append(
                     f"- golden `{name}`: {m['cases'] - len(m['failures'])}/{m['cases']} cases within tolerance "
-                    f"(max abs diff {m['max_abs_diff']:.3g} <= {g.get('max_abs_diff_limit')}, min cosine "
-                    f"{m['min_cosine']:.6f} >= {g.get('min_cosine_limit')}): **{'pass' if m['passed'] else 'FAIL'}**"
+                    f"(max abs diff {_diff(m['max_abs_diff'])} <= {g.get('max_abs_diff_limit')}, min cosine "
+                    f"{_cos(m['min_cosine'])} >= {g.get('min_cosine_limit')}): **{'pass' if m['passed'] else 'FAIL'}**"
                 )
         s = d["settings"]
         out += [
@@ -429,25 +551,28 @@ def _devices_markdown(devices: list[dict]) -> list[str]:
         rows = d.get("results") or []
         if g.get("kind") == "greedy":  # a chat model's bundle: decode rows
             out += [
-                "| model | threads | prompt tokens | TTFT ms | prefill tok/s | decode tok/s | peak RSS MB |",
+                "| model | threads | prompt tokens | first token ms | prefill tok/s | decode tok/s | peak RSS MB |",
                 "|---|---|---|---|---|---|---|",
             ]
             out += [
-                f"| {x['model']} | {x['threads']} | {x['seq_len']} | {x['ttft_ms']:.1f} | "
-                f"{x['prefill_tokens_per_s']:.1f} | {x['decode_tokens_per_s']:.1f} | "
-                f"{d['models'][x['model']]['peak_rss_mb']:.0f} |"
+                f"| {x['model']} | {x['threads']} | {x['seq_len']} | {_ms(x['ttft_ms'])} | "
+                f"{_rate(x['prefill_tokens_per_s'])} | {_rate(x['decode_tokens_per_s'])} | "
+                f"{_mb(d['models'][x['model']]['peak_rss_mb'])} |"
                 for x in rows
             ]
+            out += ["", FIRST_TOKEN_LEGEND]
         elif rows:
             out += [
-                "| model | seq | p50 ms | p90 ms | p99 ms | items/s | first ms | peak RSS MB |",
+                "| model | seq | p50 ms | p90 ms | p99 ms | items/s | first call ms | peak RSS MB |",
                 "|---|---|---|---|---|---|---|---|",
             ]
             out += [
-                f"| {x['model']} | {x['seq_len']} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | "
-                f"{x['throughput_per_s']:.1f} | {x['first_ms']:.1f} | {d['models'][x['model']]['peak_rss_mb']:.0f} |"
+                f"| {x['model']} | {x['seq_len']} | {_ms(x['p50_ms'])} | {_ms(x['p90_ms'])} | {_ms(x['p99_ms'])} | "
+                f"{_rate(x['throughput_per_s'])} | {_ms(x['first_ms'])} | "
+                f"{_mb(d['models'][x['model']]['peak_rss_mb'])} |"
                 for x in rows
             ]
+            out += ["", FIRST_CALL_LEGEND]
         out.append("")
     return out
 
@@ -460,9 +585,18 @@ def headline(metrics: dict) -> tuple[str, float] | None:
     return None
 
 
-def _task_metric(metrics: dict) -> float | None:
-    found = headline(metrics)
-    return found[1] if found else None
+def _training_time(epochs: list[dict], stage_seconds: float | None) -> str:
+    """Fine-tune time as the epoch rows give it (their sum: every session's epochs), beside this session's
+    finetune stage time, which after a resume from a checkpoint covers only the epochs it ran. Rows with a
+    `session` number say how many sessions there were."""
+    text = f"{len(epochs)} epochs (training and held-out evaluation) {_s(sum(e['seconds'] for e in epochs))} s"
+    sessions = len({e["session"] for e in epochs if "session" in e})
+    if stage_seconds is None:
+        return text
+    if sessions > 1 or stage_seconds < sum(e["seconds"] for e in epochs):
+        over = f"{sessions} sessions" if sessions > 1 else "more than one session"
+        return f"{text} over {over}; this session's finetune stage {_s(stage_seconds)} s (resumed from a checkpoint)"
+    return f"{text}; the finetune stage {_s(stage_seconds)} s with loading and saving"
 
 
 def report(
@@ -472,11 +606,13 @@ def report(
     out: Path,
     root: Path,
     devices: list[dict] | None = None,
+    stopped: tuple[str, str] | None = None,
 ) -> Report:
     """Write out/report.json, out/report.md and out/latency.png from the stages' records and timings.
 
     `root`: the run directory (paths in report.json are relative to it). `devices`: results of `edgetune bench
-    --ssh`; by default those saved in `root`.
+    --ssh`; by default those saved in `root`. `stopped`: (stage, error) when a stage of the build failed: the
+    report is of the stages that finished and says so.
     """
     from ..device.results import load_results
 
@@ -487,13 +623,14 @@ def report(
         "edgetune_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "recipe": recipe,
-        "passed": v is not None and v.passed,
+        "passed": v is not None and v.passed and stopped is None,
+        "stopped": {"stage": stopped[0], "error": stopped[1]} if stopped else None,
         "checks": checks,
         "summary": _summary(records),
         "stages": {name: {**to_json(rec, root), "seconds": seconds.get(name)} for name, rec in records.items()},
         "devices": load_results(root) if devices is None else devices,
     }
-    plot = _plot(records.get("bench"), out / "latency.png")
+    plot = _plot(records.get("bench"), doc["summary"]["models"], recipe["name"], out / "latency.png")
     tradeoff = _tradeoff_plot(records, root, out / "tradeoff.png")
     atomic_write_json(out / "report.json", doc)
     md = out / "report.md"
