@@ -10,7 +10,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .errors import EdgetuneError, RecipeError
+from .errors import CheckFailed, EdgetuneError, RecipeError
+from .recipe import BenchmarkConfig
 
 STAGE_HELP = {
     "finetune": "Fine-tune the base model with LoRA on the recipe's data and evaluate it each epoch.",
@@ -67,7 +68,24 @@ def _load(recipe: Path):
     return load_recipe(recipe)
 
 
+def _recipe_and_run(target: Path, out: Path | None):
+    """A command's RECIPE|RUN_DIR argument as (recipe, run directory). A run directory's recipe is the one it was
+    last built with (its recipe.json); a recipe file's run directory is --out, or runs/<recipe name>."""
+    from .pipeline import load_run_recipe
+
+    if target.is_dir():
+        if out is not None and out.resolve() != target.resolve():
+            raise RecipeError(f"--out {out}: {target} is a run directory already; give one or the other")
+        return load_run_recipe(target), target
+    if not target.exists():
+        raise RecipeError(f"{target}: no such recipe file or run directory")
+    recipe = _load(target)
+    return recipe, out if out is not None else Path("runs") / recipe.name
+
+
 recipe_arg = click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path))
+# a recipe file or a run directory (see _recipe_and_run)
+target_arg = click.argument("target", metavar="RECIPE|RUN_DIR", type=click.Path(path_type=Path))
 out_opt = click.option(
     "--out",
     "out",
@@ -153,64 +171,92 @@ def _print_result(result) -> None:
 
 def _stage_command(name: str) -> None:
     @handle_errors
-    def command(recipe: Path, out: Path | None) -> None:
+    def command(target: Path, out: Path | None) -> None:
         from .pipeline import build as run_build
 
-        result = run_build(_load(recipe), out, until=name, log=_log)
+        recipe, run_dir = _recipe_and_run(target, out)
+        result = run_build(recipe, run_dir, until=name, log=_log)
         _print_result(result)
 
     command.__doc__ = f"""{STAGE_HELP[name]}
 
     Runs just this stage on what the run directory holds (earlier stages run first only if they
-    never finished). Use `edgetune build` to redo stale stages.
+    never finished). Use `edgetune build` to redo stale stages. RECIPE|RUN_DIR: a recipe (its
+    run is --out, or runs/<recipe name>) or a run directory (the recipe it was built with).
 
     \b
-    Example:
+    Examples:
       edgetune {name} recipes/intent-minilm.yaml
+      edgetune {name} runs/intent-minilm
     """
     command.__name__ = name
-    cli.command(name=name)(out_opt(recipe_arg(command)))
+    cli.command(name=name)(out_opt(target_arg(command)))
 
 
 for _name in STAGE_HELP:
     _stage_command(_name)
 
 
+# Defaults of `bench`'s options where no recipe gives them: an .onnx file (the schema's defaults), --adb (the
+# phone), --ssh (the device bundle's, which are the recipe's when it was packaged). The option help is built from
+# these, and tests/test_cli_inputs.py checks it against what bench really uses.
+BENCH_DEFAULTS = BenchmarkConfig()
+ADB_DEFAULTS = {"threads": 2, "warmup": 10, "runs": 100, "rounds": BENCH_DEFAULTS.rounds}
+SSH_DEFAULT = "with --ssh, the device bundle's (the recipe's when it was packaged)"
+
+
 @cli.command(name="bench")
 @click.argument("target", type=click.Path(path_type=Path))
 @out_opt
-@click.option("--threads", type=click.IntRange(1, 256), default=None, help="Intra-op threads [default: recipe, or 2].")
+@click.option(
+    "--threads",
+    type=click.IntRange(1, 256),
+    default=None,
+    help=f"Intra-op threads [default: the recipe's benchmark.threads; {BENCH_DEFAULTS.threads} for an .onnx "
+    f"file; {ADB_DEFAULTS['threads']} with --adb; {SSH_DEFAULT}].",
+)
 @click.option(
     "--seq",
     "seqs",
     type=click.IntRange(1, 8192),
     multiple=True,
-    help="Sequence length; repeat for several [default 16 32 128].",
+    help="Sequence length; repeat for several [default: the recipe's benchmark.sequence_lengths; "
+    f"{' '.join(map(str, BENCH_DEFAULTS.sequence_lengths))} for an .onnx file; {SSH_DEFAULT}].",
 )
-@click.option("--batch", type=click.IntRange(1, 1024), default=None, help="Batch size [default: 1].")
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 1024),
+    default=None,
+    help=f"Batch size [default: the recipe's benchmark.batch_size; {BENCH_DEFAULTS.batch_size} for an .onnx file].",
+)
 @click.option(
     "--warmup",
     type=click.IntRange(0, 100000),
     default=None,
-    help="Untimed runs first [default: the recipe's benchmark.warmup (20); 10 with --adb].",
+    help=f"Untimed runs first [default: the recipe's benchmark.warmup; {BENCH_DEFAULTS.warmup} for an .onnx "
+    f"file; {ADB_DEFAULTS['warmup']} with --adb; {SSH_DEFAULT}].",
 )
 @click.option(
     "--runs",
     type=click.IntRange(1, 1000000),
     default=None,
-    help="Timed runs in all, split over the rounds [default: the recipe's benchmark.runs, or 100].",
+    help="Timed runs in all, split over the rounds [default: the recipe's benchmark.runs (300 in "
+    f"recipes/intent-minilm.yaml); {BENCH_DEFAULTS.runs} for an .onnx file; {ADB_DEFAULTS['runs']} with --adb; "
+    f"{SSH_DEFAULT}].",
 )
 @click.option(
     "--rounds",
     type=click.IntRange(1, 100),
     default=None,
     help="Interleaved rounds, each running every model once in a fresh process; the p50 is the median of the "
-    "round p50s [default: the recipe's benchmark.rounds, or 3].",
+    f"round p50s [default: the recipe's benchmark.rounds; {BENCH_DEFAULTS.rounds} for an .onnx file; "
+    f"{ADB_DEFAULTS['rounds']} with --adb].",
 )
 @click.option(
     "--strict",
     is_flag=True,
-    help="Exit 1 when the machine was busy (other processes' CPU use, steal, or round spread over the limits).",
+    help="Exit 1 when the machine was busy (other processes' CPU use, steal, or round spread over the limits; "
+    "with --adb: the phone's load average, steal, or round spread).",
 )
 @click.option(
     "--adb",
@@ -275,13 +321,18 @@ def bench_cmd(
     python,
     ssh_options,
 ) -> None:
-    """Benchmark latency on this CPU. TARGET is a recipe (its run's models against PyTorch) or any .onnx file.
+    """Benchmark latency on this CPU. TARGET is a recipe or a run directory (the run's models against
+    PyTorch), or any .onnx file.
 
-    With a recipe, PyTorch eager fp32 is measured in the same run as the baseline and every ONNX
-    result is shown as a ratio to it. With an .onnx file, inputs are generated from its metadata.
+    With a recipe or a run directory, PyTorch eager fp32 is measured in the same run as the baseline,
+    every ONNX result is shown as a ratio to it, and the run's report is written again with the new
+    figures. With an .onnx file, inputs are generated from its metadata; a model that takes text
+    (the package stage's model.onnx, the tokenizer inside the graph) gets a text of each sequence
+    length, run with onnxruntime-extensions' custom ops.
 
     With --adb, the packaged model runs on an attached phone in the demo app's BenchmarkActivity
-    (installed from --apk if missing) and its JSON result is printed in the same table.
+    (installed from --apk if missing), in --rounds rounds, each in a fresh app process; the rounds'
+    JSON results are printed in the same table, with the phone's load average and CPU use.
 
     With --ssh, the run's device bundle (edgetune package RUN_DIR --target linux-arm64) is copied to
     the board (only when the copy there differs), its golden cases are checked and it is benchmarked
@@ -291,23 +342,25 @@ def bench_cmd(
     On this CPU the models run in interleaved rounds (--rounds), each in a fresh process; the table
     gives each row's round-to-round spread and a last line says whether the machine was quiet:
     other processes' CPU use, hypervisor steal and the spread, measured around the benchmark. With
-    --strict a busy machine exits 1, so a script does not keep a noisy result.
+    --strict a busy machine exits 1, so a script does not keep a noisy result. With --adb the
+    same, from the phone's load average (its other processes' CPU time is not measured there).
 
     \b
     Examples:
       edgetune bench recipes/intent-minilm.yaml --threads 1
+      edgetune bench runs/intent-minilm --runs 100
       edgetune bench runs/intent-minilm/quantize/model_int8.onnx --seq 32 --runs 500
+      edgetune bench runs/intent-minilm/package/model.onnx --seq 16
       edgetune bench runs/intent-minilm --adb --serial emulator-5554 --runs 200
       edgetune bench runs/intent-minilm --ssh pi@raspberrypi.local --threads 4
     """
-    from .recipe import BenchmarkConfig
-    from .stages.bench import bench, format_benchmark
+    from .stages.bench import bench_file, format_benchmark
 
     ssh_only = {"--port": port, "--identity": identity, "--python": python, "--ssh-option": ssh_options or None}
     if ssh_dest is None and any(v is not None for v in ssh_only.values()):
         raise RecipeError(f"{next(k for k, v in ssh_only.items() if v is not None)} needs --ssh USER@HOST")
-    if (rounds is not None or strict) and (ssh_dest is not None or on_adb):
-        raise RecipeError("--rounds and --strict: for this CPU's benchmark (a board or phone reports its own spread)")
+    if (rounds is not None or strict) and ssh_dest is not None:
+        raise RecipeError("--rounds and --strict: not with --ssh (the board runs the bundle's rounds)")
     if ssh_dest is not None:
         if on_adb:
             raise RecipeError("--ssh and --adb: choose one device")
@@ -333,9 +386,17 @@ def bench_cmd(
         package_dir = _package_dir(target, out)
         apk = apk or Path("android_demo/app/build/outputs/apk/debug/app-debug.apk")
         result = bench_on_device(
-            package_dir, serial, threads or 2, 10 if warmup is None else warmup, runs or 100, apk, _log
+            package_dir,
+            serial,
+            threads or ADB_DEFAULTS["threads"],
+            ADB_DEFAULTS["warmup"] if warmup is None else warmup,
+            runs or ADB_DEFAULTS["runs"],
+            rounds or ADB_DEFAULTS["rounds"],
+            apk,
+            _log,
         )
         click.echo(format_benchmark(result))
+        _check_quiet(result, strict)
         return
     overrides = {
         k: v
@@ -357,29 +418,36 @@ def bench_cmd(
                 f"{target} is a causal LM with a KV cache: benchmark it through its recipe "
                 f"(edgetune bench RECIPE), which measures tokens/s against PyTorch"
             )
-        from .stages.common import describe_onnx
-
-        model = describe_onnx(target, "onnx")
-        cfg = BenchmarkConfig(**overrides)
-        result = bench([model], cfg, log=_log)
+        result = bench_file(target, BenchmarkConfig(**overrides), log=_log)
         click.echo(format_benchmark(result))
         _check_quiet(result, strict)
         return
-    recipe = _load(target)
+    recipe, run_dir = _recipe_and_run(target, out)
     recipe = recipe.model_copy(update={"benchmark": recipe.benchmark.model_copy(update=overrides)})
     from .pipeline import build as run_build
 
-    built = run_build(recipe, out, until="bench", log=_log)
+    built = run_build(recipe, run_dir, until="bench", log=_log)
+    built.report = _refresh_report(recipe, run_dir)
     _print_result(built)
     if built.benchmark is not None:
         _check_quiet(built.benchmark, strict)
 
 
+def _refresh_report(recipe, run_dir: Path):
+    """The report written again from the new benchmark, so report.md and report.json do not show the old one. A
+    failed verification gate (exit 1 for build and report) is a warning here: bench measured what it was asked."""
+    from .pipeline import build as run_build
+
+    try:
+        return run_build(recipe, run_dir, until="report", log=_log).report
+    except CheckFailed as e:
+        _log(f"warning: {_one_line(e.message)}")
+        return None
+
+
 def _check_quiet(result, strict: bool) -> None:
     """bench --strict: a benchmark taken on a busy machine exits 1."""
     if strict and result.noise.get("busy"):
-        from .errors import CheckFailed
-
         raise CheckFailed("bench --strict: the machine was busy (" + "; ".join(result.noise["reasons"]) + ")")
 
 
@@ -391,7 +459,7 @@ def _bench_ssh(
     from .device.ssh import SshTarget, bench_on_board, golden_failure, golden_summary
 
     if not target.is_dir() and target.suffix in (".yaml", ".yml"):
-        target = out or Path("runs") / _load(target).name
+        target = _recipe_and_run(target, out)[1]
     where = SshTarget(dest, port, identity, tuple(options))
     run = bench_on_board(target, where, python, threads, warmup, runs, seqs, log=_log)
     click.echo(format_device({**run.doc, "ssh": where.label()}, host_results(run.run_dir)))
@@ -413,7 +481,7 @@ def _package_dir(target: Path, out: Path | None) -> Path:
     """The package folder of a run dir, a recipe's run, or `target` itself when it holds a manifest."""
     if (target / "manifest.json").is_file() and (target / "golden.json").is_file():
         return target
-    run_dir = target if target.is_dir() else (out or Path("runs") / _load(target).name)
+    run_dir = target if target.is_dir() else _recipe_and_run(target, out)[1]
     folder = run_dir / "package"
     if not (folder / "manifest.json").is_file():
         raise RecipeError(f"{folder}: no packaged model: run `edgetune package {target} --android android_demo` first")
@@ -467,16 +535,12 @@ def package_cmd(
       edgetune package runs/intent-minilm --target linux-arm64 --dest /tmp/intent-arm64
     """
     from .pipeline import build as run_build
-    from .pipeline import load_run_recipe
 
     if dest is not None and len(targets) != 1:
         raise RecipeError("--dest: give exactly one --target (the bundle to copy there)")
     if check and targets:
         raise RecipeError("--check checks the Android app's package; it does not take --target")
-    if target.is_dir():
-        recipe, out = load_run_recipe(target), target
-    else:
-        recipe = _load(target)
+    recipe, out = _recipe_and_run(target, out)
     if android is not None:
         recipe = recipe.model_copy(
             update={"package": recipe.package.model_copy(update={"android": str(android.resolve())})}
@@ -493,8 +557,6 @@ def package_cmd(
     result = run_build(recipe, out, until="package", log=_log)
     _print_result(result)
     if targets and result.package is None:
-        from .errors import CheckFailed
-
         raise CheckFailed(
             f"no device bundle written: a verification gate failed (edgetune verify "
             f"{target} shows which); a model that fails verify is not packaged"
@@ -584,22 +646,25 @@ def chat(run_dir: Path, precision, max_tokens: int, threads: int, system) -> Non
 
 
 @cli.command()
-@click.argument("recipe", type=click.Path(dir_okay=False, path_type=Path), required=False)
+@click.argument("target", metavar="[RECIPE|RUN_DIR]", type=click.Path(path_type=Path), required=False)
 @out_opt
 @handle_errors
-def doctor(recipe: Path | None, out: Path | None) -> None:
+def doctor(target: Path | None, out: Path | None) -> None:
     """Check this environment: package versions known to work together, a second onnxruntime package,
-    CPU features (AVX2, VNNI, bf16), and free disk and RAM against an estimate for RECIPE.
+    CPU features (AVX2, VNNI, bf16), and free disk and RAM against an estimate for a recipe: RECIPE,
+    or the one RUN_DIR was built with.
 
     Exits 1 when something must be fixed; warnings only inform.
 
     \b
-    Example:
+    Examples:
       edgetune doctor recipes/home-assistant-smollm2.yaml
+      edgetune doctor runs/home-assistant-smollm2
     """
     from .doctor import doctor as run_doctor
 
-    findings = run_doctor(_load(recipe) if recipe else None, out)
+    recipe, where = _recipe_and_run(target, out) if target is not None else (None, out)
+    findings = run_doctor(recipe, where)
     for f in findings:
         click.echo(f.line())
     failed = [f for f in findings if f.level == "fail"]

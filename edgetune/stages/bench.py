@@ -6,6 +6,7 @@ import dataclasses
 import multiprocessing as mp
 import os
 import platform
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -13,13 +14,17 @@ from typing import Any
 import numpy as np
 
 from ..artifacts import Benchmark, MergedModel, OnnxModel
-from ..errors import EdgetuneError
+from ..errors import EdgetuneError, RecipeError
 from ..noise import MIN_SPREAD_MS, Probe, spread, verdict
 from ..recipe import BenchmarkConfig
 from ..rundir import atomic_write_json
 from .base import BaseStage, BuildContext, Key, trained_model
 
 BASELINE = "pytorch_fp32"
+# The domain of onnxruntime-extensions' custom ops (BertTokenizer: the package stage's tokenizer inside the graph).
+EXTENSIONS_DOMAIN = "ai.onnx.contrib"
+# Words for a text input when the graph's tokenizer has no vocabulary to take them from.
+PLAIN_WORDS = "the quick brown fox jumps over a lazy dog and then runs back home again".split()
 
 
 class EncoderBench(BaseStage):
@@ -28,6 +33,7 @@ class EncoderBench(BaseStage):
 
     name = "bench"
     needs = ("merge", "compress", "export", "quantize")
+    after_failure = ("merge", "export", "quantize")  # timed even when a later stage (package) failed
     record = Benchmark
 
     def key(self, ctx: BuildContext) -> Key:
@@ -55,6 +61,7 @@ class DecodeBench(BaseStage):
 
     name = "bench"
     needs = ("merge", "compress", "export", "quantize")
+    after_failure = ("merge", "export", "quantize")  # timed even when a later stage (package) failed
     record = Benchmark
 
     def key(self, ctx: BuildContext) -> Key:
@@ -109,8 +116,11 @@ def _index_bounds(path: str) -> dict[str, int]:
     return bounds
 
 
-def _generated_inputs(sess: Any, batch: int, seq: int, bounds: dict[str, int]) -> dict[str, np.ndarray]:
-    """Inputs for any ONNX model from its metadata: symbolic dims become batch, then sequence."""
+def _generated_inputs(
+    sess: Any, batch: int, seq: int, bounds: dict[str, int], texts: dict[int, str] | None = None
+) -> dict[str, np.ndarray]:
+    """Inputs for any ONNX model from its metadata: symbolic dims become batch, then sequence; a string input
+    gets texts[seq]."""
     rng = np.random.default_rng(seq)
     feeds = {}
     for i in sess.get_inputs():
@@ -133,6 +143,9 @@ def _generated_inputs(sess: Any, batch: int, seq: int, bounds: dict[str, int]) -
                 feeds[i.name] = rng.integers(min(1000, high // 2), high, size=dims).astype(dtype)
         elif "bool" in i.type:
             feeds[i.name] = np.ones(dims, dtype=bool)
+        elif "string" in i.type:
+            text = (texts or {}).get(seq) or " ".join(PLAIN_WORDS[k % len(PLAIN_WORDS)] for k in range(seq))
+            feeds[i.name] = np.full(dims, text, dtype=object)
         else:
             dtype = np.float16 if "float16" in i.type else np.float32
             feeds[i.name] = rng.standard_normal(dims).astype(dtype)
@@ -174,14 +187,15 @@ def _worker(job: dict) -> dict:
     else:
         import contextlib
 
-        from ..runtime import ort_session
-
-        sess = ort_session(job["path"], threads)
+        sess = _session(job["path"], threads, job.get("custom_ops"))
         wanted = [i.name for i in sess.get_inputs()]
         bounds = {} if given else _index_bounds(job["path"])
 
         def make(seq: int) -> Any:
-            feeds = {n: given[seq][n] for n in wanted} if given else _generated_inputs(sess, batch, seq, bounds)
+            if given:
+                feeds = {n: given[seq][n] for n in wanted}
+            else:
+                feeds = _generated_inputs(sess, batch, seq, bounds, job.get("texts"))
             return lambda: sess.run(None, feeds)
 
         ctx = contextlib.nullcontext()
@@ -202,6 +216,22 @@ def _worker(job: dict) -> dict:
                 times.append(time.perf_counter() - t)
             per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
     return {"load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": per_seq}
+
+
+def _session(path: str, threads: int, custom_ops: str | None) -> Any:
+    """runtime.ort_session's session, with a custom-op library (onnxruntime-extensions') registered when given."""
+    from ..runtime import DISABLED_OPTIMIZERS, ort_session
+
+    if custom_ops is None:
+        return ort_session(path, threads)
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.register_custom_ops_library(custom_ops)
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS)
 
 
 def _llm_worker(job: dict) -> dict:
@@ -340,10 +370,13 @@ def bench(
     labels: list[str] | None = None,
     log: Any = lambda s: None,
     inputs: dict[int, dict[str, np.ndarray]] | None = None,
+    texts: dict[int, str] | None = None,
+    custom_ops: str | None = None,
 ) -> Benchmark:
     """Time every model at batch cfg.batch_size for each sequence length; the PyTorch merged model (of task
     `task_name`) is the baseline. `inputs` ({seq_len: feeds}) go to every model; without them, each ONNX
-    model gets inputs made from its own metadata."""
+    model gets inputs made from its own metadata, and `texts` ({seq_len: text}) for its string inputs.
+    `custom_ops`: a custom-op library every ONNX session registers."""
     common = {
         "threads": cfg.threads,
         "batch": cfg.batch_size,
@@ -352,6 +385,8 @@ def bench(
         "runs": _runs_per_round(cfg),
         "task": task_name,
         "inputs": inputs,
+        "texts": texts,
+        "custom_ops": custom_ops,
     }
     jobs = []
     if merged is not None:
@@ -390,6 +425,58 @@ def bench(
             r["speedup_vs_baseline"] = b["p50_ms"] / r["p50_ms"]
     noise = probe.finish(_spreads(results))
     return _record("latency", results, summary, cfg, out, BASELINE if merged is not None else "", noise)
+
+
+def bench_file(path: Path, cfg: BenchmarkConfig, log: Any = lambda s: None) -> Benchmark:
+    """`edgetune bench MODEL.onnx`: inputs made from the model's metadata. A graph with onnxruntime-extensions
+    ops runs with that library registered, and a string input (the package stage's model: the tokenizer inside
+    the graph) gets a text of each sequence length's tokens."""
+    import onnx
+
+    from .common import describe_onnx
+
+    model = describe_onnx(path, "onnx")
+    graph = onnx.load(str(path), load_external_data=False).graph
+    custom = sorted({n.op_type for n in graph.node if n.domain == EXTENSIONS_DOMAIN})
+    library = None
+    if custom:
+        try:
+            from onnxruntime_extensions import get_library_path
+        except ImportError:
+            raise RecipeError(
+                f"{path}: its graph uses onnxruntime-extensions ops ({', '.join(custom)}): "
+                f"pip install onnxruntime-extensions"
+            ) from None
+        library = get_library_path()
+    texts = None
+    strings = [i for i in graph.input if i.type.tensor_type.elem_type == onnx.TensorProto.STRING]
+    if strings:
+        one = [i.name for i in strings if [d.dim_value for d in i.type.tensor_type.shape.dim[:1]] == [1]]
+        if cfg.batch_size > 1 and one:
+            raise RecipeError(f"--batch: {path} takes one text per run (its input '{one[0]}' has size 1)")
+        cfg, texts = _texts(graph, cfg, log)
+    return bench([model], cfg, log=log, texts=texts, custom_ops=library)
+
+
+def _texts(graph: Any, cfg: BenchmarkConfig, log: Any) -> tuple[BenchmarkConfig, dict[int, str]]:
+    """A text for each sequence length, and the config with the lengths the model sees. With a BertTokenizer in
+    the graph: words its vocabulary keeps whole, as many as make that many tokens with [CLS] and [SEP], capped
+    at its max_length. Otherwise: plain English words, one per token, roughly."""
+    from onnx import helper
+
+    tok = next((n for n in graph.node if n.op_type == "BertTokenizer"), None)
+    attrs = {a.name: helper.get_attribute_value(a) for a in tok.attribute} if tok is not None else {}
+    vocab = attrs.get("vocab_file", b"").decode("utf-8", "replace").splitlines()
+    words = [w for w in vocab if re.fullmatch(r"[a-z]{2,}", w)][:64] or PLAIN_WORDS
+    special = 2 if tok is not None else 0
+    cap = int(attrs.get("max_length", 0))
+    texts: dict[int, str] = {}
+    for seq in cfg.sequence_lengths:
+        n = min(seq, cap) if cap > 0 else seq
+        if n != seq:
+            log(f"bench: the graph's tokenizer keeps at most {cap} tokens: seq {seq} is measured at {n}")
+        texts[n] = " ".join(words[k % len(words)] for k in range(max(1, n - special)))
+    return cfg.model_copy(update={"sequence_lengths": list(texts)}), texts
 
 
 def bench_decode(
