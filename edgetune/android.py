@@ -2,14 +2,18 @@
 
 Flow: find adb and one device, check the app is installed (or install the debug APK), push the package into
 the app's private storage (`adb push` to /data/local/tmp, then `run-as` copies it, since the app is
-debuggable), start the headless activity, poll for its JSON result and turn it into a Benchmark record.
+debuggable); then, in each round, stop the app (so that the round runs in a fresh process), start the headless
+activity and poll for its JSON result. The rounds make one Benchmark record with the host's statistics (the median
+of the round p50s, their spread) and a noise record from the device's load average and /proc/stat.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import shutil
+import statistics
 import subprocess
 import time
 import uuid
@@ -17,6 +21,7 @@ from pathlib import Path
 
 from .artifacts import Benchmark
 from .errors import EdgetuneError, RecipeError
+from .noise import MIN_SPREAD_MS, assess, spread
 from .packaging.manifest import PackageManifest, read_manifest
 
 APP_ID = "ai.edgetune.demo"
@@ -131,43 +136,125 @@ def run_benchmark(
     raise EdgetuneError(f"no benchmark result from {adb.serial} within {timeout:.0f} s (see `adb logcat -s edgetune`)")
 
 
-def to_benchmark(result: dict, package: PackageManifest) -> Benchmark:
-    """The device's result as a Benchmark record, so it prints like the host benchmark."""
-    lat = result["latency_ms"]
-    name = f"android_{package.model.precision}"
-    dev = result.get("device", {})
-    row = {
-        "model": name,
-        "seq_len": package.tokenizer.get("max_length", 0),
-        "p50_ms": lat["p50"],
-        "p90_ms": lat["p90"],
-        "p99_ms": lat["p99"],
-        "mean_ms": lat["mean"],
-        "trimmed_mean_ms": lat["trimmed_mean"],
-        "throughput_per_s": 1000.0 / lat["mean"] if lat["mean"] else 0.0,
-        "first_inference_ms": result["first_inference_ms"],
+def device_load(adb: Adb) -> float | None:
+    """The device's 1-minute load average (/proc/loadavg), or None when the shell cannot read it."""
+    try:
+        return float(adb.shell("cat /proc/loadavg", check=False).split()[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def device_stat(adb: Adb) -> tuple[int, int | None, int, int] | None:
+    """(busy, steal, total) CPU ticks of the whole device since boot, from /proc/stat, and its online cores; steal
+    None where the kernel gives no steal column. None when the shell cannot read /proc/stat."""
+    lines = adb.shell("cat /proc/stat", check=False).splitlines()
+    try:
+        ticks = [int(x) for x in lines[0].split()[1:]] if lines[0].startswith("cpu ") else []
+    except (IndexError, ValueError):
+        return None
+    if len(ticks) < 4:
+        return None
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    steal = ticks[7] if len(ticks) > 7 else None
+    total = sum(ticks[:8])
+    cores = sum(1 for ln in lines if re.match(r"cpu\d+\s", ln))
+    return total - idle - (steal or 0), steal, total, cores
+
+
+Figures = tuple[float | None, tuple[int, int | None, int, int] | None]  # (load average, /proc/stat) at a moment
+
+
+def device_noise(before: Figures, after: Figures, rows: list[dict], threads: int) -> dict:
+    """The noise record of a phone run, judged as on the host (edgetune/noise.py). The app's own CPU time is not
+    told from other processes' (other_cores None): the load average stands in, before the run and after it less
+    the benchmark's own threads; cpu_busy is the device's busy share over the run, the app included."""
+    (load0, stat0), (load1, stat1) = before, after
+    cpu_busy = steal = cores = None
+    if stat0 and stat1:
+        busy, total = stat1[0] - stat0[0], stat1[2] - stat0[2]
+        cpu_busy = round(busy / total, 4) if total > 0 else 0.0
+        if stat0[1] is not None and stat1[1] is not None:
+            steal = (stat1[1] - stat0[1]) / total if total > 0 else 0.0
+        cores = max(stat0[3], stat1[3]) or None
+    others = [x for x in (load0, None if load1 is None else max(0.0, load1 - threads)) if x is not None]
+    spreads = {f"{r['model']} seq {r['seq_len']}": r["spread"] for r in rows if r["p50_ms"] >= MIN_SPREAD_MS}
+    record = assess(load0, load1, None, steal, spreads, cores, max(others) if others else None)
+    return record | {
+        "cores": cores,
+        "cpu_busy": cpu_busy,
+        "measured": "on the device: load average, /proc/stat busy share (the app included) and steal; other "
+        "processes' CPU not separable from the app's, so the load average is judged instead",
     }
+
+
+def _row(result: dict, name: str, seq_len: int) -> dict:
+    lat = result["latency_ms"]
+    return {
+        "model": name,
+        "seq_len": seq_len,
+        "p50_ms": float(lat["p50"]),
+        "p90_ms": float(lat["p90"]),
+        "p99_ms": float(lat["p99"]),
+        "mean_ms": float(lat["mean"]),
+        "trimmed_mean_ms": float(lat["trimmed_mean"]),
+        "throughput_per_s": 1000.0 / lat["mean"] if lat["mean"] else 0.0,
+        "first_inference_ms": float(result["first_inference_ms"]),
+    }
+
+
+def merge_rounds(rows: list[dict]) -> dict:
+    """The host's statistics (edgetune/stages/bench.py): each figure the median of the rounds' (p50: the median
+    of the round p50s), the round p50s and their spread; the first inference from the first round."""
+    row = dict(rows[0])
+    for k, v in rows[0].items():
+        if isinstance(v, float) and k != "first_inference_ms":
+            row[k] = statistics.median(r[k] for r in rows)
+    row["round_p50_ms"] = [r["p50_ms"] for r in rows]
+    row["spread"] = spread(row["round_p50_ms"])
+    return row
+
+
+def to_benchmark(
+    results: list[dict], package: PackageManifest, runs: int, before: Figures, after: Figures
+) -> Benchmark:
+    """The device's results, one per round, as a Benchmark record, so it prints like the host benchmark."""
+    name = f"android_{package.model.precision}"
+    first = results[0]
+    dev = first.get("device", {})
+    row = merge_rounds([_row(r, name, package.tokenizer.get("max_length", 0)) for r in results])
     models = {
         name: {
-            "load_seconds": result["load_ms"] / 1000,
-            "peak_rss_mb": result["peak_rss_mb"],
-            "size_bytes": result.get("model_size_bytes", 0),
-            "sha256": result.get("model_sha256"),
+            "load_seconds": statistics.median(r["load_ms"] for r in results) / 1000,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+            "size_bytes": first.get("model_size_bytes", 0),
+            "sha256": first.get("model_sha256"),
         }
     }
     machine = {
         "cpu": f"{dev.get('manufacturer', '')} {dev.get('model', '')}, Android {dev.get('android_version', '')} "
-        f"(SDK {dev.get('sdk_int', '')}), {dev.get('abi', '')}, onnxruntime {result.get('onnxruntime_version', '')}",
+        f"(SDK {dev.get('sdk_int', '')}), {dev.get('abi', '')}, onnxruntime {first.get('onnxruntime_version', '')}",
         "device": dev,
     }
-    settings = {k: result.get(k) for k in ("threads", "warmup", "runs", "xnnpack", "text")} | {"batch_size": 1}
-    return Benchmark(kind="latency", results=[row], models=models, settings=settings, machine=machine, baseline="")
+    settings = {k: first.get(k) for k in ("threads", "warmup", "xnnpack", "text")}
+    settings |= {"runs": runs, "rounds": len(results), "batch_size": 1}
+    noise = device_noise(before, after, [row], first.get("threads") or 1)
+    return Benchmark(
+        kind="latency", results=[row], models=models, settings=settings, machine=machine, baseline="", noise=noise
+    )
 
 
 def bench_on_device(
-    package_dir: Path, serial: str | None, threads: int, warmup: int, runs: int, apk: Path | None, log=lambda s: None
+    package_dir: Path,
+    serial: str | None,
+    threads: int,
+    warmup: int,
+    runs: int,
+    rounds: int,
+    apk: Path | None,
+    log=lambda s: None,
 ) -> Benchmark:
-    """The whole --adb flow for one package folder."""
+    """The whole --adb flow for one package folder: `runs` timed runs split over `rounds` rounds, each in a fresh
+    app process, with the device's load and CPU use read before and after."""
     if not (package_dir / "manifest.json").is_file():
         raise RecipeError(f"{package_dir}: no packaged model (run `edgetune package` first)")
     try:
@@ -177,5 +264,13 @@ def bench_on_device(
     adb = Adb(serial)
     log(f"adb: device {adb.serial}; app {ensure_app(adb, apk)}")
     model_path = push_package(adb, package_dir)
-    log(f"adb: pushed the package; benchmarking {model_path} ({threads} threads, {runs} runs)")
-    return to_benchmark(run_benchmark(adb, model_path, threads, warmup, runs), manifest)
+    per_round = max(1, -(-runs // rounds))  # as on the host: benchmark.runs in all, split over the rounds
+    log(f"adb: pushed the package; benchmarking {model_path} ({threads} threads, {rounds} rounds of {per_round} runs)")
+    before = device_load(adb), device_stat(adb)
+    results = []
+    for r in range(rounds):
+        log(f"adb: round {r + 1}/{rounds} ...")
+        adb.shell(f"am force-stop {APP_ID}")  # each round in a fresh app process
+        results.append(run_benchmark(adb, model_path, threads, warmup, per_round))
+    after = device_load(adb), device_stat(adb)
+    return to_benchmark(results, manifest, runs, before, after)

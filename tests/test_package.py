@@ -143,11 +143,27 @@ elif args[0] == "shell":
     cmd = args[1]
     if cmd.startswith("pm path"):
         print("package:/data/app/base.apk" if (home / "installed").exists() else "")
+    elif cmd.startswith("am force-stop"):
+        pass
     elif cmd.startswith("am start"):
         run_id = re.search(r"--es run_id (\S+)", cmd).group(1)
         result = json.loads((home / "result.json").read_text())
+        starts = home / "starts"
+        n = int(starts.read_text()) if starts.exists() else 0
+        starts.write_text(str(n + 1))
+        if (home / "round_p50s").exists():  # this round's p50; the other figures move with it
+            p50s = json.loads((home / "round_p50s").read_text())
+            shift = p50s[n % len(p50s)] - result["latency_ms"]["p50"]
+            result["latency_ms"] = {k: v + shift for k, v in result["latency_ms"].items()}
         result["run_id"] = run_id
+        result["runs"] = int(re.search(r"--ei runs (\d+)", cmd).group(1))
         (home / "device_result.json").write_text(json.dumps(result))
+    elif cmd in ("cat /proc/loadavg", "cat /proc/stat"):
+        # the file as it is before the benchmark, and its *_after version once an activity has started
+        name = cmd.split("/")[-1]
+        p = home / (name + "_after") if (home / "starts").exists() else home / name
+        p = p if p.exists() else home / name
+        print(p.read_text() if p.exists() else "", end="")
     elif "cat files/benchmark/result.json" in cmd:
         p = home / "device_result.json"
         print(p.read_text() if p.exists() else "")
@@ -194,7 +210,25 @@ def fake_adb(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("FAKE_ADB_HOME", str(home))
     (home / "result.json").write_text(json.dumps(RESULT))
+    _device_load(home, 0.42, 0.61)
     return home
+
+
+def _proc_stat(user: int, idle: int, cores: int = 8, steal: int | None = 0) -> str:
+    """A /proc/stat of `cores` online cores with these total ticks; no steal column where steal is None."""
+    tail = "" if steal is None else f" {steal} 0 0"
+    lines = [f"cpu  {user} 0 {user // 2} {idle} 40 0 10{tail}"]
+    lines += [f"cpu{i} {user // cores} 0 {user // cores // 2} {idle // cores} 5 0 1{tail}" for i in range(cores)]
+    return "\n".join(lines + ["intr 123 0 0", "ctxt 456", "procs_running 2"]) + "\n"
+
+
+def _device_load(home: Path, load_before: float, load_after: float, steal_after: int = 0) -> None:
+    """The stand-in device's /proc/loadavg and /proc/stat before the benchmark and after it: 8 cores, 25% busy
+    over the run (the app included)."""
+    (home / "loadavg").write_text(f"{load_before:.2f} 0.40 0.38 1/931 12345\n")
+    (home / "loadavg_after").write_text(f"{load_after:.2f} 0.45 0.39 3/935 12399\n")
+    (home / "stat").write_text(_proc_stat(10000, 80000))
+    (home / "stat_after").write_text(_proc_stat(10000 + 200, 80000 + 900 - steal_after, steal=steal_after))
 
 
 def _bench_adb(run: Path, *extra: str):
@@ -233,11 +267,93 @@ def test_bench_adb_runs_the_app_and_prints_its_result(packaged, fake_adb, tmp_pa
     assert r.exit_code == 0, r.output
     log = (fake_adb / "log.txt").read_text()
     assert f"install -r {apk}" in log and "push" in log and "model.onnx" in log
-    assert "--ei threads 4" in log and "--ei warmup 5" in log and "--ei runs 100" in log
+    assert "--ei threads 4" in log and "--ei warmup 5" in log and "--ei runs 34" in log  # 100 runs in 3 rounds
     assert "Google Pixel 8, Android 15" in r.output and "android_int8" in r.output and "7.50" in r.output
     (fake_adb / "result.json").write_text(json.dumps({**RESULT, "status": "error", "error": "bad model"}))
     r = _bench_adb(run)
     assert r.exit_code == 1 and "on-device benchmark failed: bad model" in r.output
+
+
+def _shell(log: str) -> list[str]:
+    """The device commands of the benchmark itself, in order: force-stops, activity starts, load and CPU reads."""
+    keep = ("shell am ", "shell cat /proc/")
+    return [" ".join(ln.split()[:3]) for ln in log.splitlines() if ln.startswith(keep)]
+
+
+def test_bench_adb_runs_rounds_in_fresh_processes(packaged, fake_adb):
+    """Three rounds, each a fresh app process (force-stop, then start); the p50 is the median of the round p50s,
+    with their spread; the device's load and CPU read before and after."""
+    _, run, _ = packaged
+    (fake_adb / "devices").write_text("emulator-5554\tdevice\n")
+    (fake_adb / "installed").write_text("yes")
+    (fake_adb / "round_p50s").write_text(json.dumps([7.0, 7.8, 7.2]))
+    r = _bench_adb(run, "--rounds", "3")
+    assert r.exit_code == 0, r.output
+    reads = ["shell cat /proc/loadavg", "shell cat /proc/stat"]
+    rounds = ["shell am force-stop", "shell am start"] * 3
+    assert _shell((fake_adb / "log.txt").read_text()) == reads + rounds + reads
+    assert (fake_adb / "log.txt").read_text().count("--ei runs 34") == 3
+    row = next(ln for ln in r.output.splitlines() if ln.startswith("android_int8"))
+    assert row.split()[2:4] == ["7.20", "11%"]  # median p50; spread (7.8 - 7.0) / 7.2
+    assert "median of 3 rounds' p50s" in r.output
+    assert "device quiet: round spread <= 11%, load 0.42 -> 0.61 on 8 cores, CPU 25% busy" in r.output
+    assert "WARNING" not in r.output
+
+    from edgetune.android import bench_on_device
+
+    (fake_adb / "starts").unlink()  # the device as it was before the benchmark
+    b = bench_on_device(run / "package", None, 2, 10, 100, 3, None)
+    assert b.results[0]["round_p50_ms"] == [7.0, 7.8, 7.2] and b.results[0]["p50_ms"] == 7.2
+    assert b.results[0]["spread"] == pytest.approx(0.8 / 7.2)
+    assert b.settings["runs"] == 100 and b.settings["rounds"] == 3
+    noise = b.noise
+    assert noise["other_cores"] is None and noise["load_before"] == 0.42 and noise["load_after"] == 0.61
+    assert noise["cores"] == 8 and noise["cpu_busy"] == 0.25 and noise["steal"] == 0.0 and not noise["busy"]
+
+
+@pytest.mark.parametrize(
+    "busy",
+    [
+        ("load", "load average 9.50 on 8 cores"),
+        ("spread", "round-to-round spread 27% (android_int8 seq 16)"),
+        ("steal", "the hypervisor stole 10% of the CPU"),
+    ],
+)
+def test_bench_adb_on_a_busy_device_warns_and_strict_exits_1(packaged, fake_adb, busy):
+    _, run, _ = packaged
+    (fake_adb / "devices").write_text("emulator-5554\tdevice\n")
+    (fake_adb / "installed").write_text("yes")
+    what, reason = busy
+    if what == "load":
+        _device_load(fake_adb, 9.5, 10.1)
+    elif what == "spread":
+        (fake_adb / "round_p50s").write_text(json.dumps([7.0, 9.0, 7.5]))
+    else:
+        _device_load(fake_adb, 0.42, 0.61, steal_after=120)
+    r = _bench_adb(run)
+    assert r.exit_code == 0, r.output
+    warnings = [ln for ln in r.output.splitlines() if "WARNING" in ln]
+    assert len(warnings) == 1 and warnings[0].startswith("WARNING: the machine was busy during this benchmark (")
+    assert reason in warnings[0] and "device quiet" not in r.output
+    (fake_adb / "starts").unlink()  # the device as it was before the benchmark
+    r = _bench_adb(run, "--strict")
+    assert r.exit_code == 1 and f"bench --strict: the machine was busy ({reason})" in r.output, r.output
+
+
+def test_bench_adb_on_a_quiet_device_passes_strict(packaged, fake_adb):
+    """The app's own threads in the load average after the run do not make the device busy; no steal column
+    (a kernel without one) is no steal figure."""
+    _, run, _ = packaged
+    (fake_adb / "devices").write_text("emulator-5554\tdevice\n")
+    (fake_adb / "installed").write_text("yes")
+    (fake_adb / "loadavg_after").write_text("5.80 1.1 0.5 3/935 12399\n")  # 2 app threads: 3.8 from others < 4
+    (fake_adb / "stat").write_text(_proc_stat(10000, 80000, steal=None))
+    (fake_adb / "stat_after").write_text(_proc_stat(10200, 80900, steal=None))
+    (fake_adb / "round_p50s").write_text(json.dumps([7.4, 7.5, 7.6]))
+    r = _bench_adb(run, "--strict", "--threads", "2")
+    assert r.exit_code == 0, r.output
+    assert "device quiet: round spread <= 3%, load 0.42 -> 5.8 on 8 cores, CPU 25% busy" in r.output
+    assert "WARNING" not in r.output
 
 
 def test_causal_lm_package_holds_the_genai_folder_and_chat_format(tiny_chat_recipe, tmp_path):
