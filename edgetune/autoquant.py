@@ -56,7 +56,8 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path) -> OnnxMod
     r, task, data = ctx.recipe, ctx.task, ctx.data
     v, max_length = r.verify, r.training.max_length
     tok = task.load_tokenizer(merged.path)
-    ref, ref_metrics = task.evaluate(task.load_onnx(fp32.path), tok, data.eval, 32, max_length)
+    batch = r.benchmark.batch_size  # the batch verify runs int8 at (dynamic int8's scale is per call)
+    ref, ref_metrics = task.evaluate(task.load_onnx(fp32.path), tok, data.eval, batch, max_length)
     rows, models = [], []
     for c in CANDIDATES:
         folder = out / "candidates" / c.name.replace(" ", "_").replace(",", "")
@@ -65,7 +66,7 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path) -> OnnxMod
         exclude = head_nodes(fp32.path) if c.head_fp32 else []
         ctx.log(f"quantize: candidate {c.name} ...")
         m = quantize_int8(fp32, cfg, task, folder, data.train, tok, max_length, exclude)
-        got, metrics = task.evaluate(task.load_onnx(m.path), tok, data.eval, 32, max_length)
+        got, metrics = task.evaluate(task.load_onnx(m.path), tok, data.eval, batch, max_length)
         a, b = got.astype(np.float64), ref.astype(np.float64)
         cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
         row = {

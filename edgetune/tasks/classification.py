@@ -52,7 +52,7 @@ class ClassificationTask:
             Compress(),
             OptimumExport("text-classification"),
             OrtInt8(),
-            Verify(),
+            Verify(deployed_batch=True),
             ClassifierPackage(),
             EncoderBench(),
             ReportStage(),
