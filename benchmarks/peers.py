@@ -1,7 +1,7 @@
 """edgetune's int8 build against the peers' builds of the same merged model, timed in one run (issue 13, item 4).
 
     python benchmarks/peers.py [RUN_DIR] [--data recipes/data/intents/test.jsonl] [--work /tmp/edgetune-peers]
-        [--threads 2] [--seq 16 32 128] [--rounds 3] [--runs 200] [--out /tmp/edgetune-peers/peers.json]
+        [--threads 2] [--seq 16 32 128] [--rounds 3] [--runs 200] [--eval-batch 1] [--out WORK/peers.json]
 
 RUN_DIR (default runs/intent-minilm) is a finished `edgetune build` of a classification recipe: its merged model
 (merge/model) is the input of every build, its int8 ONNX (quantize/model_int8.onnx) is edgetune's. Built into
@@ -13,7 +13,9 @@ RUN_DIR (default runs/intent-minilm) is a finished `edgetune build` of a classif
 and, in-process, PyTorch eager fp32 (the baseline) and PyTorch dynamic int8 (quantize_dynamic on nn.Linear).
 
 Held-out accuracy: every build on --data (jsonl with text, label; labels in the merged model's id2label order),
-the merged model's tokenizer, max_length 64, batch 32.
+the merged model's tokenizer, max_length 64, at --eval-batch (default 1: the batch every build is timed and
+deployed at; dynamic int8 quantizes a call's activations with one scale, so a batch of padded texts changes each
+text's int8 result).
 
 Latency (issue 13, item 3's method): batch 1, --threads intra-op threads, the same token ids for every model
 (random ids from the vocabulary seeded by the length, attention mask ones, token_type_ids zeros for the models
@@ -307,7 +309,7 @@ def as_numpy(out: Any) -> np.ndarray:
     return out if isinstance(out, np.ndarray) else out.numpy()
 
 
-def accuracy(cands: list[dict], merged: Path, data: Path, threads: int) -> None:
+def accuracy(cands: list[dict], merged: Path, data: Path, threads: int, batch: int = 1) -> None:
     """Held-out top-1 accuracy of each candidate, in place (cand['accuracy'])."""
     from transformers import AutoTokenizer
 
@@ -318,8 +320,8 @@ def accuracy(cands: list[dict], merged: Path, data: Path, threads: int) -> None:
     gold = np.array([label2id[r["label"]] for r in rows])
     texts = [r["text"] for r in rows]
     batches = [
-        dict(tok(texts[i : i + 32], padding=True, truncation=True, max_length=64, return_tensors="np"))
-        for i in range(0, len(texts), 32)
+        dict(tok(texts[i : i + batch], padding=True, truncation=True, max_length=64, return_tensors="np"))
+        for i in range(0, len(texts), batch)
     ]
     batches = [{k: v.astype(np.int64) for k, v in b.items()} for b in batches]
     for c in cands:
@@ -460,6 +462,7 @@ def main() -> None:
     ap.add_argument("--seq", type=int, nargs="+", default=[16, 32, 128])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--eval-batch", type=int, default=1, help="batch of the held-out accuracy runs")
     ap.add_argument("--out", type=Path, default=None, help="JSON of every figure (default WORK/peers.json)")
     ap.add_argument("--no-torch-int8", action="store_true", help="leave out PyTorch dynamic int8")
     ap.add_argument("--reuse", action="store_true", help="reuse the peer builds already in --work")
@@ -510,8 +513,8 @@ def main() -> None:
     for c in cands:
         c["size_mb"] = size_mb(c)
 
-    print(f"held-out accuracy ({args.data}) ...", flush=True)
-    accuracy(cands, merged, args.data, args.threads)
+    print(f"held-out accuracy ({args.data}, batch {args.eval_batch}) ...", flush=True)
+    accuracy(cands, merged, args.data, args.threads, args.eval_batch)
 
     tmp = args.work / "timing"
     tmp.mkdir(exist_ok=True)
