@@ -10,11 +10,14 @@ from pathlib import Path
 DISABLED_OPTIMIZERS = ["SkipLayerNormFusion"]
 
 
-def ort_session(path: Path | str, threads: int = 0):
-    """An InferenceSession on the CPU provider with `threads` intra-op threads (0 = onnxruntime's default)."""
+def ort_session(path: Path | str, threads: int = 0, custom_ops: str | None = None):
+    """An InferenceSession on the CPU provider with `threads` intra-op threads (0 = onnxruntime's default) and
+    `custom_ops`, a custom-op library (onnxruntime-extensions'), registered when given."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
+    if custom_ops is not None:
+        so.register_custom_ops_library(custom_ops)
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3

@@ -187,7 +187,9 @@ def _worker(job: dict) -> dict:
     else:
         import contextlib
 
-        sess = _session(job["path"], threads, job.get("custom_ops"))
+        from ..runtime import ort_session
+
+        sess = ort_session(job["path"], threads, job.get("custom_ops"))
         wanted = [i.name for i in sess.get_inputs()]
         bounds = {} if given else _index_bounds(job["path"])
 
@@ -216,22 +218,6 @@ def _worker(job: dict) -> dict:
                 times.append(time.perf_counter() - t)
             per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
     return {"load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": per_seq}
-
-
-def _session(path: str, threads: int, custom_ops: str | None) -> Any:
-    """runtime.ort_session's session, with a custom-op library (onnxruntime-extensions') registered when given."""
-    from ..runtime import DISABLED_OPTIMIZERS, ort_session
-
-    if custom_ops is None:
-        return ort_session(path, threads)
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.register_custom_ops_library(custom_ops)
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.log_severity_level = 3
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"], disabled_optimizers=DISABLED_OPTIMIZERS)
 
 
 def _llm_worker(job: dict) -> dict:
