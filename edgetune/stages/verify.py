@@ -82,9 +82,12 @@ def verify(
     ref, ref_metrics = task.evaluate(torch_model, tokenizer, data.eval, batch_size, max_length, generate)
     results: dict[str, dict[str, Any]] = {"pytorch_fp32": dict(ref_metrics)}
     if base is not None:
-        _, base_metrics = task.evaluate(
-            task.load_model(base, data.labels), tokenizer, data.eval, batch_size, max_length, generate
-        )
+        import torch
+
+        with torch.random.fork_rng():  # a classifier's new head is random: the same one in every run
+            torch.manual_seed(0)
+            base_model = task.load_model(base, data.labels)
+        _, base_metrics = task.evaluate(base_model, tokenizer, data.eval, batch_size, max_length, generate)
         results["pytorch_base"] = base_metrics
     checks: list[Check] = []
     for m in models:
