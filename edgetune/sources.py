@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 from dataclasses import dataclass
@@ -21,7 +22,12 @@ class ModelSource:
     kind: str  # "package" | "local" | "hub"
 
     def fingerprint(self) -> str:
-        """The identity of the model for caching: names and contents of its files (not where they live)."""
+        """The identity of the model for caching: names and contents of its files (not where they live). Hashed
+        once per ModelSource: a build asks for it several times (stage keys, the run's identity)."""
+        return self._fingerprint
+
+    @functools.cached_property
+    def _fingerprint(self) -> str:
         from .data import file_sha256
 
         h = hashlib.sha256()
