@@ -349,6 +349,8 @@ def make_inputs(merged: Path, seqs: list[int]) -> dict[str, np.ndarray]:
 
 def worker(job_path: str, out_path: str) -> None:
     """One candidate in a fresh process: warmup + timed runs at each length, p50 per length."""
+    from edgetune.stages.bench import timed_calls
+
     job = json.loads(Path(job_path).read_text())
     t0 = time.perf_counter()
     make, names = load_runner(job["kind"], job["path"], job["threads"])
@@ -358,14 +360,7 @@ def worker(job_path: str, out_path: str) -> None:
     with inference_context(job["kind"]):
         for seq in job["seqs"]:
             fn = make({k.split("/", 1)[1]: arrays[k] for k in arrays.files if k.startswith(f"{seq}/")})
-            for _ in range(job["warmup"]):
-                fn()
-            times = []
-            for _ in range(job["runs"]):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
-            ms = np.array(times) * 1000
+            ms = np.array(timed_calls(fn, job["warmup"], job["runs"])) * 1000
             res["p50_ms"][str(seq)] = float(np.percentile(ms, 50))
             res["p90_ms"][str(seq)] = float(np.percentile(ms, 90))
     Path(out_path).write_text(json.dumps(res))

@@ -8,6 +8,7 @@ import os
 import platform
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,19 @@ def encoder_inputs(tokenizer: Any, batch_size: int, seq_len: int) -> dict[str, n
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
     # what the tokenizer gives this model (DistilBERT, MPNet, RoBERTa take no token_type_ids)
     return {k: v for k, v in feeds.items() if k in tokenizer.model_input_names}
+
+
+def timed_calls(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
+    """`warmup` untimed calls of `fn`, then the seconds each of `runs` calls took (benchmarks/peers.py times its
+    builds with this too)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
 
 
 def _stats(times_s: list[float], batch: int) -> dict:
@@ -209,13 +223,7 @@ def _worker(job: dict) -> dict:
             t = time.perf_counter()
             fn()
             first_ms = (time.perf_counter() - t) * 1000
-            for _ in range(job["warmup"]):
-                fn()
-            times = []
-            for _ in range(job["runs"]):
-                t = time.perf_counter()
-                fn()
-                times.append(time.perf_counter() - t)
+            times = timed_calls(fn, job["warmup"], job["runs"])
             per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
     return {"load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": per_seq}
 
