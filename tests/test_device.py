@@ -26,28 +26,13 @@ from pathlib import Path
 
 import pytest
 from board import arm64_boards  # noqa: F401  (fixture)
+from board import sshd as board_sshd
 from click.testing import CliRunner
 from conftest import tiny_classifier_recipe
 
 from edgetune.cli import cli
 from edgetune.device import runner
 from edgetune.device.bundle import bundle_sha256, read_bundle
-
-
-def _sshd() -> tuple[str, str, dict]:
-    """sshd, its sftp-server and their environment: the system's, else the one tests/board unpacks (so a fresh
-    machine needs no openssh-server installed)."""
-    system = shutil.which("sshd") or "/usr/sbin/sshd"
-    if Path(system).is_file():
-        return system, "/usr/lib/openssh/sftp-server", dict(os.environ)
-    from board import arm64_board as ab
-
-    base = ab.provision(quiet=True) / "sshd"
-    return (
-        str(base / "usr/sbin/sshd"),
-        str(base / "usr/lib/openssh/sftp-server"),
-        dict(os.environ, LD_LIBRARY_PATH=ab._sshd_libpath(base)),
-    )
 
 
 @dataclass(frozen=True)
@@ -107,8 +92,10 @@ NAMESPACE = (
 
 @contextlib.contextmanager
 def local_sshd(d: Path, sftp: bool = True):
-    """An sshd on 127.0.0.1 whose sessions log in as this user into a home in `d`, with this venv's Python."""
-    sshd, sftp_server, env = _sshd()
+    """An sshd on 127.0.0.1 whose sessions log in as this user into a home in `d`, with this venv's Python. The
+    server is always the OpenSSH that tests/board unpacks, never a system sshd: the same on every machine, and a
+    fresh machine needs no openssh-server."""
+    server = board_sshd()
     home = d / "home"
     home.mkdir()
     for key in ("host_key", "user_key"):
@@ -131,14 +118,14 @@ def local_sshd(d: Path, sftp: bool = True):
                 "UsePAM no",
                 "PermitRootLogin prohibit-password",
                 "StrictModes no",  # the keys live under /tmp, which is world-writable
-                *([f"Subsystem sftp {sftp_server}"] if sftp else []),
+                *([f"Subsystem sftp {server.sftp_server}"] if sftp else []),
                 "PrintMotd no",
                 "LogLevel INFO",
                 "",
             ]
         )
     )
-    cmd = [sshd, "-D", "-e", "-f", str(d / "sshd_config")]
+    cmd = [server.sshd, "-D", "-e", "-f", str(d / "sshd_config")]
     if root:  # root's home is this test's folder, in sshd's own mount namespace: /root and /run stay untouched
         passwd = [
             ln if not ln.startswith("root:") else ":".join(ln.split(":")[:5] + [str(home), "/bin/sh"])
@@ -160,7 +147,7 @@ def local_sshd(d: Path, sftp: bool = True):
             *cmd,
         ]
     with open(d / "sshd.log", "w") as log:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=server.env)
     try:
         deadline = time.monotonic() + 15
         while "Server listening" not in (d / "sshd.log").read_text():
@@ -189,9 +176,9 @@ def board(tmp_path_factory):
     arm64-max), or with EDGETUNE_TEST_SSH_BOARD=local a local sshd running this venv's Python (faster)."""
     which = os.environ.get("EDGETUNE_TEST_SSH_BOARD", "arm64-max")
     if which.startswith("arm64-"):
-        from board import arm64_board
+        from board import running_board
 
-        with arm64_board(which.removeprefix("arm64-")) as b:
+        with running_board(which.removeprefix("arm64-")) as b:
             yield SshBoard.from_emulated(b)
     else:
         with local_sshd(tmp_path_factory.mktemp("sshd")) as b:

@@ -11,7 +11,9 @@ In a test module (tests/ is on sys.path under pytest):
         out = b.python("import onnxruntime; print(onnxruntime.__version__)").stdout
         b.host, b.port, b.user, b.identity_file, b.cpu, b.ssh_config, b.alias    # for ssh/scp of your own
 
-or, outside the session fixture, `with arm64_board("max") as b: ...`.
+or, outside the session fixture, `with running_board("max") as b: ...`. The same cache also gives OpenSSH's sshd
+(`sshd()`: tests run their own sshd servers with it, so no openssh-server is installed on the host) and
+qemu-x86_64 (`x86_64_emulator()`: a program of this host on an emulated AVX2-only x86 CPU).
 
 Provisioning (first use: 16-35 s on the 2-core dev VM, then cached in ${EDGETUNE_CACHE:-~/.cache/edgetune}/
 arm64-board) or a start that fails FAILS the test; with EDGETUNE_SKIP_BOARD=1 the test is skipped instead.
@@ -24,9 +26,20 @@ import os
 
 import pytest
 
-from .arm64_board import Board, ProvisionError, cache_dir, provision, start, stop
+from .arm64_board import Board, ProvisionError, cache_dir, provision, sshd, start, stop, x86_64_emulator
 
-__all__ = ["Board", "ProvisionError", "arm64_board", "arm64_boards", "cache_dir", "provision", "start", "stop"]
+__all__ = [
+    "Board",
+    "ProvisionError",
+    "arm64_boards",
+    "cache_dir",
+    "provision",
+    "running_board",
+    "sshd",
+    "start",
+    "stop",
+    "x86_64_emulator",
+]
 
 
 def _unavailable(err: Exception):
@@ -37,7 +50,7 @@ def _unavailable(err: Exception):
 
 
 @contextlib.contextmanager
-def arm64_board(cpu: str = "max", cache: str | None = None):
+def running_board(cpu: str = "max", cache: str | None = None):
     """Provision (cached), start a board whose python3 emulates `cpu`, yield its Board, stop it."""
     board = error = None
     try:

@@ -57,6 +57,9 @@ BOARD_GLIBC = (2, 36)
 QEMU_PACKAGE = "qemu-user"
 QEMU_VERSION = "1:10.0.2+ds-2+deb13u1~bpo12+1"
 QEMU_MIN_MAJOR = 10
+# qemu-aarch64 runs the board's python3; qemu-x86_64 runs this host's own x86_64 programs on an emulated x86 CPU
+# whose features are TCG's (AVX2, no AVX512 and no VNNI): the int8 kernels of an AVX2-only x86, on any host.
+QEMU_BINARIES = ("qemu-aarch64", "qemu-x86_64")
 # What python3 and the wheels need on the board: python3.11's stdlib (ctypes, ssl, lzma, sqlite3...) and the
 # C++ runtime. No libgomp: readelf -d of the aarch64 onnxruntime/genai/extensions libraries lists only
 # libstdc++, libgcc_s, libm, libc, libdl, librt, libpthread, libutil and ld-linux; numpy's OpenBLAS is vendored.
@@ -192,7 +195,11 @@ def _install_dir(tmp: Path, final: Path) -> None:
 def _parts() -> dict[str, Part]:
     root = Part("root", {"suite": SUITE, "arch": "arm64", "packages": list(ROOT_PACKAGES), "layout": 2}, "root")
     return {
-        "qemu": Part("qemu", {"package": QEMU_PACKAGE, "version": QEMU_VERSION, "layout": 1}, "qemu"),
+        "qemu": Part(
+            "qemu",
+            {"package": QEMU_PACKAGE, "version": QEMU_VERSION, "binaries": list(QEMU_BINARIES), "layout": 2},
+            "qemu",
+        ),
         "sshd": Part("sshd", {"suite": SUITE, "packages": list(SSHD_PACKAGES), "layout": 1}, "sshd"),
         "root": root,
         "site": Part(
@@ -214,13 +221,13 @@ def _build_qemu(apt: PrivateApt, tmp: Path) -> dict:
         spec, note = f"{QEMU_PACKAGE}={newest}", f"pinned {QEMU_VERSION} is gone from the mirror; took {newest}"
         _log(f"WARNING: {note}")
     (deb,) = [d for d in apt.download([spec]) if d.name.startswith(QEMU_PACKAGE + "_")]
-    # The package holds every target (370 MB unpacked): take qemu-aarch64 alone.
+    # The package holds every target (370 MB unpacked): take the two the tests use.
     with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as p:
-        _run(["tar", "-x", "-C", str(tmp), "./usr/bin/qemu-aarch64"], stdin=p.stdout)
+        _run(["tar", "-x", "-C", str(tmp), *(f"./usr/bin/{b}" for b in QEMU_BINARIES)], stdin=p.stdout)
     if p.returncode:
         raise ProvisionError(f"dpkg-deb --fsys-tarfile {deb} failed")
-    qemu = tmp / "usr/bin/qemu-aarch64"
-    qemu.rename(tmp / "qemu-aarch64")
+    for binary in QEMU_BINARIES:
+        (tmp / "usr/bin" / binary).rename(tmp / binary)
     shutil.rmtree(tmp / "usr")
     version = _run([str(tmp / "qemu-aarch64"), "--version"]).stdout.splitlines()[0]
     return {"debs": [_deb_info(deb)], "qemu": version, "note": note}
@@ -255,6 +262,38 @@ def _build_sshd(apt: PrivateApt, tmp: Path) -> dict:
 
 def _sshd_libpath(sshd_dir: Path) -> str:
     return f"{sshd_dir / 'lib/x86_64-linux-gnu'}:{sshd_dir / 'usr/lib/x86_64-linux-gnu'}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Sshd:
+    """OpenSSH's sshd and sftp-server as the board unpacks them (no openssh-server installed on the host), and the
+    environment they run in."""
+
+    sshd: str
+    sftp_server: str
+    env: dict
+
+
+def sshd(cache: str | os.PathLike | None = None) -> Sshd:
+    """The unpacked sshd (provisioned on first use): what the tests' own sshd servers run, on any machine."""
+    base = provision(cache, quiet=True) / "sshd"
+    return Sshd(
+        str(base / "usr/sbin/sshd"),
+        str(base / "usr/lib/openssh/sftp-server"),
+        dict(os.environ, LD_LIBRARY_PATH=_sshd_libpath(base)),
+    )
+
+
+# What qemu-x86_64's TCG emulates with `-cpu max`: AVX2 and FMA, no AVX512 and no VNNI, so ONNX Runtime takes
+# the int8 kernels of an AVX2-only x86 (Haswell to Zen 3). Only the first program is emulated: a child it
+# starts runs natively.
+X86_AVX2_CPU = "max"
+
+
+def x86_64_emulator(cpu: str = X86_AVX2_CPU, cache: str | os.PathLike | None = None) -> list[str]:
+    """The command prefix that runs an x86_64 program of this host on an emulated x86 CPU (provisioned on first
+    use): `[*x86_64_emulator(), sys.executable, "-c", code]`."""
+    return [str(provision(cache, quiet=True) / "qemu" / "qemu-x86_64"), "-cpu", cpu]
 
 
 def _build_root(apt: PrivateApt, tmp: Path) -> dict:
