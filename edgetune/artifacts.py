@@ -95,6 +95,8 @@ class Verification:
     models: dict  # name -> metrics (accuracy, max_abs_diff, cosine, top1_agreement, ...)
     rows: int = 0
     details_path: Path | None = None
+    # the instruction set the ONNX models ran on ("x86_64 AVX2 (no VNNI)"): int8 results depend on it
+    isa: str = ""
 
     def failures(self) -> list[Check]:
         return [c for c in self.checks if not c.passed]

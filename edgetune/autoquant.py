@@ -1,7 +1,14 @@
-"""quantize.auto: an accuracy budget that picks the int8 build. Each candidate is built, measured on the held-out
-split against the fp32 ONNX model, and timed (interleaved rounds, fresh processes, as `bench` times); the fastest
-that keeps verify's int8 budgets wins. Candidates within the timing noise of the fastest count as equally fast
-and the earlier one in CANDIDATES wins, so the same data and seed pick the same build."""
+"""quantize.auto: an accuracy budget that picks the int8 build. Each candidate is built, measured against the fp32
+ONNX model on a selection split made from the training set (never on the held-out split, which stays for
+reporting: choosing on it would make its figures a second training signal), and timed (interleaved rounds,
+fresh processes, as `bench` times); the fastest that keeps verify's int8 budgets on the selection split wins.
+Candidates within the timing noise of the fastest count as equally fast and the earlier one in CANDIDATES wins,
+so the same data and seed pick the same build.
+
+The selection split: SELECT_COPIES altered copies of each training text (words dropped, masked or swapped, as
+compress.augment makes them, with a seed of its own), labelled as their source. They are texts no stage trained
+on, drawn from the training distribution, and there are several times as many of them as held-out rows, so
+one flipped text moves a figure less."""
 
 from __future__ import annotations
 
@@ -32,6 +39,15 @@ CANDIDATES = [  # in order of preference when equally fast
 ]
 SEQ = 32  # the length candidates are timed at (batch 1)
 TIE = 0.05  # timing differences below this share (or the measured spread) count as noise
+SELECT_COPIES = 2  # altered copies of each training text in the selection split
+SELECT_SEED = 7_919  # their seed: other copies than compress.augment's (seed = training.seed)
+
+
+def selection_split(train: list[dict], seed: int, mask_token: str | None) -> list[dict]:
+    """The rows candidates are chosen on: SELECT_COPIES altered copies of each training text (module docstring)."""
+    from .compress import augment_examples
+
+    return augment_examples(train, SELECT_COPIES, seed + SELECT_SEED, mask_token)[len(train) :]
 
 
 def head_nodes(path: Path) -> list[str]:
@@ -46,8 +62,9 @@ def head_nodes(path: Path) -> list[str]:
     ]
 
 
-def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path) -> OnnxModel:
+def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: tuple[bool, str]) -> OnnxModel:
     """Build, measure and time every candidate into out/candidates/; copy the chosen one to out/model_int8.onnx.
+    `weights`: the int8 weight range (edgetune.int8.reduce_range's answer), the same for every candidate.
     CheckFailed when none keeps the budgets."""
     from .recipe import BenchmarkConfig
     from .stages.bench import bench, encoder_inputs
@@ -57,7 +74,11 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path) -> OnnxMod
     v, max_length = r.verify, r.training.max_length
     tok = task.load_tokenizer(merged.path)
     batch = r.benchmark.batch_size  # the batch verify runs int8 at (dynamic int8's scale is per call)
-    ref, ref_metrics = task.evaluate(task.load_onnx(fp32.path), tok, data.eval, batch, max_length)
+    select = selection_split(data.train, r.training.seed, getattr(tok, "mask_token", None))
+    ctx.log(f"quantize: choosing on {len(select)} altered copies of the training texts (not the held-out split)")
+    fp32_runner = task.load_onnx(fp32.path)
+    ref, ref_metrics = task.evaluate(fp32_runner, tok, select, batch, max_length)
+    _, heldout_ref = task.evaluate(fp32_runner, tok, data.eval, batch, max_length)
     rows, models = [], []
     for c in CANDIDATES:
         folder = out / "candidates" / c.name.replace(" ", "_").replace(",", "")
@@ -65,16 +86,21 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path) -> OnnxMod
         cfg = r.quantize.model_copy(update={"mode": c.mode, "per_channel": c.per_channel})
         exclude = head_nodes(fp32.path) if c.head_fp32 else []
         ctx.log(f"quantize: candidate {c.name} ...")
-        m = quantize_int8(fp32, cfg, task, folder, data.train, tok, max_length, exclude)
-        got, metrics = task.evaluate(task.load_onnx(m.path), tok, data.eval, batch, max_length)
+        m = quantize_int8(fp32, cfg, task, folder, data.train, tok, max_length, weights, exclude)
+        runner = task.load_onnx(m.path)
+        got, metrics = task.evaluate(runner, tok, select, batch, max_length)
         a, b = got.astype(np.float64), ref.astype(np.float64)
         cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+        heldout = task.evaluate(runner, tok, data.eval, batch, max_length)[1]["accuracy"]
         row = {
             "name": c.name,
             "accuracy": float(metrics["accuracy"]),
             "accuracy_drop": float(ref_metrics["accuracy"] - metrics["accuracy"]),
             "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
             "mean_cosine": float(cos.mean()),
+            # reported beside the choice, never read by it
+            "heldout_accuracy": float(heldout),
+            "heldout_accuracy_drop": float(heldout_ref["accuracy"] - heldout),
             "size_bytes": m.size_bytes,
             "excluded_nodes": exclude,
         }
@@ -109,6 +135,11 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path) -> OnnxMod
         **m.notes,
         "auto": {
             "chosen": chosen["name"],
+            "chosen_on": {
+                "rows": len(select),
+                "what": f"{SELECT_COPIES} altered copies of each training text (seed {r.training.seed + SELECT_SEED})",
+                "fp32_accuracy": float(ref_metrics["accuracy"]),
+            },
             "timed_at": {"seq": SEQ, "batch": 1, "threads": cfg.threads, "rounds": cfg.rounds},
             "noise": timed.noise,
             "candidates": rows,

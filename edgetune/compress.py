@@ -16,6 +16,7 @@ Anything else raises ValueError.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -24,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .int8 import int8_forward
 from .progress import StepProgress
 
 # every=2 keeps the layer that ends each group of `every` (1, 3, 5 of 6), so the teacher's last layer, whose output
@@ -366,6 +368,9 @@ def distill(
     bf16: bool = False,
     cache_teacher: bool = True,
     progress_seconds: float = 60.0,
+    int8_aware_epochs: int = 0,
+    int8_reduced: bool = False,
+    int8_per_channel: bool = True,
 ) -> tuple[Any, list[EpochStats]]:
     """Train `student` (in place; also returned) to match `teacher` on the batches `train_batches_fn(epoch)` gives
     (dicts of tensors with `labels`, e.g. a task's `batches` with a per-epoch shuffle seed).
@@ -376,7 +381,9 @@ def distill(
     eval mode and its logits are computed once per example (`cache_teacher`, unless the hidden loss needs its
     hidden states every step). `bf16`: autocast the student's forward pass to bfloat16 (the CPU needs native
     bf16 units to gain). `eval_fn(student) -> accuracy` runs after every epoch. Every `progress_seconds` (0: every
-    step) a line with step, rate and ETA goes to `log`. Returns (student, history)."""
+    step) a line with step, rate and ETA goes to `log`. The last `int8_aware_epochs` epochs run the student as its
+    dynamic-int8 ONNX file will compute (edgetune/int8.py: weights int8 per channel, or per tensor, 7-bit with
+    `int8_reduced`; inputs uint8 per text), so that what is distilled is the int8 model. Returns (student, history)."""
     import numpy as np
     import torch
     from transformers import get_linear_schedule_with_warmup
@@ -387,6 +394,8 @@ def distill(
         raise ValueError(f"alpha: {alpha} must be in [0, 1]")
     if temperature <= 0:
         raise ValueError(f"temperature: {temperature} must be positive")
+    if not 0 <= int8_aware_epochs <= epochs:
+        raise ValueError(f"int8_aware_epochs: {int8_aware_epochs} must be between 0 and the {epochs} epochs")
     kept = list(kept_layers if kept_layers is not None else getattr(student, "kept_layers", []) or [])
     if hidden_weight and len(kept) != num_layers(student):
         raise ValueError(
@@ -409,32 +418,35 @@ def distill(
         sums = np.zeros(4)
         steps = 0
         meter.epoch(epoch)
-        for batch in train_batches_fn(epoch):
-            labels = batch["labels"]
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            t_hidden = None
-            if cached is not None:
-                t_logits = cached(batch, inputs)
-            else:
-                with torch.inference_mode():
-                    t_out = teacher(**inputs, output_hidden_states=bool(hidden_weight))
-                t_logits, t_hidden = t_out.logits.float(), t_out.hidden_states
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                s_out = student(**inputs, output_hidden_states=bool(hidden_weight))
-            kd = kd_loss(s_out.logits, t_logits, temperature)
-            ce = torch.nn.functional.cross_entropy(s_out.logits.float(), labels)
-            loss = alpha * kd + (1.0 - alpha) * ce
-            hid = torch.zeros(())
-            if hidden_weight:
-                hid = hidden_loss(s_out.hidden_states, t_hidden, kept, batch["attention_mask"])
-                loss = loss + hidden_weight * hid
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            sums += [loss.item(), kd.item(), ce.item(), hid.item()]
-            steps += 1
-            meter.step()
+        aware = epoch >= epochs - int8_aware_epochs
+        rounding = int8_forward(student, int8_reduced, int8_per_channel) if aware else contextlib.nullcontext()
+        with rounding:  # the training steps only: the epoch's evaluation measures the float student
+            for batch in train_batches_fn(epoch):
+                labels = batch["labels"]
+                inputs = {k: v for k, v in batch.items() if k != "labels"}
+                t_hidden = None
+                if cached is not None:
+                    t_logits = cached(batch, inputs)
+                else:
+                    with torch.inference_mode():
+                        t_out = teacher(**inputs, output_hidden_states=bool(hidden_weight))
+                    t_logits, t_hidden = t_out.logits.float(), t_out.hidden_states
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                    s_out = student(**inputs, output_hidden_states=bool(hidden_weight))
+                kd = kd_loss(s_out.logits, t_logits, temperature)
+                ce = torch.nn.functional.cross_entropy(s_out.logits.float(), labels)
+                loss = alpha * kd + (1.0 - alpha) * ce
+                hid = torch.zeros(())
+                if hidden_weight:
+                    hid = hidden_loss(s_out.hidden_states, t_hidden, kept, batch["attention_mask"])
+                    loss = loss + hidden_weight * hid
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                sums += [loss.item(), kd.item(), ce.item(), hid.item()]
+                steps += 1
+                meter.step()
         means = sums / max(steps, 1)
         seconds, acc = time.perf_counter() - t0, None
         if eval_fn is not None:
@@ -455,6 +467,7 @@ def distill(
             f"distill: epoch {stats.epoch}/{epochs} loss={stats.loss:.4f} kd={stats.kd_loss:.4f} "
             f"ce={stats.ce_loss:.4f}"
             + (f" hidden={stats.hidden_loss:.4f}" if hidden_weight else "")
+            + (" (int8-aware)" if aware else "")
             + (f" eval_accuracy={acc:.4f}" if acc is not None else "")
             + f" ({stats.seconds:.1f} s + {stats.eval_seconds:.1f} s eval)"
         )
@@ -530,6 +543,9 @@ def build_student(
     eval_every_epoch: bool = True,
     log: Callable[[str], None] = lambda s: None,
     progress_seconds: float = 60.0,
+    int8_aware_epochs: int = 0,
+    int8_reduced: bool = False,
+    int8_per_channel: bool = True,
 ) -> StudentReport:
     """Load the merged teacher at `teacher_path` with `task` (a classification task: load_model, load_tokenizer,
     batches, evaluate), make a student, distill it on `train`, score both on `evals` and save the student with
@@ -567,6 +583,9 @@ def build_student(
         progress_seconds=progress_seconds,
         eval_fn=accuracy if eval_every_epoch else None,
         bf16=bf16,
+        int8_aware_epochs=int8_aware_epochs,
+        int8_reduced=int8_reduced,
+        int8_per_channel=int8_per_channel,
     )
     student_acc = history[-1].eval_accuracy if eval_every_epoch else None
     if student_acc is None:
@@ -599,5 +618,8 @@ def build_student(
             "seed": seed,
             "bf16": bf16,
             "augment": augment,
+            "int8_aware_epochs": int8_aware_epochs,
+            "int8_reduced": int8_reduced,
+            "int8_per_channel": int8_per_channel,
         },
     )

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .runtime import NATIVE_BF16, cpu_flags
+from .runtime import NATIVE_BF16, cpu_flags, int8_saturates
 
 # The combination CI runs; other versions may work, these are the ones known to work together.
 TESTED = {
@@ -92,8 +92,11 @@ def check_packages() -> list[Finding]:
     return out
 
 
-def check_cpu(flags: set[str] | None = None) -> list[Finding]:
+def check_cpu(flags: set[str] | None = None, saturates: bool | None = None) -> list[Finding]:
+    """CPU features, from the flags Linux reports; `saturates`: whether onnxruntime's int8 kernels clamp here
+    (default: measured, runtime.int8_saturates)."""
     flags = cpu_flags() if flags is None else flags
+    saturates = int8_saturates() if saturates is None else saturates
     if not flags:
         return [Finding("warn", "cpu", f"cannot read CPU features on {platform.machine()} (no /proc/cpuinfo)")]
     out = []
@@ -107,6 +110,16 @@ def check_cpu(flags: set[str] | None = None) -> list[Finding]:
             f"{', '.join(sorted(vnni))}: fast int8 matrix kernels"
             if vnni
             else "no AVX-VNNI: int8 models still run, with a smaller speed-up over fp32",
+        )
+    )
+    out.append(
+        Finding(
+            "ok",
+            "int8 kernels",
+            "add int8 products in 16 bits and clamp them (x86 without VNNI): quantize stores int8 weights in 7 "
+            "bits here (quantize.reduce_range: auto), so results match other CPUs'"
+            if saturates
+            else "accumulate int8 products in 32 bits: int8 weights keep 8 bits (quantize.reduce_range: auto)",
         )
     )
     bf16 = NATIVE_BF16 & flags

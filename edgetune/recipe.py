@@ -145,6 +145,14 @@ class QuantizeConfig(Section):
         True, description="One scale per output channel: measured far closer to fp32 than per-tensor."
     )
     calibration_samples: Annotated[int, Field(gt=0, le=100_000)] = 128
+    reduce_range: Literal["auto"] | bool = Field(
+        "auto",
+        description="int8 weights in 7 bits instead of 8. x86 CPUs without VNNI (AVX2, and AVX512 before VNNI) "
+        "add pairs of int8 products into 16 bits and clamp them, which 7-bit weights cannot overflow. auto: on "
+        "when this machine's int8 kernels clamp (measured when quantizing) or package.linux has x86_64 (a board "
+        "whose CPU is not known when building); off where every CPU the model is built for accumulates in 32 "
+        "bits (VNNI, AMX, ARM).",
+    )
     auto: bool = Field(
         False,
         description="int8: try the candidates (dynamic per-channel / per-tensor, static QDQ, head kept in fp32), "
@@ -185,6 +193,18 @@ class CompressConfig(Section):
         0, description="Add this many altered copies of each training text to the distillation set (teacher-labelled)."
     )
     batch_size: Annotated[int, Field(gt=0, le=4096)] = 16
+    int8_aware_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(
+        0,
+        description="The last N epochs distil the student as its dynamic-int8 ONNX file computes (int8 weights "
+        "per quantize.per_channel, 7-bit where quantize.reduce_range resolves so; uint8 inputs per text), so "
+        "the int8 model is what is distilled. 0: off.",
+    )
+
+    @model_validator(mode="after")
+    def _aware_within_epochs(self) -> CompressConfig:
+        if self.int8_aware_epochs > self.epochs:
+            raise ValueError(f"int8_aware_epochs ({self.int8_aware_epochs}) exceeds epochs ({self.epochs})")
+        return self
 
 
 class VerifyConfig(Section):

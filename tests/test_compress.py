@@ -368,3 +368,30 @@ def test_every_encoder_family_gives_a_student_or_a_clear_refusal(arch, tmp_path)
         assert "prune_heads" in str(e)
     else:
         assert pruned.config.pruned_heads
+
+
+def test_int8_aware_epochs_distil_the_int8_model():
+    """With int8-aware epochs the student learns to match the teacher as its int8 file computes (edgetune/int8.py),
+    so its int8 rounding ends closer to the teacher than a student distilled in float alone; the float model is
+    itself again after training (no rounding left in its modules)."""
+    import torch
+
+    from edgetune.int8 import int8_forward
+
+    teacher, _, _, _, batches = distill_setup()
+    with torch.no_grad():  # an outlier channel, as trained encoders have: int8's per-text scale then costs accuracy
+        for layer in teacher.bert.encoder.layer:
+            layer.output.LayerNorm.weight[0] = 20.0
+    results, lines = {}, []
+    for aware in (0, 3):
+        student = make_student(teacher, keep_layers=[0, 2])
+        distill(
+            student, teacher, batches, epochs=4, lr=3e-3, alpha=1.0, seed=0, int8_aware_epochs=aware, log=lines.append
+        )
+        assert not any("forward" in m.__dict__ for m in student.modules())
+        with int8_forward(student, reduced=True):
+            results[aware] = probe_kd(student, teacher, batches, 2.0)
+    assert sum("(int8-aware)" in ln for ln in lines) == 3, lines
+    assert results[3] < 0.5 * results[0], results  # measured: 0.0077 against 0.0240
+    with pytest.raises(ValueError, match="int8_aware_epochs"):
+        distill(make_student(teacher, keep_layers=[0]), teacher, batches, epochs=1, int8_aware_epochs=2)

@@ -34,10 +34,13 @@ def test_untested_and_incompatible_versions(monkeypatch):
 
 
 def test_cpu_features():
-    old = {(f.topic, f.level) for f in doctor.check_cpu({"sse4_2"})}
+    old = {(f.topic, f.level) for f in doctor.check_cpu({"sse4_2"}, saturates=True)}
     assert ("cpu int8", "warn") in old and ("cpu", "warn") in old
-    new = {f.topic: f.message for f in doctor.check_cpu({"avx2", "avx512_vnni", "amx_bf16"})}
+    new = {f.topic: f.message for f in doctor.check_cpu({"avx2", "avx512_vnni", "amx_bf16"}, saturates=False)}
     assert "fast int8" in new["cpu int8"] and "uses bf16" in new["cpu bf16"]
+    assert "32 bits" in new["int8 kernels"]
+    avx2 = {f.topic: f.message for f in doctor.check_cpu({"avx2"}, saturates=True)}
+    assert "clamp" in avx2["int8 kernels"] and "7 bits" in avx2["int8 kernels"]
 
 
 def test_not_enough_disk_for_the_recipe(tiny_recipe, monkeypatch):

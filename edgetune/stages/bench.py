@@ -19,6 +19,7 @@ from ..errors import EdgetuneError, RecipeError
 from ..noise import MIN_SPREAD_MS, Probe, spread, verdict
 from ..recipe import BenchmarkConfig
 from ..rundir import atomic_write_json
+from ..runtime import cpu_isa, int8_saturates, machine_line
 from .base import BaseStage, BuildContext, Key, trained_model
 
 BASELINE = "pytorch_fp32"
@@ -340,6 +341,9 @@ def machine_info(threads: int) -> dict:
         pass
     info = {
         "cpu": cpu,
+        # what the figures were measured on: int8 kernels (and so int8 speed and, without VNNI, results) differ
+        "isa": cpu_isa(),
+        "int8_saturates": int8_saturates(),
         "cores": os.cpu_count(),
         "threads": threads,
         "platform": platform.platform(),
@@ -609,7 +613,7 @@ def format_benchmark(b: Benchmark) -> str:
     """A fixed-width table of a Benchmark, as the CLI prints it."""
     if b.kind == "decode":
         head = f"{'model':<22}{'threads':>8}{'prompt':>7}{'TTFT ms':>9}{'prefill t/s':>12}{'decode t/s':>11}{'x base':>8}{'RSS MB':>8}{'size MB':>9}"
-        lines = [f"machine: {b.machine.get('cpu')}", head, "-" * len(head)]
+        lines = [f"machine: {machine_line(b.machine)}", head, "-" * len(head)]
         for r in b.results:
             m = b.models[r["model"]]
             lines.append(
@@ -619,7 +623,7 @@ def format_benchmark(b: Benchmark) -> str:
         return "\n".join(lines + _noise_lines(b))
     head = f"{'model':<22}{'seq':>5}{'p50 ms':>9}{'spread':>8}{'p90 ms':>9}{'p99 ms':>9}{'items/s':>9}{'p50/base':>9}{'RSS MB':>8}{'size MB':>9}"
     lines = [
-        f"machine: {b.machine.get('cpu')} | threads {b.settings.get('threads')} | batch {b.settings.get('batch_size')}",
+        f"machine: {machine_line(b.machine)} | threads {b.settings.get('threads')} | batch {b.settings.get('batch_size')}",
         head,
         "-" * len(head),
     ]

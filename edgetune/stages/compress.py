@@ -8,6 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from ..artifacts import Student
+from ..int8 import reduce_range
 from .base import BaseStage, BuildContext, Key
 
 
@@ -24,7 +25,7 @@ class Compress(BaseStage):
     def key(self, ctx: BuildContext) -> Key:
         c = ctx.recipe.compress
         return Key(
-            [c.model_dump() if c else None, ctx.recipe.training.max_length, ctx.recipe.training.seed],
+            [c.model_dump() if c else None, ctx.recipe.training.max_length, ctx.recipe.training.seed, *_int8(ctx)],
             [ctx.data.fingerprint],
         )
 
@@ -34,6 +35,7 @@ class Compress(BaseStage):
         c, tr, data = ctx.recipe.compress, ctx.recipe.training, ctx.data
         assert c is not None
         folder = out / "model"
+        int8 = _int8(ctx)
         rep = build_student(
             inputs["merge"].path,
             ctx.task,
@@ -56,6 +58,9 @@ class Compress(BaseStage):
             seed=tr.seed,
             log=ctx.log,
             progress_seconds=tr.progress_seconds,
+            int8_aware_epochs=c.int8_aware_epochs,
+            int8_reduced=bool(int8 and int8[0]["reduce_range"]),
+            int8_per_channel=bool(int8 and int8[0]["per_channel"]),
         )
         ctx.log(
             f"compress: student {rep.student_parameters:,} parameters (teacher {rep.teacher_parameters:,}), "
@@ -73,3 +78,13 @@ class Compress(BaseStage):
             epochs=[dataclasses.asdict(e) for e in rep.history],
             settings={**rep.settings, "seconds": rep.seconds},
         )
+
+
+def _int8(ctx: BuildContext) -> list[dict]:
+    """With int8-aware epochs, the int8 rounding they train against: the weight range quantize will choose for
+    this machine and the package's boards, and quantize.per_channel (a part of the key: another CPU that needs
+    another range distils again). Empty without them."""
+    c, q = ctx.recipe.compress, ctx.recipe.quantize
+    if c is None or not c.int8_aware_epochs:
+        return []
+    return [{"reduce_range": reduce_range(q.reduce_range, ctx.recipe.package.linux)[0], "per_channel": q.per_channel}]

@@ -106,6 +106,13 @@ class _PackageStage(BaseStage):
                 **self.bundle_inputs(ctx, trained_model(inputs)),
             )
             ctx.log(f"package: device bundle for linux-{arch} in {ctx.run.stage_dir('package') / where.name}")
+            if arch == "x86_64" and model.notes.get("reduce_range") is False:
+                ctx.log(
+                    "package: WARNING: linux-x86_64: the int8 model keeps 8-bit weights (quantized for "
+                    f"{model.notes.get('reduce_range_why', 'this machine')}); an x86 board without VNNI adds "
+                    "int8 products in 16 bits and clamps them, and its golden check may fail. Put x86_64 in the "
+                    "recipe's package.linux and run `edgetune build`: quantize then stores 7-bit weights"
+                )
         return Package(
             path=out,
             manifest_path=out / "manifest.json",

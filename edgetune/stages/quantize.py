@@ -11,6 +11,7 @@ from ..artifacts import MergedModel, OnnxModel, Quantized
 from ..errors import RecipeError
 from ..families import ModelInfo
 from ..genai import MODEL_NAME, build_genai, half_embeddings
+from ..int8 import reduce_range
 from ..recipe import QuantizeConfig, Recipe
 from ..tasks.base import Task
 from .base import BaseStage, BuildContext, Key, trained_model
@@ -32,21 +33,30 @@ class OrtInt8(BaseStage):
 
     def key(self, ctx: BuildContext) -> Key:
         r = ctx.recipe
-        if not r.quantize.auto:  # keys of runs without the search stay as they were
-            return Key([r.quantize.model_dump(exclude={"auto"}), ctx.data.fingerprint])
+        # the weight range this machine (and the package's boards) need: a run moved to another CPU requantizes
+        weights = reduce_range(r.quantize.reduce_range, r.package.linux)[0]
+        if not r.quantize.auto:
+            return Key([r.quantize.model_dump(exclude={"auto"}), ctx.data.fingerprint, weights])
         # the search reads verify's int8 budgets and times on the benchmark's threads
         budgets = {k: v for k, v in r.verify.model_dump().items() if k.startswith("int8_")}
-        return Key([r.quantize.model_dump(), ctx.data.fingerprint, budgets, r.benchmark.threads])
+        return Key([r.quantize.model_dump(), ctx.data.fingerprint, budgets, r.benchmark.threads, weights])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
         r, merged = ctx.recipe, trained_model(inputs)
+        reduced, why = reduce_range(r.quantize.reduce_range, r.package.linux)
+        ctx.log(f"quantize: int8 weights in {7 if reduced else 8} bits: {why}")
         if r.quantize.auto:
             from ..autoquant import search
 
-            return Quantized([search(ctx, inputs["export"], merged, out)])
+            return Quantized([search(ctx, inputs["export"], merged, out, (reduced, why))])
         tok = ctx.task.load_tokenizer(merged.path) if r.quantize.mode == "static" else None
+        model = inputs["export"]
         return Quantized(
-            [quantize_int8(inputs["export"], r.quantize, ctx.task, out, ctx.data.train, tok, r.training.max_length)]
+            [
+                quantize_int8(
+                    model, r.quantize, ctx.task, out, ctx.data.train, tok, r.training.max_length, (reduced, why)
+                )
+            ]
         )
 
 
@@ -99,24 +109,29 @@ def quantize_int8(
     calibration: list[dict] | None,
     tokenizer: Any,
     max_length: int,
+    weights: tuple[bool, str],
     exclude: list[str] | None = None,
 ) -> OnnxModel:
     """int8 weights (and activations, for static) into `out/model_int8.onnx` with onnxruntime.quantization;
-    the nodes named in `exclude` stay in float."""
+    `weights`: (reduce_range, why: edgetune.int8.reduce_range's answer); the nodes named in `exclude` stay in
+    float."""
     import onnx
 
     target = out / INT8_NAME
     # Fused contrib ops (Attention, BiasGelu) defeat ONNX shape inference; their outputs are float.
     extra = {"DefaultTensorType": onnx.TensorProto.FLOAT}
+    reduced, why = weights
     with quiet():
-        _run(cfg, model, target, task, calibration, tokenizer, max_length, extra, exclude or [])
+        _run(cfg, model, target, task, calibration, tokenizer, max_length, extra, exclude or [], reduced)
     for f in model.path.parent.iterdir():  # tokenizer and config travel with the model
         if f.is_file() and f.suffix != ".onnx" and not f.name.endswith(".data"):
             shutil.copy2(f, out / f.name)
     notes = {
         "quantizer": f"onnxruntime.quantization.quantize_{cfg.mode}",
         "per_channel": cfg.per_channel,
-        "weights": "int8",
+        "weights": "int8, 7-bit range (reduce_range)" if reduced else "int8",
+        "reduce_range": reduced,
+        "reduce_range_why": why,
         "activations": "uint8 (dynamic, per batch)" if cfg.mode == "dynamic" else "uint8 (calibrated, QDQ)",
     }
     return describe_onnx(target, "int8", notes)
@@ -132,6 +147,7 @@ def _run(
     max_length: int,
     extra: dict,
     exclude: list[str],
+    reduced: bool,
 ) -> None:
     from onnxruntime.quantization import (
         CalibrationDataReader,
@@ -147,6 +163,7 @@ def _run(
             target,
             weight_type=QuantType.QInt8,
             per_channel=cfg.per_channel,
+            reduce_range=reduced,
             extra_options=extra,
             nodes_to_exclude=exclude,
         )
@@ -177,6 +194,7 @@ def _run(
             activation_type=QuantType.QUInt8,
             weight_type=QuantType.QInt8,
             per_channel=cfg.per_channel,
+            reduce_range=reduced,
             extra_options=extra,
             nodes_to_exclude=exclude,
         )

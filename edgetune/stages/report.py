@@ -12,6 +12,7 @@ from .. import __version__
 from ..artifacts import Adapter, Benchmark, MergedModel, Package, Report, Student, Verification, from_json, to_json
 from ..device.results import greedy_summary
 from ..rundir import atomic_write_json, atomic_write_text
+from ..runtime import machine_line
 from .base import BaseStage, BuildContext, Key
 
 SCHEMA_VERSION = 1
@@ -97,14 +98,16 @@ def _tradeoff_plot(records: dict[str, Any], root: Path, path: Path) -> Path | No
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     rows = auto["candidates"]
+    # held-out accuracy, as the peers' builds are measured (the choice read the selection split's figures)
+    acc = [r.get("heldout_accuracy", r["accuracy"]) for r in rows]
     sizes = [max(20.0, r["size_bytes"] / 1e6 * 8) for r in rows]
     colors = ["tab:green" if r["passed"] else "tab:gray" for r in rows]
-    ax.scatter([r["p50_ms"] for r in rows], [r["accuracy"] for r in rows], s=sizes, c=colors, alpha=0.7)
-    for r in rows:
+    ax.scatter([r["p50_ms"] for r in rows], acc, s=sizes, c=colors, alpha=0.7)
+    for r, a in zip(rows, acc):
         label = r["name"] + (" (chosen)" if r["name"] == auto["chosen"] else "")
-        ax.annotate(label, (r["p50_ms"], r["accuracy"]), fontsize=7, xytext=(4, 4), textcoords="offset points")
-    chosen = next(r for r in rows if r["name"] == auto["chosen"])
-    ax.scatter([chosen["p50_ms"]], [chosen["accuracy"]], marker="*", s=250, c="tab:red", zorder=3)
+        ax.annotate(label, (r["p50_ms"], a), fontsize=7, xytext=(4, 4), textcoords="offset points")
+    i = next(i for i, r in enumerate(rows) if r["name"] == auto["chosen"])
+    ax.scatter([rows[i]["p50_ms"]], [acc[i]], marker="*", s=250, c="tab:red", zorder=3)
     peers = root / "peers.json"
     if peers.is_file():
         seq = str(auto["timed_at"]["seq"])
@@ -124,7 +127,9 @@ def _tradeoff_plot(records: dict[str, Any], root: Path, path: Path) -> Path | No
     t = auto["timed_at"]
     ax.set_xlabel(f"p50 ms at seq {t['seq']}, batch {t['batch']}, {t['threads']} threads (lower is better)")
     ax.set_ylabel("held-out accuracy")
-    ax.set_title("int8 candidates (green: within verify's budgets; area: size; star: chosen)", fontsize=8)
+    ax.set_title(
+        "int8 candidates (green: within verify's budgets on the selection split; area: size; star: chosen)", fontsize=8
+    )
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp)
@@ -173,7 +178,7 @@ def latency_figure(bench: Benchmark | None, summary: dict, run_name: str) -> Any
     ax.set_ylabel("ms per new token (median), lower is better" if decode else "p50 latency (ms), lower is better")
     m = bench.machine
     ax.set_title(
-        f"{run_name}\nbatch {bench.settings['batch_size']}, {m.get('threads')} threads, {m.get('cpu', '')[:40]}",
+        f"{run_name}\nbatch {bench.settings['batch_size']}, {m.get('threads')} threads, {machine_line(m)[:70]}",
         fontsize=9,
     )
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
@@ -372,7 +377,7 @@ def _markdown(
         out += [
             "## Verify (parity on the held-out split)",
             "",
-            f"{v.rows} rows. Details: `{_rel(v.details_path, doc)}`.",
+            f"{v.rows} rows{f', ONNX models run on {v.isa}' if v.isa else ''}. Details: `{_rel(v.details_path, doc)}`.",
             "",
             f"| model | {metric_label(metric) if metric else 'task metric'} | max abs diff | min cosine | "
             "top-1 agreement |",
@@ -413,7 +418,7 @@ def _markdown(
         out += [
             "## Benchmark",
             "",
-            f"{m.get('cpu')}, {m.get('cores')} cores, {m.get('threads')} intra-op threads; "
+            f"{machine_line(m)}, {m.get('cores')} cores, {m.get('threads')} intra-op threads; "
             f"onnxruntime {m.get('onnxruntime')}, torch {m.get('torch', '-')}; batch {st['batch_size']}, "
             f"{st['warmup']} warmup + {st['runs']} timed runs; each model in a fresh process.",
             "",
@@ -474,20 +479,32 @@ def _auto_markdown(auto: dict | None, tradeoff: Path | None) -> list[str]:
     if not auto:
         return []
     t = auto["timed_at"]
+    on = auto.get("chosen_on")
+    where = f"on the selection split ({on['rows']} rows: {on['what']})" if on else "on the held-out split"
     out = [
-        f"quantize.auto kept **{auto['chosen']}**: the fastest candidate within verify's int8 budgets (timed at seq "
-        f"{t['seq']}, batch {t['batch']}, {t['threads']} threads, median of {t['rounds']} interleaved rounds; "
-        f"candidates within the timing noise of the fastest count as ties, won by the first listed).",
+        f"quantize.auto kept **{auto['chosen']}**: the fastest candidate within verify's int8 budgets {where} "
+        f"(timed at seq {t['seq']}, batch {t['batch']}, {t['threads']} threads, median of {t['rounds']} interleaved "
+        f"rounds; candidates within the timing noise of the fastest count as ties, won by the first listed).",
         "",
-        "| candidate | held-out accuracy | drop | top-1 agreement | mean cosine | p50 ms | spread | size MB | passed |",
-        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    if on:
+        out += [
+            "The figures are the selection split's; the held-out column is shown for reference only (the choice "
+            "never reads it).",
+            "",
+        ]
+    metric = "selection accuracy" if on else "held-out accuracy"
+    out += [
+        f"| candidate | {metric} | drop | top-1 agreement | mean cosine | p50 ms | spread | size MB | passed |"
+        + (" held-out accuracy |" if on else ""),
+        "|---|---|---|---|---|---|---|---|---|" + ("---|" if on else ""),
     ]
     for r in auto["candidates"]:
         out.append(
             f"| {r['name']} | {_metric(r['accuracy'])} | {_metric(r['accuracy_drop'])} | "
             f"{_metric(r['top1_agreement'])} | {_cos(r['mean_cosine'])} | {_ms(r['p50_ms'])} | {r['spread']:.0%} | "
             f"{_mb(r['size_bytes'] / 1e6)} | "
-            f"{'yes' if r['passed'] else 'no'} |"
+            f"{'yes' if r['passed'] else 'no'} |" + (f" {_metric(r['heldout_accuracy'])} |" if on else "")
         )
     out.append("")
     if tradeoff:

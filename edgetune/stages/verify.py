@@ -11,6 +11,7 @@ from ..artifacts import Check, MergedModel, OnnxModel, Verification
 from ..errors import EdgetuneError
 from ..recipe import VerifyConfig
 from ..rundir import atomic_write_json
+from ..runtime import cpu_isa
 from ..tasks.base import Task, TaskData
 from .base import BaseStage, BuildContext, Key, trained_model
 
@@ -111,7 +112,12 @@ def verify(
     # Generated token lists stay in diff.json; the record (and report) keeps the figures.
     figures = {n: {k: v for k, v in m.items() if not isinstance(v, list)} for n, m in results.items()}
     return Verification(
-        passed=all(c.passed for c in checks), checks=checks, models=figures, rows=len(data.eval), details_path=path
+        passed=all(c.passed for c in checks),
+        checks=checks,
+        models=figures,
+        rows=len(data.eval),
+        details_path=path,
+        isa=cpu_isa(),
     )
 
 
