@@ -40,7 +40,7 @@ def reduce_range(setting: str | bool, linux_targets: list[str] | tuple[str, ...]
         return True, f"this machine ({here}) adds int8 products in 16 bits and clamps them: 7-bit weights cannot"
     if "x86_64" in linux_targets:
         return True, "package.linux has x86_64: a board whose CPU may add int8 products in 16 bits (no VNNI)"
-    return False, f"this machine ({here}) and the package targets accumulate int8 products in 32 bits"
+    return False, f"this machine ({here}) accumulates int8 products in 32 bits, as ARM phones and boards do"
 
 
 # -- the roundings -------------------------------------------------------------------------------------------------

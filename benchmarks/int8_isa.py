@@ -1,0 +1,127 @@
+"""The same int8 files on this CPU's kernels and on an AVX2-only x86's (issue 18).
+
+Usage: python benchmarks/int8_isa.py RUN_DIR [--json OUT.json]
+
+RUN_DIR is a finished `edgetune build` of a classification recipe. Its fp32 ONNX model (export/model.onnx) is
+quantized twice the way the quantize stage does (dynamic, per channel): with 8-bit weights, as a machine whose
+int8 kernels accumulate in 32 bits builds it, and with 7-bit weights (reduce_range), as edgetune builds it where
+a CPU clamps. The fp32 file and both int8 files then run on the held-out split at batch 1 (how verify and the
+app run them), each in a fresh process: once on this machine, once under qemu-x86_64's TCG, an x86 with AVX2 and
+no AVX512 or VNNI (Haswell to Zen 3), fetched by tests/board into ~/.cache/edgetune. Printed per file and CPU:
+held-out accuracy, top-1 agreement and mean cosine against the fp32 file on the same CPU, and max |logit
+difference| between the two CPUs. Accuracy only: emulated timings mean nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+# Runs ONNX files on saved feeds with onnxruntime and numpy only: it is the program that runs emulated.
+RUNNER = """
+import sys, numpy as np, onnxruntime as ort
+feeds = np.load(sys.argv[1]); n = len({k.split(":")[0] for k in feeds}); out = []
+for path in sys.argv[3:]:
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in s.get_inputs()]
+    out.append(np.concatenate([s.run(None, {k: feeds[f"{i}:{k}"] for k in names})[0] for i in range(n)]))
+np.savez(sys.argv[2], *out)
+"""
+
+
+def emulator() -> list[str]:
+    """tests/board's qemu-x86_64 command prefix (provisioned on first use)."""
+    sys.path.insert(0, str(REPO / "tests" / "board"))
+    import arm64_board
+
+    return arm64_board.x86_64_emulator()
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64), b.astype(np.float64)
+    return float(((a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)).mean())
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from edgetune.pipeline import load_run_recipe
+    from edgetune.runtime import cpu_isa, int8_saturates
+    from edgetune.stages.common import quiet
+    from edgetune.tasks import get_task
+
+    r = load_run_recipe(args.run_dir)
+    task = get_task(r.task)
+    data = task.load_data(r.dataset, r.base_dir)
+    trained = args.run_dir / ("compress" if (args.run_dir / "compress" / "model").is_dir() else "merge") / "model"
+    tok = task.load_tokenizer(trained)
+    gold = np.array([e["label"] for e in data.eval])
+    work = Path(tempfile.mkdtemp(prefix="int8-isa-"))
+    feeds = {}
+    for i, b in enumerate(task.batches(data.eval, tok, 1, r.training.max_length)):
+        feeds.update({f"{i}:{k}": v.numpy() for k, v in b.items() if k != "labels"})
+    np.savez(work / "feeds.npz", **feeds)
+    fp32 = args.run_dir / "export" / "model.onnx"
+    files = {"fp32": fp32}
+    for name, reduced in (("int8, 8-bit weights", False), ("int8, 7-bit weights", True)):
+        files[name] = work / f"int8_{int(reduced)}.onnx"
+        with quiet():
+            quantize_dynamic(
+                fp32,
+                files[name],
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                reduce_range=reduced,
+                extra_options={"DefaultTensorType": 1},
+            )
+    (work / "runner.py").write_text(RUNNER)
+    outputs = {}
+    cpus = {"this machine": [], "emulated AVX2 (qemu-x86_64 TCG)": emulator()}
+    for cpu, prefix in cpus.items():
+        out = work / f"{len(outputs)}.npz"
+        cmd = [*prefix, sys.executable, str(work / "runner.py"), str(work / "feeds.npz"), str(out)]
+        subprocess.run([*cmd, *map(str, files.values())], check=True, capture_output=True, timeout=3600)
+        got = np.load(out)
+        outputs[cpu] = dict(zip(files, (got[f"arr_{i}"] for i in range(len(files)))))
+    here, avx2 = outputs.values()
+    print(
+        f"{args.run_dir}: {len(gold)} held-out rows, batch 1; this machine: {cpu_isa()}, int8 sums clamp: "
+        f"{int8_saturates()}"
+    )
+    head = f"{'file':<22}{'CPU':<33}{'accuracy':>9}{'agree':>8}{'cosine':>10}{'max|here-avx2|':>16}"
+    print(head + "\n" + "-" * len(head))
+    rows = []
+    for name in files:
+        for cpu, got in outputs.items():
+            x, ref = got[name], got["fp32"]
+            row = {
+                "file": name,
+                "cpu": cpu,
+                "accuracy": float((x.argmax(-1) == gold).mean()),
+                "top1_agreement_fp32": float((x.argmax(-1) == ref.argmax(-1)).mean()),
+                "mean_cosine_fp32": cosine(x, ref),
+                "max_abs_diff_between_cpus": float(np.abs(here[name] - avx2[name]).max()),
+            }
+            rows.append(row)
+            print(
+                f"{name:<22}{cpu:<33}{row['accuracy']:>9.4f}{row['top1_agreement_fp32']:>8.4f}"
+                f"{row['mean_cosine_fp32']:>10.5f}{row['max_abs_diff_between_cpus']:>16.2e}"
+            )
+    if args.json:
+        args.json.write_text(json.dumps({"run_dir": str(args.run_dir), "isa": cpu_isa(), "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
