@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -24,24 +23,14 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
-# Runs ONNX files on saved feeds with onnxruntime and numpy only: it is the program that runs emulated.
-RUNNER = """
-import sys, numpy as np, onnxruntime as ort
-feeds = np.load(sys.argv[1]); n = len({k.split(":")[0] for k in feeds}); out = []
-for path in sys.argv[3:]:
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    names = [i.name for i in s.get_inputs()]
-    out.append(np.concatenate([s.run(None, {k: feeds[f"{i}:{k}"] for k in names})[0] for i in range(n)]))
-np.savez(sys.argv[2], *out)
-"""
 
 
-def emulator() -> list[str]:
-    """tests/board's qemu-x86_64 command prefix (provisioned on first use)."""
+def board():
+    """tests/board's emulators (qemu-x86_64 provisioned into ~/.cache/edgetune on first use)."""
     sys.path.insert(0, str(REPO / "tests" / "board"))
     import arm64_board
 
-    return arm64_board.x86_64_emulator()
+    return arm64_board
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -86,15 +75,10 @@ def main() -> None:
                 reduce_range=reduced,
                 extra_options={"DefaultTensorType": 1},
             )
-    (work / "runner.py").write_text(RUNNER)
     outputs = {}
-    cpus = {"this machine": [], "emulated AVX2 (qemu-x86_64 TCG)": emulator()}
-    for cpu, prefix in cpus.items():
-        out = work / f"{len(outputs)}.npz"
-        cmd = [*prefix, sys.executable, str(work / "runner.py"), str(work / "feeds.npz"), str(out)]
-        subprocess.run([*cmd, *map(str, files.values())], check=True, capture_output=True, timeout=3600)
-        got = np.load(out)
-        outputs[cpu] = dict(zip(files, (got[f"arr_{i}"] for i in range(len(files)))))
+    for cpu, emulated in (("this machine", False), ("emulated AVX2 (qemu-x86_64 TCG)", True)):
+        got = board().run_onnx_files(work / "feeds.npz", list(files.values()), work, emulated_avx2=emulated)
+        outputs[cpu] = dict(zip(files, got))
     here, avx2 = outputs.values()
     print(
         f"{args.run_dir}: {len(gold)} held-out rows, batch 1; this machine: {cpu_isa()}, int8 sums clamp: "

@@ -15,24 +15,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from board import x86_64_emulator
+from board import run_onnx_files, x86_64_emulator
 from conftest import edit_recipe
 
 from edgetune import int8
 from edgetune.pipeline import build
 from edgetune.recipe import load_recipe
 from edgetune.runtime import cpu_flags, int8_saturates
-
-# Runs ONNX models on token-id feeds saved by feeds(): onnxruntime and numpy only (no torch: it runs emulated).
-RUN = """
-import sys, numpy as np, onnxruntime as ort
-feeds = np.load(sys.argv[1]); n = len({k.split(":")[0] for k in feeds}); out = []
-for path in sys.argv[3:]:
-    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
-    names = [i.name for i in s.get_inputs()]
-    out.append(np.concatenate([s.run(None, {k: feeds[f"{i}:{k}"] for k in names})[0] for i in range(n)]))
-np.savez(sys.argv[2], *out)
-"""
 
 
 def emulated_avx2(*args: str, timeout: int = 600) -> str:
@@ -55,18 +44,6 @@ def feeds(recipe: Path, run: Path) -> Path:
         arrays.update({f"{i}:{k}": v.numpy() for k, v in b.items() if k != "labels"})
     np.savez(run / "feeds.npz", **arrays)
     return run / "feeds.npz"
-
-
-def run_models(where: str, feeds_file: Path, models: list[Path], tmp: Path) -> list[np.ndarray]:
-    script, out = tmp / "run_models.py", tmp / f"{where}.npz"
-    script.write_text(RUN)
-    args = [str(script), str(feeds_file), str(out), *map(str, models)]
-    if where == "avx2":
-        emulated_avx2(*args)
-    else:
-        subprocess.run([sys.executable, *args], check=True, capture_output=True, timeout=600)
-    got = np.load(out)
-    return [got[f"arr_{i}"] for i in range(len(models))]
 
 
 def cosine(a: np.ndarray, b: np.ndarray) -> float:
@@ -129,8 +106,8 @@ def test_an_int8_file_built_for_avx2_computes_the_same_there_as_here(ia3_run, tm
 
     models = [run / "export" / "model.onnx", reduced, full]
     f = feeds(recipe, run)
-    fp32, here_reduced, here_full = run_models("here", f, models, tmp_path)
-    _, avx2_reduced, avx2_full = run_models("avx2", f, models, tmp_path)
+    fp32, here_reduced, here_full = run_onnx_files(f, models, tmp_path, emulated_avx2=False)
+    _, avx2_reduced, avx2_full = run_onnx_files(f, models, tmp_path, emulated_avx2=True)
 
     assert np.abs(avx2_reduced - here_reduced).max() <= 1e-5 * np.abs(here_reduced).max()
     assert cosine(avx2_reduced, fp32) >= 0.998  # verify's gate is 0.99

@@ -26,7 +26,17 @@ import os
 
 import pytest
 
-from .arm64_board import Board, ProvisionError, cache_dir, provision, sshd, start, stop, x86_64_emulator
+from .arm64_board import (
+    Board,
+    ProvisionError,
+    cache_dir,
+    provision,
+    run_onnx_files,
+    sshd,
+    start,
+    stop,
+    x86_64_emulator,
+)
 
 __all__ = [
     "Board",
@@ -34,6 +44,7 @@ __all__ = [
     "arm64_boards",
     "cache_dir",
     "provision",
+    "run_onnx_files",
     "running_board",
     "sshd",
     "start",

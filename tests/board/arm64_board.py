@@ -296,6 +296,33 @@ def x86_64_emulator(cpu: str = X86_AVX2_CPU, cache: str | os.PathLike | None = N
     return [str(provision(cache, quiet=True) / "qemu" / "qemu-x86_64"), "-cpu", cpu]
 
 
+# Runs ONNX files on the feeds an .npz holds ("ROW:INPUT" -> array, one batch per row) and saves their outputs,
+# stacked, as arr_0, arr_1, ...: onnxruntime and numpy only, so that it starts fast under the emulator.
+ONNX_RUNNER = """
+import sys, numpy as np, onnxruntime as ort
+feeds = np.load(sys.argv[1]); n = len({k.split(":")[0] for k in feeds}); out = []
+for path in sys.argv[3:]:
+    s = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    names = [i.name for i in s.get_inputs()]
+    out.append(np.concatenate([s.run(None, {k: feeds[f"{i}:{k}"] for k in names})[0] for i in range(n)]))
+np.savez(sys.argv[2], *out)
+"""
+
+
+def run_onnx_files(feeds: Path, models: list[Path], work: Path, emulated_avx2: bool) -> list:
+    """The outputs of each ONNX file in `models` on the feeds in `feeds`, computed by this host's Python in a
+    fresh process: on this CPU, or with `emulated_avx2` on the emulated AVX2-only x86 (x86_64_emulator)."""
+    import numpy as np
+
+    work.mkdir(parents=True, exist_ok=True)
+    script, out = work / "onnx_runner.py", work / f"outputs_{'avx2' if emulated_avx2 else 'here'}.npz"
+    script.write_text(ONNX_RUNNER)
+    prefix = x86_64_emulator() if emulated_avx2 else []
+    _run([*prefix, sys.executable, str(script), str(feeds), str(out), *map(str, models)], timeout=3600)
+    got = np.load(out)
+    return [got[f"arr_{i}"] for i in range(len(models))]
+
+
 def _build_root(apt: PrivateApt, tmp: Path) -> dict:
     debs = apt.download_closure(list(ROOT_PACKAGES))
     for deb in debs:
