@@ -36,13 +36,13 @@ CANDIDATES: dict[str, tuple[dict, bool]] = {  # name: (builder extra options, fp
 
 
 def main() -> None:
-    from edgetune.artifacts import MergedModel
-    from edgetune.genai import build_genai, half_embeddings
+    from edgetune.core.artifacts import MergedModel
+    from edgetune.core.recipe import BenchmarkConfig, load_recipe
+    from edgetune.engines.builder import build_genai, half_embeddings
+    from edgetune.engines.onnxfile import describe_onnx
     from edgetune.pipeline import prepare
-    from edgetune.recipe import BenchmarkConfig, load_recipe
     from edgetune.stages.bench import _bench_llm, format_benchmark
-    from edgetune.stages.common import describe_onnx
-    from edgetune.tasks.causal_lm import GenaiLM
+    from edgetune.runtime.genai import GenaiLM
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run_dir", type=Path)

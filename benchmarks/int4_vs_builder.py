@@ -14,11 +14,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from edgetune.artifacts import MergedModel
-from edgetune.genai import build_genai
-from edgetune.recipe import BenchmarkConfig
+from edgetune.core.artifacts import MergedModel
+from edgetune.core.recipe import BenchmarkConfig
+from edgetune.engines.builder import build_genai
+from edgetune.engines.onnxfile import describe_onnx
 from edgetune.stages.bench import _bench_llm, format_benchmark
-from edgetune.stages.common import describe_onnx
 
 
 def main() -> None:

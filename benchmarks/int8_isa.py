@@ -46,9 +46,9 @@ def main() -> None:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from edgetune.engines.onnxfile import quiet
     from edgetune.pipeline import load_run_recipe
-    from edgetune.runtime import cpu_isa, int8_saturates
-    from edgetune.stages.common import quiet
+    from edgetune.runtime.cpu import cpu_isa, int8_saturates
     from edgetune.tasks import get_task
 
     r = load_run_recipe(args.run_dir)

@@ -48,11 +48,11 @@ def main() -> None:
     from optimum.onnxruntime import ORTOptimizer
     from optimum.onnxruntime.configuration import OptimizationConfig
 
+    from edgetune.core.recipe import load_recipe
+    from edgetune.engines.onnxfile import quiet
     from edgetune.pipeline import prepare
-    from edgetune.recipe import load_recipe
-    from edgetune.runtime import DISABLED_OPTIMIZERS
-    from edgetune.stages.bench import encoder_inputs
-    from edgetune.stages.common import quiet
+    from edgetune.runtime.ort import DISABLED_OPTIMIZERS
+    from edgetune.engines.bench.inputs import encoder_inputs
 
     p = prepare(load_recipe(args.recipe))
     run = args.out or Path("runs") / p.recipe.name

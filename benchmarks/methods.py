@@ -23,7 +23,7 @@ import yaml
 CHILD = """
 import sys
 from edgetune.pipeline import build
-from edgetune.recipe import load_recipe
+from edgetune.core.recipe import load_recipe
 build(load_recipe(sys.argv[1]), sys.argv[2], until="verify", progress=False)
 """
 

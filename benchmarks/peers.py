@@ -279,7 +279,7 @@ def load_runner(kind: str, path: str, threads: int) -> tuple[Any, list[str]]:
     import onnxruntime as ort
 
     if kind == "edgetune":  # the session edgetune runs its models with (its own graph-optimizer choices)
-        from edgetune.runtime import ort_session
+        from edgetune.runtime.ort import ort_session
 
         sess = ort_session(path, threads)
     else:  # a peer's model in a plain onnxruntime session, as its users would run it
@@ -349,7 +349,7 @@ def make_inputs(merged: Path, seqs: list[int]) -> dict[str, np.ndarray]:
 
 def worker(job_path: str, out_path: str) -> None:
     """One candidate in a fresh process: warmup + timed runs at each length, p50 per length."""
-    from edgetune.stages.bench import timed_calls
+    from edgetune.engines.bench.workers import timed_calls
 
     job = json.loads(Path(job_path).read_text())
     t0 = time.perf_counter()

@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from .errors import EdgetuneError, RecipeError
+from edgetune.core.errors import EdgetuneError, RecipeError
 
 PRECISIONS = ("int4", "int8", "fp32")
 
@@ -40,7 +40,8 @@ class Chat:
     def __init__(self, folder: Path, threads: int = 0) -> None:
         from transformers import AutoTokenizer
 
-        from .tasks.causal_lm import GenaiLM, end_ids
+        from edgetune.runtime.decoding import end_ids
+        from edgetune.runtime.genai import GenaiLM
 
         self.model = GenaiLM(folder, threads)
         try:
@@ -50,7 +51,7 @@ class Chat:
         self.eos = end_ids(self.tokenizer)
 
     def stream(self, messages: list[dict], max_tokens: int = 128) -> Iterator[str]:
-        from .tasks.causal_lm import chat_ids
+        from edgetune.runtime.decoding import chat_ids
 
         ids = chat_ids(self.tokenizer, messages)
         out: list[int] = []

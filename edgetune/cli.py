@@ -9,9 +9,9 @@ from pathlib import Path
 
 import click
 
-from . import __version__
-from .errors import CheckFailed, EdgetuneError, RecipeError
-from .recipe import BenchmarkConfig
+from edgetune import __version__
+from edgetune.core.errors import CheckFailed, EdgetuneError, RecipeError
+from edgetune.core.recipe import BenchmarkConfig
 
 STAGE_HELP = {
     "finetune": "Fine-tune the base model with LoRA on the recipe's data and evaluate it each epoch.",
@@ -63,7 +63,7 @@ def _log(msg: str) -> None:
 
 
 def _load(recipe: Path):
-    from .recipe import load_recipe
+    from edgetune.core.recipe import load_recipe
 
     return load_recipe(recipe)
 
@@ -71,7 +71,7 @@ def _load(recipe: Path):
 def _recipe_and_run(target: Path, out: Path | None):
     """A command's RECIPE|RUN_DIR argument as (recipe, run directory). A run directory's recipe is the one it was
     last built with (its recipe.json); a recipe file's run directory is --out, or runs/<recipe name>."""
-    from .pipeline import load_run_recipe
+    from edgetune.pipeline import load_run_recipe
 
     if target.is_dir():
         if out is not None and out.resolve() != target.resolve():
@@ -134,7 +134,7 @@ def build(recipe: Path, out: Path | None, from_stage: str | None, force: bool, n
     Example:
       edgetune build recipes/intent-minilm.yaml --out runs/try1
     """
-    from .pipeline import build as run_build
+    from edgetune.pipeline import build as run_build
 
     result = run_build(_load(recipe), out, from_stage, force, log=_log, progress=not no_progress)
     _print_result(result)
@@ -142,12 +142,12 @@ def build(recipe: Path, out: Path | None, from_stage: str | None, force: bool, n
 
 def _print_result(result) -> None:
     if result.benchmark is not None:
-        from .stages.bench import format_benchmark
+        from edgetune.report.format import format_benchmark
 
         click.echo(format_benchmark(result.benchmark))
     if result.verification is not None:
         v = result.verification
-        from .stages.report import headline
+        from edgetune.report.format import headline
 
         for name, m in v.models.items():
             key, value = headline(m) or ("-", float("nan"))
@@ -172,7 +172,7 @@ def _print_result(result) -> None:
 def _stage_command(name: str) -> None:
     @handle_errors
     def command(target: Path, out: Path | None) -> None:
-        from .pipeline import build as run_build
+        from edgetune.pipeline import build as run_build
 
         recipe, run_dir = _recipe_and_run(target, out)
         result = run_build(recipe, run_dir, until=name, log=_log)
@@ -354,7 +354,8 @@ def bench_cmd(
       edgetune bench runs/intent-minilm --adb --serial emulator-5554 --runs 200
       edgetune bench runs/intent-minilm --ssh pi@raspberrypi.local --threads 4
     """
-    from .stages.bench import bench_file, format_benchmark
+    from edgetune.engines.bench.run import bench_file
+    from edgetune.report.format import format_benchmark
 
     ssh_only = {"--port": port, "--identity": identity, "--python": python, "--ssh-option": ssh_options or None}
     if ssh_dest is None and any(v is not None for v in ssh_only.values()):
@@ -381,7 +382,7 @@ def bench_cmd(
         )
         return
     if on_adb:
-        from .android import bench_on_device
+        from edgetune.device.android import bench_on_device
 
         package_dir = _package_dir(target, out)
         apk = apk or Path("android_demo/app/build/outputs/apk/debug/app-debug.apk")
@@ -424,7 +425,7 @@ def bench_cmd(
         return
     recipe, run_dir = _recipe_and_run(target, out)
     recipe = recipe.model_copy(update={"benchmark": recipe.benchmark.model_copy(update=overrides)})
-    from .pipeline import build as run_build
+    from edgetune.pipeline import build as run_build
 
     built = run_build(recipe, run_dir, until="bench", log=_log)
     built.report = _refresh_report(recipe, run_dir)
@@ -436,7 +437,7 @@ def bench_cmd(
 def _refresh_report(recipe, run_dir: Path):
     """The report written again from the new benchmark, so report.md and report.json do not show the old one. A
     failed verification gate (exit 1 for build and report) is a warning here: bench measured what it was asked."""
-    from .pipeline import build as run_build
+    from edgetune.pipeline import build as run_build
 
     try:
         return run_build(recipe, run_dir, until="report", log=_log).report
@@ -455,23 +456,22 @@ def _bench_ssh(
     target: Path, out: Path | None, dest: str, port, identity, python: str, options, threads, warmup, runs, seqs
 ) -> None:
     """bench --ssh: run the device bundle on the board, print its table; a failed golden case exits 1."""
-    from .device.results import format_device, host_results
-    from .device.ssh import SshTarget, bench_on_board, golden_failure, golden_summary
+    from edgetune.device.results import format_device, host_results
+    from edgetune.device.ssh import SshTarget, bench_on_board, golden_failure, golden_summary
+    from edgetune.report.write import add_devices
+    from edgetune.tasks import record_types
 
     if not target.is_dir() and target.suffix in (".yaml", ".yml"):
         target = _recipe_and_run(target, out)[1]
     where = SshTarget(dest, port, identity, tuple(options))
     run = bench_on_board(target, where, python, threads, warmup, runs, seqs, log=_log)
+    report = add_devices(run.run_dir, record_types) if run.saved is not None and run.run_dir else None
     click.echo(format_device({**run.doc, "ssh": where.label()}, host_results(run.run_dir)))
     click.echo(golden_summary(run.doc))
     if run.saved is not None:
         click.echo(
             f"device result: {run.saved}"
-            + (
-                f"; report: {run.report}"
-                if run.report
-                else " (it goes into the report when the run's report is written)"
-            )
+            + (f"; report: {report}" if report else " (it goes into the report when the run's report is written)")
         )
     if run.doc["status"] == "golden_failed":
         raise golden_failure(run.doc, where.label())
@@ -534,7 +534,7 @@ def package_cmd(
       edgetune package runs/intent-minilm --android android_demo --check
       edgetune package runs/intent-minilm --target linux-arm64 --dest /tmp/intent-arm64
     """
-    from .pipeline import build as run_build
+    from edgetune.pipeline import build as run_build
 
     if dest is not None and len(targets) != 1:
         raise RecipeError("--dest: give exactly one --target (the bundle to copy there)")
@@ -549,7 +549,7 @@ def package_cmd(
         linux = list(dict.fromkeys([*recipe.package.linux, *(t.removeprefix("linux-") for t in targets)]))
         recipe = recipe.model_copy(update={"package": recipe.package.model_copy(update={"linux": linux})})
     if check:
-        from .pipeline import check_installed
+        from edgetune.pipeline import check_installed
 
         where = check_installed(recipe, out)
         click.echo(f"{where}: ok, matches the run's model")
@@ -562,7 +562,7 @@ def package_cmd(
             f"{target} shows which); a model that fails verify is not packaged"
         )
     if result.package is not None:
-        from .device.bundle import bundle_dir, export_bundle
+        from edgetune.device.bundle import bundle_dir, export_bundle
 
         for t in targets:
             click.echo(f"device bundle: {bundle_dir(result.package.path, t)}")
@@ -607,7 +607,7 @@ def generate(run_dir: Path, prompt: str, precision, max_tokens: int, threads: in
     Example:
       edgetune generate runs/home-assistant-smollm2 --prompt "dim the kitchen lights to 30"
     """
-    from .chat import generate as run_generate
+    from edgetune.chat import generate as run_generate
 
     run_generate(run_dir, prompt, max_tokens, precision, threads, system, on_text=lambda t: click.echo(t, nl=False))
     click.echo()
@@ -624,7 +624,7 @@ def chat(run_dir: Path, precision, max_tokens: int, threads: int, system) -> Non
     Example:
       edgetune chat runs/home-assistant-smollm2 --precision int4
     """
-    from .chat import Chat, model_folder, opening_messages
+    from edgetune.chat import Chat, model_folder, opening_messages
 
     session = Chat(model_folder(run_dir, precision), threads)
     history = opening_messages(run_dir, system)
@@ -661,7 +661,7 @@ def doctor(target: Path | None, out: Path | None) -> None:
       edgetune doctor recipes/home-assistant-smollm2.yaml
       edgetune doctor runs/home-assistant-smollm2
     """
-    from .doctor import doctor as run_doctor
+    from edgetune.doctor import doctor as run_doctor
 
     recipe, where = _recipe_and_run(target, out) if target is not None else (None, out)
     findings = run_doctor(recipe, where)
@@ -691,7 +691,7 @@ def validate(recipe: Path) -> None:
     Example:
       edgetune recipe validate recipes/intent-minilm.yaml
     """
-    from .pipeline import prepare
+    from edgetune.pipeline import prepare
 
     p = prepare(_load(recipe))
     d = p.data

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from .runtime import NATIVE_BF16, cpu_flags, int8_saturates
+from edgetune.runtime.cpu import NATIVE_BF16, cpu_flags, int8_saturates
 
 # The combination CI runs; other versions may work, these are the ones known to work together.
 TESTED = {
@@ -137,7 +137,7 @@ def check_cpu(flags: set[str] | None = None, saturates: bool | None = None) -> l
 
 def estimate(recipe) -> tuple[float, float, str]:
     """(disk GB, RAM GB, how) a build of `recipe` needs, from the base model's parameter count."""
-    from .sources import resolve_model_source
+    from edgetune.core.sources import resolve_model_source
 
     src = resolve_model_source(recipe.model.source, recipe.base_dir)
     params = _parameter_count(src.path)
@@ -202,7 +202,7 @@ def doctor(recipe=None, out: Path | None = None) -> list[Finding]:
     """Every finding for this machine, and for `recipe` when given. A recipe whose paths lead nowhere (dataset,
     model folder, Android project) raises RecipeError first, as `recipe validate` and `build` do."""
     if recipe is not None:
-        from .recipe import check_paths
+        from edgetune.core.recipe import check_paths
 
         check_paths(recipe)
     where = out if out is not None else Path("runs")

@@ -14,14 +14,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from .artifacts import Benchmark, Package, Quantized, Report, Verification, from_json, rebase, to_json
-from .errors import CheckFailed, EdgetuneError, RecipeError
-from .families import AdapterPlan, ModelInfo, model_info, plan_adapter
-from .recipe import Recipe, parse_recipe
-from .rundir import RunDir, StageEntry, config_key
-from .sources import ModelSource, resolve_model_source
-from .stages.base import BuildContext, Stage
-from .tasks import Task, TaskData, get_task
+from edgetune.build import BuildContext, Stage
+from edgetune.core.artifacts import Benchmark, Package, Quantized, Report, Verification, from_json, rebase, to_json
+from edgetune.core.errors import CheckFailed, EdgetuneError, RecipeError
+from edgetune.core.families import AdapterPlan, ModelInfo, model_info, plan_adapter
+from edgetune.core.recipe import Recipe, parse_recipe
+from edgetune.core.rundir import RunDir, StageEntry, config_key
+from edgetune.core.sources import ModelSource, resolve_model_source
+from edgetune.tasks import Task, TaskData, get_task
 
 STAGES = ("finetune", "merge", "compress", "export", "quantize", "verify", "package", "bench", "report")
 RUN_RECIPE = "recipe.json"
@@ -181,7 +181,7 @@ def build(
     force_from = 0 if force else (names.index(from_stage) if from_stage else None)
     last = names.index(until) if until else len(stages) - 1
     with RunDir(out) as run:
-        from .rundir import atomic_write_json
+        from edgetune.core.rundir import atomic_write_json
 
         identity = _identity(p)
         other = None if force else _other_recipe(run.root, identity)
@@ -264,7 +264,7 @@ def _dequantized_once(
     base-model score in verify each load it in seconds instead of converting the GGUF again."""
     if not (source.path.is_file() and source.path.suffix == ".gguf"):
         return source
-    from .rundir import replace_dir
+    from edgetune.core.rundir import replace_dir
 
     folder, stamp = run.root / "base", "source.sha256"
     if (folder / stamp).is_file() and (folder / stamp).read_text().strip() == fingerprint:
@@ -282,8 +282,8 @@ def _dequantized_once(
 
 def check_installed(recipe: Recipe, out: Path | None = None) -> Path:
     """Check the package installed in the recipe's Android project against its run; CheckFailed if stale."""
-    from .packaging.app import assets_dir
-    from .packaging.check import check_package
+    from edgetune.packaging.app import assets_dir
+    from edgetune.packaging.check import check_package
 
     if recipe.package.android is None:
         raise RecipeError("package.android: no Android project given (use --android)")

@@ -13,9 +13,9 @@ from conftest import make_chats, make_rows, write_recipe
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
-from edgetune.families import default_targets
+from edgetune.core.families import default_targets
+from edgetune.core.recipe import load_recipe
 from edgetune.pipeline import STAGES, build
-from edgetune.recipe import load_recipe
 
 ENCODERS = ["bert", "distilbert", "roberta", "xlm-roberta", "deberta-v2", "electra", "albert", "mpnet", "modernbert"]
 DECODERS = [

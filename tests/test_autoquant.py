@@ -8,9 +8,9 @@ import json
 import pytest
 from conftest import edit_recipe
 
-from edgetune.autoquant import CANDIDATES, choose
+from edgetune.core.recipe import load_recipe
+from edgetune.engines.autoquant import CANDIDATES, choose
 from edgetune.pipeline import build
-from edgetune.recipe import load_recipe
 
 
 def _row(name, p50, passed=True, spread=0.0):

@@ -68,8 +68,8 @@ def test_texts_have_the_token_count_of_their_length(text_model, tiny_bert):
     """Each text gives the tokenizer exactly its row's number of tokens ([CLS] and [SEP] included)."""
     from transformers import BertTokenizerFast
 
-    from edgetune.recipe import BenchmarkConfig
-    from edgetune.stages.bench import _texts
+    from edgetune.core.recipe import BenchmarkConfig
+    from edgetune.engines.bench.inputs import _texts
 
     cfg, texts = _texts(onnx.load(text_model).graph, BenchmarkConfig(sequence_lengths=[4, 8, 12, 40]), print)
     assert cfg.sequence_lengths == [4, 8, 12, MAX_LENGTH]

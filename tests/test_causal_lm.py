@@ -9,8 +9,8 @@ from test_pipeline import UNPACKAGED
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
+from edgetune.core.recipe import load_recipe
 from edgetune.pipeline import build
-from edgetune.recipe import load_recipe
 
 
 @pytest.mark.parametrize(
@@ -137,7 +137,7 @@ def test_half_embeddings(tmp_path, case):
     import onnxruntime as ort
     from onnx import TensorProto, helper, numpy_helper
 
-    from edgetune.genai import half_embeddings
+    from edgetune.engines.builder import half_embeddings
 
     table = np.random.default_rng(0).normal(size=(50, 8)).astype(np.float32) * (1e6 if case == "too-large" else 1)
     nodes = [helper.make_node("Gather", ["table", "input_ids"], ["emb"])]

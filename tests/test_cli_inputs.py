@@ -16,7 +16,7 @@ from onnx import TensorProto, helper
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
-from edgetune.errors import EdgetuneError
+from edgetune.core.errors import EdgetuneError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -142,7 +142,7 @@ def test_bench_help_states_the_defaults_it_uses(tiny_recipe, tmp_path, monkeypat
     x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 4]) for n in "xy")
     graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "id", [x], [y])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), tmp_path / "m.onnx")
-    seen = _capture(monkeypatch, "edgetune.stages.bench", "bench")
+    seen = _capture(monkeypatch, "edgetune.engines.bench.run", "bench")
     assert run_cli("bench", tmp_path / "m.onnx").exit_code == 1
     cfg = seen[0][0][1]
     for o in options:
@@ -155,7 +155,7 @@ def test_bench_help_states_the_defaults_it_uses(tiny_recipe, tmp_path, monkeypat
     package.mkdir()
     (package / "manifest.json").write_text("{}")
     (package / "golden.json").write_text("{}")
-    seen = _capture(monkeypatch, "edgetune.android", "bench_on_device")
+    seen = _capture(monkeypatch, "edgetune.device.android", "bench_on_device")
     assert run_cli("bench", package, "--adb").exit_code == 1
     _, _, threads, warmup, runs, rounds, *_ = seen[0][0]
     adb_options = ("threads", "warmup", "runs", "rounds")

@@ -8,7 +8,7 @@ import pytest
 from archs import ENCODERS, make_tiny
 from conftest import WORDS, make_rows
 
-from edgetune.compress import (
+from edgetune.engines.compress import (
     EVERY_KEEPS_LAST,
     _TeacherLogits,
     choose_layers,
@@ -326,7 +326,7 @@ def test_bad_choices_are_refused(kwargs, message):
 
 
 def test_augmented_copies_are_perturbed_deterministic_and_keep_their_label():
-    from edgetune.compress import augment_examples
+    from edgetune.engines.compress import augment_examples
 
     rows = [{"text": "turn on the kitchen lights please now", "label": 1}, {"text": "lock", "label": 0}]
     out = augment_examples(rows, 3, seed=4, mask_token="[MASK]", p_drop=0.2, p_mask=0.2, p_swap=0.2)
@@ -376,7 +376,7 @@ def test_int8_aware_epochs_distil_the_int8_model():
     itself again after training (no rounding left in its modules)."""
     import torch
 
-    from edgetune.int8 import int8_forward
+    from edgetune.engines.int8 import int8_forward
 
     teacher, _, _, _, batches = distill_setup()
     with torch.no_grad():  # an outlier channel, as trained encoders have: int8's per-text scale then costs accuracy

@@ -10,8 +10,8 @@ from conftest import edit_recipe
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
+from edgetune.core.recipe import load_recipe
 from edgetune.pipeline import build
-from edgetune.recipe import load_recipe
 
 
 def test_a_student_goes_through_every_later_stage(tiny_recipe, tmp_path):

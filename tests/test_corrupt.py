@@ -15,8 +15,8 @@ from conftest import edit_recipe, tiny_classifier_recipe
 from onnx import TensorProto, helper
 
 from edgetune.cli import cli
+from edgetune.core.recipe import load_recipe
 from edgetune.pipeline import build
-from edgetune.recipe import load_recipe
 
 
 @pytest.fixture(scope="module")

@@ -67,8 +67,8 @@ def test_csv_with_other_columns_needs_only_a_recipe_change(tiny_recipe, tmp_path
 
 
 def test_split_is_deterministic_and_disjoint(tiny_recipe):
+    from edgetune.core.recipe import load_recipe
     from edgetune.pipeline import prepare
-    from edgetune.recipe import load_recipe
 
     edit_recipe(tiny_recipe, dataset={"eval": None, "eval_fraction": 0.3, "seed": 7})
     a, b = prepare(load_recipe(tiny_recipe)).data, prepare(load_recipe(tiny_recipe)).data

@@ -31,7 +31,7 @@ from click.testing import CliRunner
 from conftest import tiny_classifier_recipe
 
 from edgetune.cli import cli
-from edgetune.device import runner
+from edgetune import runner
 from edgetune.device.bundle import bundle_sha256, read_bundle
 
 
@@ -187,7 +187,7 @@ def board(tmp_path_factory):
 
 def _edit_golden(bundle: Path, golden: dict) -> None:
     """Write new expected outputs into a bundle, and their hash into its manifest (which the runner checks)."""
-    from edgetune.data import file_sha256
+    from edgetune.core.data import file_sha256
 
     (bundle / "golden.json").write_text(json.dumps(golden))
     manifest = json.loads((bundle / "manifest.json").read_text())
@@ -369,8 +369,8 @@ def test_abi_problems():
 
 def test_probe_checks():
     """What the probe of the board decides before anything is copied (the probe itself runs in the ssh tests)."""
+    from edgetune.core.errors import RecipeError
     from edgetune.device.ssh import check_probe, remote_exe
-    from edgetune.errors import RecipeError
 
     ok = {"python": "3.11.2", "machine": "aarch64", "bits": 64, "modules": {"numpy": True, "onnxruntime": True}}
     check_probe(ok, "linux-arm64", ["numpy", "onnxruntime"], "python3", "pi@pi")
@@ -400,7 +400,7 @@ def test_bench_ssh_checks_benchmarks_and_reports(run, board):
     md = (run / "report" / "report.md").read_text()
     assert "## On devices" in md and "golden `model.onnx`: 8/8 cases within tolerance" in md
     # the report's files are what the manifest records, so `build` does not see them as changed
-    from edgetune.rundir import RunDir
+    from edgetune.core.rundir import RunDir
 
     rd = RunDir(run)
     assert rd.hash_outputs("report") == rd.entry("report").outputs

@@ -89,7 +89,7 @@ ORDER = ["finetune", "merge", "export", "quantize", "verify", "bench", "report"]
 _DIE_AT_COMMIT = """
 import os, signal, sys
 from edgetune.cli import cli
-from edgetune.rundir import RunDir
+from edgetune.core.rundir import RunDir
 commit = RunDir.commit_dir
 def die(self, stage):
     if stage == sys.argv[1] and sys.argv[2] == "before":
@@ -105,7 +105,7 @@ cli(sys.argv[3:])
 def test_a_killed_manifest_write_leaves_no_temp_file(tmp_path):
     """atomic_write_text's temp files in the run dir, left by a kill before their rename, are removed by the next
     run; scratch folders are the stages' to clear."""
-    from edgetune.rundir import RunDir, atomic_write_json
+    from edgetune.core.rundir import RunDir, atomic_write_json
 
     run = tmp_path / "run"
     run.mkdir()
@@ -151,7 +151,7 @@ def test_disk_full_keeps_earlier_artifacts(reference, tmp_path, monkeypatch, sta
     the stages before it untouched; nothing under the failed stage's final name; the rerun completes."""
     import importlib
 
-    from edgetune.data import file_sha256
+    from edgetune.core.data import file_sha256
 
     recipe, want, _ = reference
     run = tmp_path / "run"

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from edgetune.cli import cli
-from edgetune.errors import RecipeError
-from edgetune.recipe import field_path, parse_recipe
+from edgetune.core.errors import RecipeError
+from edgetune.core.recipe import field_path, parse_recipe
 
 VALID = {
     "name": "fuzz",
@@ -215,7 +215,7 @@ def test_run_name_cannot_leave_the_runs_folder(tiny_recipe, name):
 
 
 def test_install_refuses_a_symlink_in_the_package(tmp_path):
-    from edgetune.errors import EdgetuneError
+    from edgetune.core.errors import EdgetuneError
     from edgetune.packaging.app import install
 
     pkg, android = tmp_path / "pkg", tmp_path / "android"

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from conftest import edit_recipe, make_chats, write_jsonl
 from test_recipe import assert_one_line_error
 
-from edgetune import artifacts
+from edgetune.build import BaseStage, Key
 from edgetune.cli import cli
+from edgetune.core import artifacts
+from edgetune.core.recipe import load_recipe
 from edgetune.pipeline import STAGES
-from edgetune.recipe import load_recipe
-from edgetune.stages.base import BaseStage, Key
 from edgetune.tasks import TASKS, get_task
 
 STAGES_DIR = Path(__file__).resolve().parents[1] / "edgetune" / "stages"
@@ -36,16 +36,17 @@ def test_each_task_lists_every_stage_in_order(task):
 
 
 def test_no_stage_imports_another_or_asks_for_its_task():
-    shared = {"base", "common"}
-    names = {p.stem for p in STAGES_DIR.glob("*.py")} - shared - {"__init__"}
+    names = {p.stem for p in STAGES_DIR.glob("*.py")} - {"__init__"}
     for path in STAGES_DIR.glob("*.py"):
         tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                module = (node.module or "").split(".")[0]
-                assert module not in names or module == path.stem, f"{path.name} imports stage {module}"
-                if not node.module:
-                    assert not {a.name for a in node.names} & names, f"{path.name} imports a stage"
+            if isinstance(node, ast.ImportFrom):
+                parts = (node.module or "").split(".")
+                assert node.level == 0, f"{path.name}:{node.lineno}: a relative import"
+                if parts[:2] == ["edgetune", "stages"]:
+                    other = parts[2] if len(parts) > 2 else None
+                    assert other is None or other not in names or other == path.stem, f"{path.name} imports {other}"
+                    assert other is not None or not {a.name for a in node.names} & names, f"{path.name} imports a stage"
             if isinstance(node, ast.Compare):  # task == "causal-lm" and the like
                 consts = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant)]
                 assert not set(consts) & set(TASKS), f"{path.name}:{node.lineno} branches on the task"

@@ -12,8 +12,8 @@ from conftest import edit_recipe
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
-from edgetune.int4 import fake_int4, int4_forward, round_frozen_for_int4
-from edgetune.tasks.causal_lm import prompt_ids
+from edgetune.engines.int4 import fake_int4, int4_forward, round_frozen_for_int4
+from edgetune.runtime.decoding import prompt_ids
 
 
 def _onnxruntime_int4(w: np.ndarray, block: int) -> np.ndarray:
@@ -99,9 +99,9 @@ def test_int4_aware_build_exports_the_model_it_trained(tiny_chat_recipe, tmp_pat
     the merged PyTorch model with every linear rounded by fake_int4, not the unrounded one."""
     from transformers import AutoModelForCausalLM
 
+    from edgetune.core.recipe import load_recipe
     from edgetune.pipeline import prepare
-    from edgetune.recipe import load_recipe
-    from edgetune.tasks.causal_lm import GenaiLM
+    from edgetune.runtime.genai import GenaiLM
 
     edit_recipe(
         tiny_chat_recipe,

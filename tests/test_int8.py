@@ -18,10 +18,10 @@ import pytest
 from board import run_onnx_files, x86_64_emulator
 from conftest import edit_recipe
 
-from edgetune import int8
+from edgetune.core.recipe import load_recipe
+from edgetune.engines import int8
 from edgetune.pipeline import build
-from edgetune.recipe import load_recipe
-from edgetune.runtime import cpu_flags, int8_saturates
+from edgetune.runtime.cpu import cpu_flags, int8_saturates
 
 
 def emulated_avx2(*args: str, timeout: int = 600) -> str:
@@ -54,7 +54,7 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 # -- the probe ---------------------------------------------------------------------------------------------------
 def test_the_saturation_probe_tells_avx2_from_this_cpu():
     """The emulated AVX2-only x86 clamps; this machine clamps exactly when Linux reports an x86 without VNNI/AMX."""
-    out = emulated_avx2("-c", "from edgetune.runtime import int8_saturates; print(int8_saturates())")
+    out = emulated_avx2("-c", "from edgetune.runtime.cpu import int8_saturates; print(int8_saturates())")
     assert out.strip() == "True", out
     flags = cpu_flags()
     if "avx2" in flags:  # x86: VNNI (or AMX) or not

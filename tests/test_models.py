@@ -12,8 +12,8 @@ from conftest import edit_recipe, make_chats, write_jsonl
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
+from edgetune.core.recipe import load_recipe
 from edgetune.pipeline import build
-from edgetune.recipe import load_recipe
 
 
 def validate(recipe):
@@ -43,7 +43,7 @@ def test_family_without_any_default_is_asked_for_targets(tiny_recipe, monkeypatc
     """A family neither edgetune's table nor peft knows: one line listing its linear layers."""
     from peft.utils import constants
 
-    from edgetune import families
+    from edgetune.core import families
 
     monkeypatch.setitem(families.TARGETS, "bert", families.Targets())
     monkeypatch.delitem(constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, "bert")

@@ -299,7 +299,7 @@ def test_bench_adb_runs_rounds_in_fresh_processes(packaged, fake_adb):
     assert "device quiet: round spread <= 11%, load 0.42 -> 0.61 on 8 cores, CPU 25% busy" in r.output
     assert "WARNING" not in r.output
 
-    from edgetune.android import bench_on_device
+    from edgetune.device.android import bench_on_device
 
     (fake_adb / "starts").unlink()  # the device as it was before the benchmark
     b = bench_on_device(run / "package", None, 2, 10, 100, 3, None)

@@ -9,9 +9,9 @@ from click.testing import CliRunner
 from onnx import numpy_helper
 
 from edgetune.cli import cli
-from edgetune.errors import CheckFailed
+from edgetune.core.errors import CheckFailed
+from edgetune.core.recipe import load_recipe
 from edgetune.pipeline import STAGES, build
-from edgetune.recipe import load_recipe
 
 # the recipe names no Android project and no compress: section
 UNPACKAGED = [s for s in STAGES if s not in ("package", "compress")]
@@ -108,8 +108,8 @@ def test_failed_gate_still_writes_report(built):
 
 
 def test_second_build_on_same_run_dir_is_refused(built):
-    from edgetune.errors import EdgetuneError
-    from edgetune.rundir import RunDir
+    from edgetune.core.errors import EdgetuneError
+    from edgetune.core.rundir import RunDir
 
     recipe, run, _ = built
     with RunDir(run):

@@ -9,8 +9,8 @@ import re
 import pytest
 from conftest import edit_recipe
 
+from edgetune.core.recipe import TrainingConfig, load_recipe
 from edgetune.pipeline import build
-from edgetune.recipe import TrainingConfig, load_recipe
 from edgetune.stages import finetune as finetune_stage
 from edgetune.tasks.classification import ClassificationTask
 
@@ -58,7 +58,7 @@ def test_distillation_logs_progress():
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from edgetune.compress import distill, make_student
+    from edgetune.engines.compress import distill, make_student
 
     torch.manual_seed(0)
     cfg = BertConfig(
@@ -130,9 +130,9 @@ def _epochs(run) -> list[dict]:
 
 
 def _finetune_key(recipe) -> str:
+    from edgetune.build import BuildContext
+    from edgetune.core.rundir import config_key
     from edgetune.pipeline import prepare
-    from edgetune.rundir import config_key
-    from edgetune.stages.base import BuildContext
 
     p = prepare(load_recipe(recipe))
     ctx = BuildContext(p.recipe, p.task, p.data, p.source, p.info, p.adapter, run=None, base=lambda: p.source)

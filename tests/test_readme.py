@@ -5,7 +5,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from edgetune.recipe import Recipe
+from edgetune.core.recipe import Recipe
 
 REPO = Path(__file__).resolve().parents[1]
 README = (REPO / "README.md").read_text()

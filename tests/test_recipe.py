@@ -6,8 +6,8 @@ import yaml
 from click.testing import CliRunner
 
 from edgetune.cli import cli
-from edgetune.errors import RecipeError
-from edgetune.recipe import load_recipe, parse_recipe
+from edgetune.core.errors import RecipeError
+from edgetune.core.recipe import load_recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 

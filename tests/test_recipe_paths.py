@@ -16,8 +16,8 @@ from conftest import edit_recipe
 from test_recipe import assert_one_line_error, missing_model_package
 
 from edgetune.cli import cli
-from edgetune.errors import RecipeError
-from edgetune.recipe import load_recipe, parse_recipe
+from edgetune.core.errors import RecipeError
+from edgetune.core.recipe import load_recipe, parse_recipe
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = sorted((REPO / "recipes").glob("*.yaml"))
@@ -275,7 +275,7 @@ def test_a_long_hub_error_is_shortened_at_a_word_boundary(tiny_recipe, tmp_path,
     """The hub's own text is shortened to about 300 characters, at a word boundary with '...', never mid-word."""
     import huggingface_hub
 
-    from edgetune import sources
+    from edgetune.core import sources
 
     words = " ".join(["abcdefghij"] * 60)  # 659 characters: a cut at any fixed length falls inside some word
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edgetune.artifacts import Adapter, Benchmark, Check, MergedModel, OnnxModel, Quantized, Verification
-from edgetune.stages.report import _devices_markdown, report
+from edgetune.core.artifacts import Adapter, Benchmark, Check, MergedModel, OnnxModel, Quantized, Verification
+from edgetune.report.markdown import _devices_markdown
+from edgetune.report.write import report
 
 MB = 1_000_000
 
@@ -318,7 +319,7 @@ def _texts(fig) -> tuple[str, list[str]]:
 def test_latency_plot_names_the_run_and_each_models_accuracy_and_size(tmp_path):
     import matplotlib.pyplot as plt
 
-    from edgetune.stages.report import latency_figure
+    from edgetune.report.plots import latency_figure
 
     md, doc = _write(tmp_path, _records(tmp_path), name="intent-minilm")
     assert (tmp_path / "report" / "latency.png").stat().st_size > 1000 and "![latency](latency.png)" in md
@@ -332,7 +333,7 @@ def test_latency_plot_names_the_run_and_each_models_accuracy_and_size(tmp_path):
 def test_latency_plot_of_a_chat_model_labels_each_thread_count(tmp_path):
     import matplotlib.pyplot as plt
 
-    from edgetune.stages.report import latency_figure
+    from edgetune.report.plots import latency_figure
 
     records = _records(tmp_path, chat=True)
     _, doc = _write(tmp_path, records, name="home-assistant-smollm2")

@@ -11,12 +11,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from ..data import file_sha256
-from ..errors import EdgetuneError, RecipeError
-from ..packaging.manifest import MANIFEST, ManifestError, PackageManifest, read_manifest
-from ..rundir import atomic_write_json, refuse_symlink, replace_dir
-from . import runner
+from edgetune import __version__, runner
+from edgetune.core.data import file_sha256
+from edgetune.core.errors import EdgetuneError, RecipeError
+from edgetune.core.rundir import atomic_write_json, refuse_symlink, replace_dir
+from edgetune.packaging.manifest import MANIFEST, ManifestError, PackageManifest, read_manifest
 
 TARGETS = tuple(runner.TARGETS)  # linux-arm64, linux-x86_64
 RUNNER = "run_device.py"

@@ -8,7 +8,7 @@ import json
 import re
 from pathlib import Path
 
-from ..rundir import atomic_write_json, refuse_symlink
+from edgetune.core.rundir import atomic_write_json, refuse_symlink
 
 DEVICES_DIR = "devices"
 
@@ -131,7 +131,7 @@ def format_device(doc: dict, host: dict | None = None) -> str:
 
 def _noise(doc: dict) -> list[str]:
     """The host benchmark's verdict line, for the board's own measurement of its load."""
-    from ..noise import verdict
+    from edgetune.engines.noise import verdict
 
     noise = doc.get("noise")
     if not noise:

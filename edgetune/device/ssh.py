@@ -20,10 +20,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import CheckFailed, EdgetuneError, RecipeError
-from . import runner
-from .bundle import HASH_FILE, RUNNER, bundle_sha256, read_bundle
-from .results import greedy_summary
+from edgetune import runner
+from edgetune.core.errors import CheckFailed, EdgetuneError, RecipeError
+from edgetune.device.bundle import HASH_FILE, RUNNER, bundle_sha256, read_bundle
+from edgetune.device.results import greedy_summary
 
 REMOTE_ROOT = ".cache/edgetune"  # relative to the login directory on the device
 NO_PYTHON = "__edgetune_no_python__"
@@ -251,7 +251,6 @@ class DeviceRun:
     copied: bool
     run_dir: Path | None = None  # the run the bundle belongs to, when it was given as a run directory
     saved: Path | None = None  # run_dir/devices/<device>.json
-    report: Path | None = None  # the run's report.md, now with this device
 
 
 def bench_on_board(
@@ -266,9 +265,8 @@ def bench_on_board(
 ) -> DeviceRun:
     """`edgetune bench TARGET --ssh`: TARGET is a run directory (its bundle for the board's architecture runs,
     and the result goes into the run's devices/ and report) or a bundle folder (the result is only returned)."""
-    from ..stages.report import add_devices
-    from .bundle import find_bundles
-    from .results import save_result
+    from edgetune.device.bundle import find_bundles
+    from edgetune.device.results import save_result
 
     target = Path(target)
     if not target.is_dir():
@@ -289,7 +287,7 @@ def bench_on_board(
     if (target / RUNNER).is_file():
         return run
     saved = save_result(target, run)
-    return dataclasses.replace(run, run_dir=target, saved=saved, report=add_devices(target))
+    return dataclasses.replace(run, run_dir=target, saved=saved)
 
 
 def remote_exe(path: str) -> str:

@@ -7,8 +7,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..errors import EdgetuneError, RecipeError
-from ..rundir import replace_dir
+from edgetune.core.errors import EdgetuneError, RecipeError
+from edgetune.core.rundir import replace_dir
 
 # Where the app looks for each task's package, under app/src/main/assets/edgetune/ (PackageInstaller.kt's CLASSIFIER_ASSETS and CHAT_ASSETS).
 APP_SLOTS = {"classification": "", "causal-lm": "llm"}

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data import file_sha256
-from ..errors import EdgetuneError
-from .manifest import SCHEMA_VERSION, ManifestError, read_manifest
+from edgetune.core.data import file_sha256
+from edgetune.core.errors import EdgetuneError
+from edgetune.packaging.manifest import SCHEMA_VERSION, ManifestError, read_manifest
 
 
 def check_package(folder: Path, expect_sha256: str | None = None, run_golden: bool = True) -> list[str]:

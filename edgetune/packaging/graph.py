@@ -7,19 +7,21 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import EdgetuneError
-from ..stages.common import quiet
+from edgetune.core.errors import EdgetuneError
+from edgetune.engines.onnxfile import quiet
 
 # Domains of ONNX Runtime's layout-specific (x86 NCHWc) kernels: never in a model meant for a phone.
 X86_ONLY_DOMAINS = {"com.microsoft.nchwc"}
+
+
+# Tokenizers the package stage can put inside the graph (onnxruntime-extensions has their ops).
+EMBEDDABLE_TOKENIZERS = ("BertTokenizerFast", "BertTokenizer")
 
 
 def with_tokenizer(model: Any, tokenizer: Any, max_length: int) -> Any:
     """`model` (inputs input_ids, attention_mask[, token_type_ids]) with a BertTokenizer node in front of it:
     the result takes `text`, a 1-D string tensor holding one text."""
     from onnx import TensorProto, helper
-
-    from ..tasks.classification import EMBEDDABLE_TOKENIZERS
 
     if type(tokenizer).__name__ not in EMBEDDABLE_TOKENIZERS:
         raise EdgetuneError(

@@ -9,9 +9,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from .. import __version__
-from ..data import file_sha256
-from ..rundir import atomic_write_json
+from edgetune import __version__
+from edgetune.core.data import file_sha256
+from edgetune.core.rundir import atomic_write_json
 
 MANIFEST = "manifest.json"
 GOLDEN = "golden.json"

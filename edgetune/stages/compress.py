@@ -7,9 +7,9 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ..artifacts import Student
-from ..int8 import reduce_range
-from .base import BaseStage, BuildContext, Key
+from edgetune.build import BaseStage, BuildContext, Key
+from edgetune.core.artifacts import Student
+from edgetune.engines.int8 import reduce_range
 
 
 class Compress(BaseStage):
@@ -30,7 +30,7 @@ class Compress(BaseStage):
         )
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Student:
-        from ..compress import build_student
+        from edgetune.engines.compress import build_student
 
         c, tr, data = ctx.recipe.compress, ctx.recipe.training, ctx.data
         assert c is not None

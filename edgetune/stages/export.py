@@ -6,13 +6,13 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from ..artifacts import MergedModel, OnnxModel
-from ..errors import EdgetuneError
-from ..families import ModelInfo, check_genai_exportable, check_optimum_exportable
-from ..genai import MODEL_NAME, build_genai
-from ..recipe import ExportConfig, Recipe
-from .base import BaseStage, BuildContext, Key, trained_model
-from .common import describe_onnx, quiet
+from edgetune.build import BaseStage, BuildContext, Key, trained_model
+from edgetune.core.artifacts import MergedModel, OnnxModel
+from edgetune.core.errors import EdgetuneError
+from edgetune.core.families import ModelInfo, check_genai_exportable, check_optimum_exportable
+from edgetune.core.recipe import ExportConfig, Recipe
+from edgetune.engines.builder import MODEL_NAME, build_genai
+from edgetune.engines.onnxfile import describe_onnx, quiet
 
 FP32_NAME = "model.onnx"
 

@@ -14,15 +14,14 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Adapter
-from ..families import AdapterPlan
-from ..int4 import int4_forward, round_frozen_for_int4
-from ..progress import StepProgress, on_terminal
-from ..recipe import LoraConfig, TrainingConfig
-from ..rundir import config_key
-from ..sources import ModelSource
-from ..tasks.base import Task, TaskData
-from .base import BaseStage, BuildContext, Key
+from edgetune.build import BaseStage, BuildContext, Key, Task, TaskData
+from edgetune.core.artifacts import Adapter
+from edgetune.core.families import AdapterPlan
+from edgetune.core.progress import StepProgress, on_terminal
+from edgetune.core.recipe import LoraConfig, TrainingConfig
+from edgetune.core.rundir import config_key
+from edgetune.core.sources import ModelSource
+from edgetune.engines.int4 import int4_forward, round_frozen_for_int4
 
 # how training reports and checkpoints, not what it computes: left out of the keys, so changing them neither
 # reruns a finished stage nor orphans a checkpoint, and keys of runs from before these fields stay as they were
@@ -284,7 +283,7 @@ def _set_allocator_state(model: Any, state: dict) -> None:
 def use_bf16(precision: str) -> bool:
     """bf16 autocast for 'bf16', or for 'auto' when the CPU has native bf16 matrix units (AMX or AVX512-BF16);
     without them bf16 is emulated and slower than float32."""
-    from ..runtime import NATIVE_BF16, cpu_flags
+    from edgetune.runtime.cpu import NATIVE_BF16, cpu_flags
 
     if precision != "auto":
         return precision == "bf16"

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ..artifacts import Adapter, MergedModel
-from ..errors import CheckFailed, EdgetuneError
-from ..sources import ModelSource
-from ..tasks.base import Task, TaskData
-from .base import BaseStage, BuildContext, Key
+from edgetune.build import BaseStage, BuildContext, Key, Task, TaskData
+from edgetune.core.artifacts import Adapter, MergedModel
+from edgetune.core.errors import CheckFailed, EdgetuneError
+from edgetune.core.sources import ModelSource
 
 
 class Merge(BaseStage):
@@ -72,7 +71,7 @@ def merge(
             f"merge: cannot load adapter {adapter.path} onto {base.spec}: {str(e).splitlines()[0]}"
         ) from None
     if adapter.int4_block_size:  # trained int4-aware: on a base whose untrained linears were rounded to int4
-        from ..int4 import round_frozen_for_int4
+        from edgetune.engines.int4 import round_frozen_for_int4
 
         round_frozen_for_int4(peft_model, adapter.int4_block_size)
     # The equality check runs in float64 so that it measures the merge, not float32 summation-order noise

@@ -15,12 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import MergedModel, OnnxModel, Package, Verification
-from ..errors import CheckFailed, EdgetuneError
-from ..packaging.app import assets_dir, install
-from ..packaging.check import check_package
-from ..packaging.graph import to_ort_format, with_tokenizer
-from ..packaging.manifest import (
+from edgetune.build import BaseStage, BuildContext, Key, trained_model
+from edgetune.core.artifacts import MergedModel, OnnxModel, Package, Verification
+from edgetune.core.errors import CheckFailed, EdgetuneError
+from edgetune.core.rundir import atomic_write_json
+from edgetune.packaging.app import assets_dir, install
+from edgetune.packaging.check import check_package
+from edgetune.packaging.graph import to_ort_format, with_tokenizer
+from edgetune.packaging.manifest import (
     GOLDEN,
     SCHEMA_VERSION,
     ChatFormat,
@@ -32,8 +34,6 @@ from ..packaging.manifest import (
     read_manifest,
     runtime_versions,
 )
-from ..rundir import atomic_write_json
-from .base import BaseStage, BuildContext, Key, trained_model
 
 # Hand-picked edge cases added to the golden set: accents, case, punctuation, and a text over max_length.
 EDGE_TEXTS = ["TURN ON the Kitchen lights!!!", "Café lights: ON, s'il vous plaît", "lights " * 200]
@@ -64,7 +64,7 @@ class _PackageStage(BaseStage):
         config = {k: v for k, v in r.package.model_dump().items() if k != "android" and (k != "linux" or v)}
         bundles: list = []
         if r.package.linux:  # a new run_device.py (an edgetune upgrade) rewrites the bundles too
-            from ..device.bundle import runner_sha256
+            from edgetune.device.bundle import runner_sha256
 
             bundles = [r.benchmark.model_dump(), r.verify.greedy_tokens, runner_sha256()]
         return Key([config, *self.reads(ctx), *bundles])
@@ -96,7 +96,7 @@ class _PackageStage(BaseStage):
         if problems:
             raise CheckFailed("package: " + "; ".join(problems))
         for arch in r.package.linux:  # device bundles for Linux boards: package/linux-<arch>/
-            from ..device.bundle import write_bundle
+            from edgetune.device.bundle import write_bundle
 
             where = write_bundle(
                 out,
@@ -150,7 +150,7 @@ class ClassifierPackage(_PackageStage):
 
 class ChatPackage(_PackageStage):
     def bundle_inputs(self, ctx: BuildContext, merged: MergedModel) -> dict:
-        from ..tasks.causal_lm import step_logits
+        from edgetune.runtime.decoding import step_logits
 
         # PyTorch's logits along the host's greedy tokens: what a board's logits are checked against
         return {"reference": lambda seqs: step_logits(ctx.task.load_model(merged.path), seqs)}
@@ -224,7 +224,7 @@ def package_classifier(
 
 
 def package_chat(model: OnnxModel, merged: MergedModel, ctx: BuildContext, out: Path) -> dict:
-    from ..tasks.causal_lm import end_ids, greedy_torch, prompt_ids
+    from edgetune.runtime.decoding import end_ids, greedy_torch, prompt_ids
 
     task, data, cfg = ctx.task, ctx.data, ctx.recipe.package
     system_prompt = getattr(ctx.recipe.dataset, "system_prompt", None)

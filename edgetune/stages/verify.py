@@ -7,13 +7,12 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import Check, MergedModel, OnnxModel, Verification
-from ..errors import EdgetuneError
-from ..recipe import VerifyConfig
-from ..rundir import atomic_write_json
-from ..runtime import cpu_isa
-from ..tasks.base import Task, TaskData
-from .base import BaseStage, BuildContext, Key, trained_model
+from edgetune.build import BaseStage, BuildContext, Key, Task, TaskData, trained_model
+from edgetune.core.artifacts import Check, MergedModel, OnnxModel, Verification
+from edgetune.core.errors import EdgetuneError
+from edgetune.core.recipe import VerifyConfig
+from edgetune.core.rundir import atomic_write_json
+from edgetune.runtime.cpu import cpu_isa
 
 EVAL_BATCH = 32  # PyTorch's batch in verify (float results do not depend on it)
 

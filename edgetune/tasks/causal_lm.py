@@ -11,13 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data import Row, data_fingerprint, load_splits
-from ..errors import RecipeError
-from ..families import for_genai_builder
-from .base import TaskData
+from edgetune.build import TaskData
+from edgetune.core.data import Row, data_fingerprint, load_splits
+from edgetune.core.errors import RecipeError
+from edgetune.core.families import for_genai_builder
+from edgetune.runtime.decoding import _all_logits, _ids, _logsumexp, _padded, end_ids, greedy_torch
+from edgetune.runtime.genai import GenaiLM
 
 if TYPE_CHECKING:
-    from ..stages.base import Stage
+    from edgetune.build import Stage
 
 ROLES = {"system", "user", "assistant"}
 IGNORE = -100
@@ -75,14 +77,14 @@ class CausalLMTask:
     peft_task_type = "CAUSAL_LM"
 
     def stages(self) -> list[Stage]:
-        from ..stages.bench import DecodeBench
-        from ..stages.export import GenaiExport
-        from ..stages.finetune import Finetune
-        from ..stages.merge import Merge
-        from ..stages.package import ChatPackage
-        from ..stages.quantize import GenaiQuantize
-        from ..stages.report import ReportStage
-        from ..stages.verify import Verify
+        from edgetune.stages.bench import DecodeBench
+        from edgetune.stages.export import GenaiExport
+        from edgetune.stages.finetune import Finetune
+        from edgetune.stages.merge import Merge
+        from edgetune.stages.package import ChatPackage
+        from edgetune.stages.quantize import GenaiQuantize
+        from edgetune.stages.report import ReportStage
+        from edgetune.stages.verify import Verify
 
         return [
             Finetune(),
@@ -294,77 +296,6 @@ def _fill_special_ids(model: Any, tokenizer: Any) -> None:
                 setattr(model.generation_config, key, value)
 
 
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    m = x.max(-1, keepdims=True)
-    return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
-
-
-def _padded(seqs: list[list[int]], value: int, left: bool = False) -> tuple[Any, Any]:
-    """Sequences as one [batch, longest] long tensor, filled with `value` on the right (or the left, for
-    generation), and the attention mask that marks the real tokens."""
-    import torch
-
-    width = max(len(s) for s in seqs)
-    fill = [[value] * (width - len(s)) for s in seqs]
-    ones = [[1] * len(s) for s in seqs]
-    zeros = [[0] * (width - len(s)) for s in seqs]
-    ids = [f + list(s) if left else list(s) + f for s, f in zip(seqs, fill)]
-    mask = [z + o if left else o + z for o, z in zip(ones, zeros)]
-    return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
-
-
-def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[np.ndarray]:
-    """Logits at every position of each sequence: [len(seq), vocab], float64 for a float64 model.
-
-    A PyTorch model runs `batch_size` sequences at a time, right-padded (causal attention: padding after a
-    sequence cannot change its logits); an ONNX runner takes them one by one."""
-    if hasattr(model, "logits") and not hasattr(model, "config"):
-        for ids in seqs:
-            yield np.asarray(model.logits(ids), dtype=np.float32)
-        return
-    import torch
-
-    for at in range(0, len(seqs), max(1, batch_size)):
-        chunk = seqs[at : at + batch_size]
-        ids, mask = _padded(chunk, 0)
-        with torch.inference_mode():
-            out = model(input_ids=ids, attention_mask=mask).logits
-        out = out if out.dtype == torch.float64 else out.float()
-        for j, s in enumerate(chunk):  # one batch in memory at a time: vocabulary-wide logits are large
-            yield out[j, : len(s)].numpy()
-
-
-def prompt_ids(tokenizer: Any, example: dict) -> list[int]:
-    """The conversation up to the last assistant turn, ready for generation."""
-    return chat_ids(tokenizer, example["messages"][:-1])
-
-
-def chat_ids(tokenizer: Any, messages: list[dict]) -> list[int]:
-    """`messages` through the chat template, ending with the assistant's turn opened."""
-    return _ids(tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=True))
-
-
-def step_logits(model: Any, seqs: list[tuple[list[int], list[int]]]) -> list[np.ndarray]:
-    """For each (prompt ids, generated tokens): the next-token logits before each generated token, from one
-    causal forward pass (teacher-forced: as if the model had chosen exactly those tokens)."""
-    import torch
-
-    out = []
-    with torch.inference_mode():
-        for prompt, tokens in seqs:
-            ids = torch.tensor([list(prompt) + list(tokens[:-1])])
-            logits = model(input_ids=ids).logits[0].float().numpy()
-            out.append(logits[len(prompt) - 1 : len(prompt) - 1 + len(tokens)])
-    return out
-
-
-def end_ids(tokenizer: Any) -> set[int]:
-    ids = {tokenizer.eos_token_id}
-    if "<|im_end|>" in tokenizer.get_vocab():
-        ids.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
-    return {i for i in ids if i is not None}
-
-
 def _gguf_string(reader: Any, key: str) -> str:
     field = reader.fields.get(key)
     return bytes(field.parts[field.data[0]]).decode() if field else ""
@@ -412,84 +343,6 @@ def _gguf_tokenizer(path: Path) -> Any:
         return AutoTokenizer.from_pretrained(d)
 
 
-class GenaiLM:
-    """An onnxruntime-genai model folder (genai_config.json beside model.onnx) with greedy decoding."""
-
-    def __init__(self, folder: Path, threads: int = 0) -> None:
-        import onnxruntime_genai as og
-
-        from ..errors import EdgetuneError
-
-        self.og, self.folder = og, Path(folder)
-        try:
-            cfg = og.Config(str(folder))
-            cfg.clear_providers()
-            if threads:
-                cfg.overlay(
-                    json.dumps(
-                        {
-                            "model": {
-                                "decoder": {
-                                    "session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
-                                }
-                            }
-                        }
-                    )
-                )
-            self.model = og.Model(cfg)
-        except Exception as e:
-            raise EdgetuneError(f"onnxruntime-genai cannot load {folder}: {str(e).splitlines()[0][:200]}") from None
-
-    def eval(self) -> GenaiLM:
-        return self
-
-    def _failed(self, e: Exception) -> Exception:
-        from ..errors import EdgetuneError
-
-        return EdgetuneError(f"onnxruntime-genai failed running {self.folder}: {str(e).splitlines()[0][:300]}")
-
-    def _generator(self, ids: list[int], max_length: int) -> Any:
-        try:
-            params = self.og.GeneratorParams(self.model)
-            params.set_search_options(do_sample=False, max_length=max_length)
-            gen = self.og.Generator(self.model, params)
-            gen.append_tokens([ids])
-        except RuntimeError as e:
-            raise self._failed(e) from None
-        return gen
-
-    def logits(self, ids: list[int]) -> np.ndarray:
-        return np.asarray(self._generator(ids, len(ids) + 1).get_output("logits"))[0]
-
-    def tokens(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
-        """Greedy new tokens after `ids`, one at a time as they are decoded."""
-        gen = self._generator(ids, len(ids) + max_new_tokens)
-        for _ in range(max_new_tokens):
-            if gen.is_done():
-                return
-            try:
-                gen.generate_next_token()
-            except RuntimeError as e:
-                raise self._failed(e) from None
-            yield int(gen.get_next_tokens()[0])
-
-    def greedy(self, ids: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
-        """Greedy new tokens up to and including the first end token."""
-        out: list[int] = []
-        for t in self.tokens(ids, max_new_tokens):
-            out.append(t)
-            if t in eos:
-                break
-        return out
-
-
-def _ids(x: Any) -> list[int]:
-    """apply_chat_template returns a list, or a BatchEncoding in newer transformers."""
-    if isinstance(x, dict) or hasattr(x, "input_ids"):
-        x = x["input_ids"]
-    return list(x)
-
-
 def _context_length(path: Path) -> int | None:
     """The model's context length, from GGUF metadata or config.json, without loading weights."""
     path = Path(path)
@@ -502,36 +355,6 @@ def _context_length(path: Path) -> int | None:
         return int(field.parts[field.data[0]][0]) if field else None
     cfg = path / "config.json"
     return json.loads(cfg.read_text()).get("max_position_embeddings") if cfg.is_file() else None
-
-
-def greedy_torch(
-    model: Any, prompts: list[list[int]], budgets: list[int], eos: set[int], batch_size: int = 16
-) -> list[list[int]]:
-    """Greedy decoding with the PyTorch model and its KV cache, `batch_size` prompts at a time (left-padded,
-    prompts of similar length together); each result stops after its first end token or its budget."""
-    import torch
-
-    pad = sorted(eos)[0]
-    out: list[list[int]] = [[] for _ in prompts]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for at in range(0, len(order), batch_size):
-        chunk = order[at : at + batch_size]
-        ids, mask = _padded([prompts[i] for i in chunk], pad, left=True)
-        width = ids.shape[1]
-        with torch.inference_mode():
-            new = model.generate(
-                ids,
-                attention_mask=mask,
-                max_new_tokens=max(budgets[i] for i in chunk),
-                do_sample=False,
-                eos_token_id=sorted(eos),
-                pad_token_id=pad,
-            )[:, width:]
-        for row, i in zip(new.tolist(), chunk):
-            toks = row[: budgets[i]]
-            end = next((k for k, t in enumerate(toks) if t in eos), None)
-            out[i] = toks if end is None else toks[: end + 1]
-    return out
 
 
 def json_exact_match(texts: list[str], examples: list[dict]) -> float:

@@ -9,19 +9,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data import Row, data_fingerprint, load_splits
-from ..errors import RecipeError
-from .base import TaskData
+from edgetune.build import TaskData
+from edgetune.core.data import Row, data_fingerprint, load_splits
+from edgetune.core.errors import RecipeError
+from edgetune.packaging.graph import EMBEDDABLE_TOKENIZERS
 
 if TYPE_CHECKING:
-    from ..stages.base import Stage
+    from edgetune.build import Stage
 
 
 # Longer texts are cut before tokenizing: far beyond any max_length, and a 100k-character row would only cost
 # tokenizer time (and memory in every batch) for tokens that truncation throws away.
 MAX_TEXT_CHARS = 20_000
-# Tokenizers the package stage can put inside the graph (onnxruntime-extensions' BertTokenizer op).
-EMBEDDABLE_TOKENIZERS = ("BertTokenizerFast", "BertTokenizer")
 
 
 def _summarize(warnings: list[str]) -> list[str]:
@@ -36,15 +35,15 @@ class ClassificationTask:
     peft_task_type = "SEQ_CLS"
 
     def stages(self) -> list[Stage]:
-        from ..stages.bench import EncoderBench
-        from ..stages.compress import Compress
-        from ..stages.export import OptimumExport
-        from ..stages.finetune import Finetune
-        from ..stages.merge import Merge
-        from ..stages.package import ClassifierPackage
-        from ..stages.quantize import OrtInt8
-        from ..stages.report import ReportStage
-        from ..stages.verify import Verify
+        from edgetune.stages.bench import EncoderBench
+        from edgetune.stages.compress import Compress
+        from edgetune.stages.export import OptimumExport
+        from edgetune.stages.finetune import Finetune
+        from edgetune.stages.merge import Merge
+        from edgetune.stages.package import ClassifierPackage
+        from edgetune.stages.quantize import OrtInt8
+        from edgetune.stages.report import ReportStage
+        from edgetune.stages.verify import Verify
 
         return [
             Finetune(),
@@ -229,8 +228,8 @@ class OrtClassifier:
     """Wraps an InferenceSession so it can be called like a transformers classifier (returns .logits)."""
 
     def __init__(self, path: Path, threads: int = 0) -> None:
-        from ..errors import EdgetuneError
-        from ..runtime import ort_session
+        from edgetune.core.errors import EdgetuneError
+        from edgetune.runtime.ort import ort_session
 
         self.path = Path(path)
         try:
@@ -245,7 +244,7 @@ class OrtClassifier:
     def __call__(self, **batch: Any) -> Any:
         import torch
 
-        from ..errors import EdgetuneError
+        from edgetune.core.errors import EdgetuneError
 
         missing = [n for n in self.inputs if n not in batch]
         if missing:

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from .runtime import cpu_isa, int8_saturates
+from edgetune.runtime.cpu import cpu_isa, int8_saturates
 
 FULL, REDUCED = 127, 64  # symmetric int8 weight range: quantize_dynamic's, and with reduce_range
 

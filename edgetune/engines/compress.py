@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .int8 import int8_forward
-from .progress import StepProgress
+from edgetune.core.progress import StepProgress
+from edgetune.engines.int8 import int8_forward
 
 # every=2 keeps the layer that ends each group of `every` (1, 3, 5 of 6), so the teacher's last layer, whose output
 # the trained pooler and head read, stays. Measured on the default recipe's merged model (3 of 6 layers, same

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .data import file_sha256
-from .errors import EdgetuneError, RecipeError
+from edgetune.core.data import file_sha256
+from edgetune.core.errors import EdgetuneError, RecipeError
 
 MANIFEST = "manifest.json"
 

@@ -19,10 +19,10 @@ import time
 import uuid
 from pathlib import Path
 
-from .artifacts import Benchmark
-from .errors import EdgetuneError, RecipeError
-from .noise import MIN_SPREAD_MS, assess, spread
-from .packaging.manifest import PackageManifest, read_manifest
+from edgetune.core.artifacts import Benchmark
+from edgetune.core.errors import EdgetuneError, RecipeError
+from edgetune.engines.noise import MIN_SPREAD_MS, assess, spread
+from edgetune.packaging.manifest import PackageManifest, read_manifest
 
 APP_ID = "ai.edgetune.demo"
 ACTIVITY = f"{APP_ID}/.BenchmarkActivity"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .errors import EdgetuneError
+from edgetune.core.errors import EdgetuneError
 
 MODEL_NAME = "model.onnx"  # the builder's output file name
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import RecipeError
+from edgetune.core.errors import RecipeError
 
 
 @dataclass(frozen=True)

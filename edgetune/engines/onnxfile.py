@@ -8,9 +8,9 @@ import logging
 import warnings
 from pathlib import Path
 
-from ..artifacts import OnnxModel
-from ..data import file_sha256
-from ..errors import EdgetuneError
+from edgetune.core.artifacts import OnnxModel
+from edgetune.core.data import file_sha256
+from edgetune.core.errors import EdgetuneError
 
 
 def describe_onnx(path: Path, precision: str, notes: dict | None = None) -> OnnxModel:

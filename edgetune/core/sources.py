@@ -8,7 +8,7 @@ import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import RecipeError, shorten
+from edgetune.core.errors import RecipeError, shorten
 
 PACKAGE_PREFIX = "package:"
 
@@ -28,7 +28,7 @@ class ModelSource:
 
     @functools.cached_property
     def _fingerprint(self) -> str:
-        from .data import file_sha256
+        from edgetune.core.data import file_sha256
 
         h = hashlib.sha256()
         root = self.path if self.path.is_dir() else self.path.parent

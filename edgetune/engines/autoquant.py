@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from .artifacts import MergedModel, OnnxModel
-from .errors import CheckFailed
+from edgetune.core.artifacts import MergedModel, OnnxModel
+from edgetune.core.errors import CheckFailed
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ SELECT_SEED = 7_919  # their seed: other copies than compress.augment's (seed = 
 
 def selection_split(train: list[dict], seed: int, mask_token: str | None) -> list[dict]:
     """The rows candidates are chosen on: SELECT_COPIES altered copies of each training text (module docstring)."""
-    from .compress import augment_examples
+    from edgetune.engines.compress import augment_examples
 
     return augment_examples(train, SELECT_COPIES, seed + SELECT_SEED, mask_token)[len(train) :]
 
@@ -64,11 +64,12 @@ def head_nodes(path: Path) -> list[str]:
 
 def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: tuple[bool, str]) -> OnnxModel:
     """Build, measure and time every candidate into out/candidates/; copy the chosen one to out/model_int8.onnx.
-    `weights`: the int8 weight range (edgetune.int8.reduce_range's answer), the same for every candidate.
+    `weights`: the int8 weight range (edgetune.engines.int8.reduce_range's answer), the same for every candidate.
     CheckFailed when none keeps the budgets."""
-    from .recipe import BenchmarkConfig
-    from .stages.bench import bench, encoder_inputs
-    from .stages.quantize import INT8_NAME, quantize_int8
+    from edgetune.core.recipe import BenchmarkConfig
+    from edgetune.engines.bench.inputs import encoder_inputs
+    from edgetune.engines.bench.run import bench
+    from edgetune.engines.quantize import INT8_NAME, calibration_feeds, quantize_int8
 
     r, task, data = ctx.recipe, ctx.task, ctx.data
     v, max_length = r.verify, r.training.max_length
@@ -79,6 +80,7 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: t
     fp32_runner = task.load_onnx(fp32.path)
     ref, ref_metrics = task.evaluate(fp32_runner, tok, select, batch, max_length)
     _, heldout_ref = task.evaluate(fp32_runner, tok, data.eval, batch, max_length)
+    calibration = calibration_feeds(task.batches, data.train[: r.quantize.calibration_samples], tok, max_length)
     rows, models = [], []
     for c in CANDIDATES:
         folder = out / "candidates" / c.name.replace(" ", "_").replace(",", "")
@@ -86,7 +88,7 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: t
         cfg = r.quantize.model_copy(update={"mode": c.mode, "per_channel": c.per_channel})
         exclude = head_nodes(fp32.path) if c.head_fp32 else []
         ctx.log(f"quantize: candidate {c.name} ...")
-        m = quantize_int8(fp32, cfg, task, folder, data.train, tok, max_length, weights, exclude)
+        m = quantize_int8(fp32, cfg, folder, calibration, weights, exclude)
         runner = task.load_onnx(m.path)
         got, metrics = task.evaluate(runner, tok, select, batch, max_length)
         a, b = got.astype(np.float64), ref.astype(np.float64)
@@ -129,7 +131,7 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: t
     for f in m.path.parent.iterdir():  # tokenizer and config travel with the model
         if f.is_file() and f.suffix != ".onnx":
             shutil.copy2(f, out / f.name)
-    from .stages.common import describe_onnx
+    from edgetune.engines.onnxfile import describe_onnx
 
     notes = {
         **m.notes,
@@ -151,7 +153,7 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: t
 def choose(rows: list[dict]) -> dict | None:
     """The fastest passing candidate; those within the noise of it (TIE, or the rows' measured spread, plus the
     timer's jitter) are ties, won by the earliest in CANDIDATES order."""
-    from .noise import MIN_SPREAD_MS
+    from edgetune.engines.noise import MIN_SPREAD_MS
 
     passing = [row for row in rows if row["passed"]]
     if not passing:

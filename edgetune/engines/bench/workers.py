@@ -1,0 +1,195 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgetune.core.errors import EdgetuneError
+from edgetune.engines.bench.inputs import _generated_inputs, _index_bounds
+
+
+def timed_calls(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
+    """`warmup` untimed calls of `fn`, then the seconds each of `runs` calls took (benchmarks/peers.py times its
+    builds with this too)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def _stats(times_s: list[float], batch: int) -> dict:
+    ms = np.array(times_s) * 1000
+    return {
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "mean_ms": float(ms.mean()),
+        "throughput_per_s": float(batch * 1000 / ms.mean()),
+    }
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident set size. VmHWM, because ru_maxrss survives fork+exec on Linux
+    and would report the parent's peak."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _worker(job: dict) -> dict:
+    """Runs in a fresh process so load time and peak RSS belong to one model."""
+    threads, batch = job["threads"], job["batch"]
+    t0 = time.perf_counter()
+    given = job.get("inputs")  # {seq_len: feeds}, the same arrays for every model in a run
+    if job["kind"] == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        model = job["load"](Path(job["path"]), job["labels"])
+
+        def make(seq: int) -> Any:
+            feeds = {k: torch.from_numpy(v) for k, v in given[seq].items()}
+            return lambda: model(**feeds)
+
+        ctx = torch.inference_mode()
+    else:
+        import contextlib
+
+        from edgetune.runtime.ort import ort_session
+
+        sess = ort_session(job["path"], threads, job.get("custom_ops"))
+        wanted = [i.name for i in sess.get_inputs()]
+        bounds = {} if given else _index_bounds(job["path"])
+
+        def make(seq: int) -> Any:
+            if given:
+                feeds = {n: given[seq][n] for n in wanted}
+            else:
+                feeds = _generated_inputs(sess, batch, seq, bounds, job.get("texts"))
+            return lambda: sess.run(None, feeds)
+
+        ctx = contextlib.nullcontext()
+    load_s = time.perf_counter() - t0
+    per_seq = []
+    with ctx:
+        for seq in job["seqs"]:
+            fn = make(seq)
+            t = time.perf_counter()
+            fn()
+            first_ms = (time.perf_counter() - t) * 1000
+            times = timed_calls(fn, job["warmup"], job["runs"])
+            per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
+    return {"load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": per_seq}
+
+
+def _llm_worker(job: dict) -> dict:
+    """Time to first token, prefill and decode speed of one causal LM, in a fresh process."""
+    threads, seq, new = job["threads"], job["seqs"][0], job["new_tokens"]
+    prompt = np.random.default_rng(seq).integers(100, job["vocab"] - 1, size=seq).tolist()
+    t0 = time.perf_counter()
+    if job["kind"] == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
+        model = job["load"](Path(job["path"]))
+
+        def run() -> list[float]:
+            stamps = [time.perf_counter()]
+            with torch.inference_mode():
+                out = model(input_ids=torch.tensor([prompt]), use_cache=True)
+                for _ in range(new):
+                    tok = out.logits[:, -1:].argmax(-1)
+                    stamps.append(time.perf_counter())
+                    out = model(input_ids=tok, past_key_values=out.past_key_values, use_cache=True)
+            return stamps
+    else:
+        from edgetune.runtime.genai import GenaiLM
+
+        lm = GenaiLM(Path(job["path"]).parent, threads)
+        og, model = lm.og, lm.model
+
+        def run() -> list[float]:
+            params = og.GeneratorParams(model)
+            # min_length = max_length: every run decodes exactly `new` tokens, end token or not
+            params.set_search_options(do_sample=False, max_length=seq + new, min_length=seq + new)
+            gen = og.Generator(model, params)
+            stamps = [time.perf_counter()]
+            gen.append_tokens([prompt])
+            while not gen.is_done():
+                gen.generate_next_token()
+                gen.get_next_tokens()
+                stamps.append(time.perf_counter())
+            return stamps
+
+    load_s = time.perf_counter() - t0
+    for _ in range(job["warmup"]):
+        run()
+    ttft, decode = [], []
+    for _ in range(job["runs"]):
+        st = run()
+        ttft.append(st[1] - st[0])
+        decode.append((len(st) - 2) / (st[-1] - st[1]))
+    ttft_ms = float(np.median(ttft) * 1000)
+    return {
+        "load_seconds": load_s,
+        "peak_rss_mb": _peak_rss_mb(),
+        "per_seq": [
+            {
+                "seq_len": seq,
+                "threads": threads,
+                "new_tokens": new,
+                "ttft_ms": ttft_ms,
+                "prefill_tokens_per_s": seq / (ttft_ms / 1000),
+                "decode_tokens_per_s": float(np.median(decode)),
+                "p50_ms": float(1000 / np.median(decode)),
+                "p90_ms": float(1000 / np.percentile(decode, 10)),
+                "p99_ms": float(1000 / np.percentile(decode, 1)),
+                "mean_ms": float(1000 / np.mean(decode)),
+                "throughput_per_s": float(np.median(decode)),
+                "first_ms": ttft_ms,
+            }
+        ],
+    }
+
+
+def _child(job: dict, conn: Any) -> None:
+    """Process entry point: run the job's worker and send its result, or a one-line error, to the parent."""
+    try:
+        conn.send({"ok": True, **(_llm_worker if job.get("llm") else _worker)(job)})
+    except Exception as e:  # the parent raises it as a one-line error
+        conn.send({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
+    finally:
+        conn.close()
+
+
+def _run_job(job: dict) -> dict:
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    p = ctx.Process(target=_child, args=(job, child), daemon=True)
+    p.start()
+    child.close()
+    try:
+        msg = parent.recv()
+    except EOFError:
+        p.join()
+        raise EdgetuneError(f"bench: worker for {job['name']} died (exit code {p.exitcode})") from None
+    p.join()
+    if not msg["ok"]:
+        raise EdgetuneError(f"bench: {job['name']} ({job['path']}): {msg['error']}")
+    return msg

@@ -1,0 +1,81 @@
+"""TODO docstring."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class GenaiLM:
+    """An onnxruntime-genai model folder (genai_config.json beside model.onnx) with greedy decoding."""
+
+    def __init__(self, folder: Path, threads: int = 0) -> None:
+        import onnxruntime_genai as og
+
+        from edgetune.core.errors import EdgetuneError
+
+        self.og, self.folder = og, Path(folder)
+        try:
+            cfg = og.Config(str(folder))
+            cfg.clear_providers()
+            if threads:
+                cfg.overlay(
+                    json.dumps(
+                        {
+                            "model": {
+                                "decoder": {
+                                    "session_options": {"intra_op_num_threads": threads, "inter_op_num_threads": 1}
+                                }
+                            }
+                        }
+                    )
+                )
+            self.model = og.Model(cfg)
+        except Exception as e:
+            raise EdgetuneError(f"onnxruntime-genai cannot load {folder}: {str(e).splitlines()[0][:200]}") from None
+
+    def eval(self) -> GenaiLM:
+        return self
+
+    def _failed(self, e: Exception) -> Exception:
+        from edgetune.core.errors import EdgetuneError
+
+        return EdgetuneError(f"onnxruntime-genai failed running {self.folder}: {str(e).splitlines()[0][:300]}")
+
+    def _generator(self, ids: list[int], max_length: int) -> Any:
+        try:
+            params = self.og.GeneratorParams(self.model)
+            params.set_search_options(do_sample=False, max_length=max_length)
+            gen = self.og.Generator(self.model, params)
+            gen.append_tokens([ids])
+        except RuntimeError as e:
+            raise self._failed(e) from None
+        return gen
+
+    def logits(self, ids: list[int]) -> np.ndarray:
+        return np.asarray(self._generator(ids, len(ids) + 1).get_output("logits"))[0]
+
+    def tokens(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
+        """Greedy new tokens after `ids`, one at a time as they are decoded."""
+        gen = self._generator(ids, len(ids) + max_new_tokens)
+        for _ in range(max_new_tokens):
+            if gen.is_done():
+                return
+            try:
+                gen.generate_next_token()
+            except RuntimeError as e:
+                raise self._failed(e) from None
+            yield int(gen.get_next_tokens()[0])
+
+    def greedy(self, ids: list[int], max_new_tokens: int, eos: set[int]) -> list[int]:
+        """Greedy new tokens up to and including the first end token."""
+        out: list[int] = []
+        for t in self.tokens(ids, max_new_tokens):
+            out.append(t)
+            if t in eos:
+                break
+        return out
