@@ -1,6 +1,7 @@
 """Measure the export and int8 choices edgetune makes, against PyTorch eager fp32 in the same process.
 
-Usage: python benchmarks/int8_variants.py RECIPE [--out RUN_DIR] [--threads 2] [--seq 32] [--runs 300]
+Usage: python benchmarks/int8_variants.py RECIPE [--out RUN_DIR] [--threads 2] [--seq 32] [--warmup 20] [--runs 300]
+       python benchmarks/int8_variants.py RECIPE --out RUN_DIR --smoke
 
 Needs a finished `edgetune build` of RECIPE (it reads merge/model). For each variant it prints export
 seconds, file size, p50 latency at batch 1 and the ratio to PyTorch, and top-1 agreement and minimum
@@ -9,16 +10,22 @@ cosine against PyTorch on the recipe's held-out split. Variants:
   ONNX Runtime transformer fusions with and without SkipLayerNormalization, sessions with and without the
   runtime SkipLayerNormFusion;
   int8 dynamic per-tensor vs per-channel.
+
+--smoke: the same path on a tiny run in seconds (CI, tests/test_benchmarks.py): every variant, 1 thread, seq 8,
+1 warmup and 3 timed runs. Its timings mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+
+SMOKE = {"threads": 1, "seq": 8, "warmup": 1, "runs": 3}
 
 
 def p50_ms(fn, warmup: int, runs: int) -> float:
@@ -38,8 +45,12 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seq", type=int, default=32)
+    ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--smoke", action="store_true", help="tiny settings, for CI: " + str(SMOKE))
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
 
     import onnxruntime as ort
     import torch
@@ -49,10 +60,10 @@ def main() -> None:
     from optimum.onnxruntime.configuration import OptimizationConfig
 
     from edgetune.core.recipe import load_recipe
+    from edgetune.engines.bench.inputs import encoder_inputs
     from edgetune.engines.onnxfile import quiet
     from edgetune.pipeline import prepare
     from edgetune.runtime.ort import DISABLED_OPTIMIZERS
-    from edgetune.engines.bench.inputs import encoder_inputs
 
     p = prepare(load_recipe(args.recipe))
     run = args.out or Path("runs") / p.recipe.name
@@ -66,7 +77,7 @@ def main() -> None:
     batches = list(task.batches(p.data.eval, tok, 32, p.recipe.training.max_length))
     ref = np.concatenate([task.logits(model, b) for b in batches])
     with torch.inference_mode():
-        base = p50_ms(lambda: model(**feeds_pt), 20, args.runs)
+        base = p50_ms(lambda: model(**feeds_pt), args.warmup, args.runs)
     print(f"PyTorch eager fp32: p50 {base:.2f} ms at batch 1 x seq {args.seq}, {args.threads} threads\n")
 
     tmp = Path(tempfile.mkdtemp(prefix="edgetune-variants-"))
@@ -121,7 +132,9 @@ def main() -> None:
             sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"], disabled_optimizers=disabled)
             wanted = [i.name for i in sess.get_inputs()]
             ms = p50_ms(
-                lambda sess=sess, wanted=wanted: sess.run(None, {n: feeds_np[n] for n in wanted}), 20, args.runs
+                lambda sess=sess, wanted=wanted: sess.run(None, {n: feeds_np[n] for n in wanted}),
+                args.warmup,
+                args.runs,
             )
             got = np.concatenate([sess.run(None, {n: b[n].numpy() for n in wanted})[0] for b in batches])
             cos = (got * ref).sum(-1) / np.linalg.norm(got, axis=-1) / np.linalg.norm(ref, axis=-1)
@@ -130,6 +143,8 @@ def main() -> None:
                 f"{name:<58}{'off' if disabled else 'on':>12}{secs:>6.1f}{path.stat().st_size / 1e6:>7.1f}"
                 f"{ms:>8.2f}{ms / base:>7.3f}{agree:>7.3f}{cos.min():>8.4f}"
             )
+
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,14 @@
 """ONNX Runtime's MatMulNBits CPU kernel at decode shape (one token), by zero-point kind and accuracy level.
 
-Usage: python benchmarks/matmulnbits_kernels.py [--threads 2]
+Usage: python benchmarks/matmulnbits_kernels.py [--threads 2] [--warmup 20] [--runs 300] [--smoke]
 
 For SmolLM2-135M's MatMul shapes it times int4 weights with no zero points (symmetric, what edgetune and the
 builder export), uint8 zero points (asymmetric) and float zero points (which could hold a LoRA delta that is
 constant along a block exactly, as QA-LoRA does), at accuracy_level 4 (int8 compute) and 0, and prints each
 time as a ratio to the symmetric level-4 kernel timed in the same run, with the relative error against numpy.
+
+--smoke: the same path in seconds (CI, tests/test_benchmarks.py): small shapes (SMOKE_SHAPES), 1 thread, 1 warmup
+and 3 timed runs. Its timings mean nothing.
 """
 
 from __future__ import annotations
@@ -16,6 +19,11 @@ import time
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+
+# (K, N, layers): square shapes are chained (several layers per session, so per-run overhead is amortized);
+# lm_head alone
+SHAPES = [(576, 576, 16), (1536, 1536, 8), (576, 49152, 1)]  # SmolLM2-135M
+SMOKE_SHAPES = [(64, 64, 2), (64, 512, 1)]
 
 
 def _model(k: int, n: int, zero_points: str, level: int, layers: int, rng: np.random.Generator):
@@ -72,10 +80,13 @@ def _model(k: int, n: int, zero_points: str, level: int, layers: int, rng: np.ra
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--warmup", type=int, default=20)
     ap.add_argument("--runs", type=int, default=300)
+    ap.add_argument("--smoke", action="store_true", help="small shapes, 1 thread, 1 warmup + 3 runs, for CI")
     args = ap.parse_args()
-    # square shapes are chained (several layers per session, so per-run overhead is amortized); lm_head alone
-    for k, n, layers in [(576, 576, 16), (1536, 1536, 8), (576, 49152, 1)]:
+    if args.smoke:
+        args.threads, args.warmup, args.runs = 1, 1, 3
+    for k, n, layers in SMOKE_SHAPES if args.smoke else SHAPES:
         base = None
         for level in (4, 0):
             for zp in ("none", "uint8", "float"):
@@ -88,7 +99,7 @@ def main() -> None:
                 for w in weights:
                     ref = ref @ w.T
                 err = float(np.abs(sess.run(None, {"x": x})[0] - ref).max() / np.abs(ref).max())
-                for _ in range(20):
+                for _ in range(args.warmup):
                     sess.run(None, {"x": x})
                 t0 = time.perf_counter()
                 for _ in range(args.runs):

@@ -4,7 +4,10 @@ Each method builds the recipe (package off) up to verify in a fresh process, one
 everything else unchanged; the table shows the fine-tuned PyTorch and int8 ONNX accuracy and the median epoch
 time (which includes the per-epoch evaluation), with the load average before each build.
 
-    python benchmarks/methods.py [recipes/intent-minilm.yaml] [--out /tmp/methods] [--methods lora,ia3]
+    python benchmarks/methods.py [recipes/intent-minilm.yaml] [--out /tmp/methods] [--methods lora,ia3] [--smoke]
+
+--smoke: the same path on a tiny recipe in seconds (CI, tests/test_benchmarks.py): SMOKE_METHODS (unless
+--methods names others), trained for 1 epoch. Its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ from edgetune.pipeline import build
 from edgetune.core.recipe import load_recipe
 build(load_recipe(sys.argv[1]), sys.argv[2], until="verify", progress=False)
 """
+METHODS = "lora,dora,adalora,ia3"
+SMOKE_METHODS = "lora"
 
 
-def derived_recipe(recipe: Path, method: str, folder: Path) -> Path:
-    """The recipe with lora.method set and packaging off; its relative paths made absolute."""
+def derived_recipe(recipe: Path, method: str, folder: Path, epochs: int | None = None) -> Path:
+    """The recipe with lora.method set and packaging off (and training.epochs, if given); its relative paths made
+    absolute."""
     data = yaml.safe_load(recipe.read_text())
     base = recipe.resolve().parent
     for key in ("train", "eval"):
@@ -38,6 +44,8 @@ def derived_recipe(recipe: Path, method: str, folder: Path) -> Path:
     data["name"] = f"{data['name']}-{method}"
     data.setdefault("lora", {})["method"] = method
     data.setdefault("package", {})["android"] = None
+    if epochs is not None:
+        data.setdefault("training", {})["epochs"] = epochs
     path = folder / f"{method}.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -47,8 +55,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("recipe", nargs="?", default="recipes/intent-minilm.yaml", type=Path)
     ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "edgetune-methods")
-    ap.add_argument("--methods", default="lora,dora,adalora,ia3")
+    ap.add_argument("--methods", default=None, help=f"comma-separated (default {METHODS})")
+    ap.add_argument("--smoke", action="store_true", help=f"{SMOKE_METHODS} (unless --methods), 1 epoch, for CI")
     args = ap.parse_args()
+    methods = (args.methods or (SMOKE_METHODS if args.smoke else METHODS)).split(",")
     args.out.mkdir(parents=True, exist_ok=True)
     cpu = next(
         (
@@ -64,8 +74,8 @@ def main() -> None:
         "finetune s | load avg before |"
     )
     print("|---|---|---|---|---|---|---|")
-    for method in args.methods.split(","):
-        recipe = derived_recipe(args.recipe, method, args.out)
+    for method in methods:
+        recipe = derived_recipe(args.recipe, method, args.out, 1 if args.smoke else None)
         run = args.out / f"run-{method}"
         load = os.getloadavg()[0]
         subprocess.run([sys.executable, "-c", CHILD, str(recipe), str(run)], check=True)

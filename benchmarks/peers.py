@@ -1,7 +1,8 @@
 """edgetune's int8 build against the peers' builds of the same merged model, timed in one run (issue 13, item 4).
 
     python benchmarks/peers.py [RUN_DIR] [--data recipes/data/intents/test.jsonl] [--work /tmp/edgetune-peers]
-        [--threads 2] [--seq 16 32 128] [--rounds 3] [--runs 200] [--eval-batch 1] [--out WORK/peers.json]
+        [--threads 2] [--seq 16 32 128] [--rounds 3] [--warmup 20] [--runs 200] [--eval-batch 1]
+        [--out WORK/peers.json] [--smoke]
 
 RUN_DIR (default runs/intent-minilm) is a finished `edgetune build` of a classification recipe: its merged model
 (merge/model) is the input of every build, its int8 ONNX (quantize/model_int8.onnx) is edgetune's. Built into
@@ -20,14 +21,18 @@ text's int8 result).
 Latency (issue 13, item 3's method): batch 1, --threads intra-op threads, the same token ids for every model
 (random ids from the vocabulary seeded by the length, attention mask ones, token_type_ids zeros for the models
 that take them). --rounds interleaved rounds; each round runs every build once in a fresh process, the order
-rotated by one each round; each process does 20 warmup + --runs timed runs per sequence length and returns its
-p50. Reported per build and length: the median of the round p50s, its spread ((max - min) / median of the round
+rotated by one each round; each process does --warmup (20) warmup + --runs timed runs per sequence length and
+returns its p50. Reported per build and length: the median of the round p50s, its spread ((max - min) / median of the round
 p50s), the ratio to PyTorch eager fp32 and to the best peer (the faster of the optimum and Olive builds). Around
-the timing: the 1-minute load average before and after, and the CPU time the rest of the machine took (busy
-time in /proc/stat, steal included, minus this process tree's own CPU time). One warning line when a spread
-exceeds 15% or the rest of the machine used more than 0.25 cores on average.
+the timing: edgetune's noise probe (edgetune/runner.py, as `edgetune bench` uses it): the 1-minute load average
+before and after, the CPU time other processes took, the hypervisor's steal; one warning line with its reasons
+when it finds the machine busy (its limits: a row's spread over 20%, other processes over 0.3 cores).
 
-Prints a markdown table (for the README) and writes every figure to --out. Not run in CI.
+Prints a markdown table (for the README) and writes every figure to --out.
+
+--smoke: the same path on a tiny run in about a minute (CI runs it, tests/test_benchmarks.py): every build
+(Olive where installed; its skip is printed as a note otherwise), the held-out accuracy, and the timing at
+1 thread, seq 8, 1 round of 1 warmup + 3 runs. Its figures mean nothing.
 """
 
 from __future__ import annotations
@@ -38,7 +43,6 @@ import importlib.util
 import json
 import os
 import platform
-import resource
 import shutil
 import statistics
 import subprocess
@@ -50,12 +54,13 @@ from typing import Any
 
 import numpy as np
 
+from edgetune.runner import MIN_SPREAD_MS, Probe, spread
+
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "pytorch_fp32"
 PEERS = ("optimum", "olive")
-MAX_SPREAD = 0.15  # (max - min) / median of a row's round p50s
-MAX_OTHER_CORES = 0.25  # CPU use of everything else (other processes and steal) during the timing, in cores
 WARMUP = 20
+SMOKE = {"threads": 1, "seq": [8], "rounds": 1, "warmup": 1, "runs": 3}
 
 
 # ---------------------------------------------------------------- machine
@@ -112,47 +117,6 @@ def machine_line(m: dict) -> str:
         f"onnxruntime {m['onnxruntime']}, torch {m['torch']}, optimum-onnx {m['optimum-onnx']}, "
         f"olive-ai {m['olive-ai'] or 'not installed'}"
     )
-
-
-class Probe:
-    """The rest of the machine's CPU use between start() and stop(): busy time from /proc/stat (steal included)
-    minus the CPU time of this process and its waited-for children."""
-
-    @staticmethod
-    def _stat() -> tuple[int, int] | None:
-        try:
-            ticks = [int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
-        except (OSError, IndexError, ValueError):
-            return None
-        ticks += [0] * (8 - len(ticks))
-        busy = sum(ticks) - ticks[3] - ticks[4]  # all but idle and iowait; steal (ticks[7]) included
-        return busy, ticks[7]
-
-    @staticmethod
-    def _own() -> float:
-        s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
-
-    def start(self) -> Probe:
-        self.t0, self.stat0, self.own0, self.load0 = time.monotonic(), self._stat(), self._own(), os.getloadavg()[0]
-        return self
-
-    def stop(self) -> dict:
-        elapsed = max(1e-9, time.monotonic() - self.t0)
-        stat1, own = self._stat(), self._own() - self.own0
-        rec: dict[str, Any] = {
-            "seconds": round(elapsed, 2),
-            "load_before": round(self.load0, 2),
-            "load_after": round(os.getloadavg()[0], 2),
-            "own_cores": round(own / elapsed, 3),
-        }
-        if self.stat0 and stat1:
-            hz = os.sysconf("SC_CLK_TCK")
-            busy, steal = (stat1[0] - self.stat0[0]) / hz, (stat1[1] - self.stat0[1]) / hz
-            rec["busy_cores"] = round(busy / elapsed, 3)
-            rec["steal_cores"] = round(steal / elapsed, 3)
-            rec["other_cores"] = round(max(0.0, busy - own) / elapsed, 3)  # other processes + steal
-        return rec
 
 
 # ---------------------------------------------------------------- builds
@@ -349,7 +313,7 @@ def make_inputs(merged: Path, seqs: list[int]) -> dict[str, np.ndarray]:
 
 def worker(job_path: str, out_path: str) -> None:
     """One candidate in a fresh process: warmup + timed runs at each length, p50 per length."""
-    from edgetune.engines.bench.workers import timed_calls
+    from edgetune.runner import timed_calls
 
     job = json.loads(Path(job_path).read_text())
     t0 = time.perf_counter()
@@ -377,7 +341,7 @@ def run_worker(c: dict, args: argparse.Namespace, inputs: Path, tmp: Path) -> di
                 "path": c["path"],
                 "threads": args.threads,
                 "seqs": args.seq,
-                "warmup": WARMUP,
+                "warmup": args.warmup,
                 "runs": args.runs,
                 "inputs": str(inputs),
             }
@@ -404,8 +368,9 @@ def summarize(cands: list[dict], seqs: list[int]) -> list[dict]:
         for seq in seqs:
             vals = [r[str(seq)] for r in c["round_p50_ms"]]
             med = statistics.median(vals)
-            spread = (max(vals) - min(vals)) / med if len(vals) > 1 and med > 0 else 0.0
-            rows.append({"build": c["name"], "seq_len": seq, "p50_ms": med, "spread": spread, "round_p50_ms": vals})
+            rows.append(
+                {"build": c["name"], "seq_len": seq, "p50_ms": med, "spread": spread(vals), "round_p50_ms": vals}
+            )
     for seq in seqs:
         at = {r["build"]: r for r in rows if r["seq_len"] == seq}
         base = at.get(BASELINE)
@@ -456,13 +421,17 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seq", type=int, nargs="+", default=[16, 32, 128])
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=WARMUP)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--eval-batch", type=int, default=1, help="batch of the held-out accuracy runs")
     ap.add_argument("--out", type=Path, default=None, help="JSON of every figure (default WORK/peers.json)")
     ap.add_argument("--no-torch-int8", action="store_true", help="leave out PyTorch dynamic int8")
     ap.add_argument("--reuse", action="store_true", help="reuse the peer builds already in --work")
+    ap.add_argument("--smoke", action="store_true", help="tiny settings, for CI: " + str(SMOKE))
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     if args.worker:
         worker(*args.worker)
         return
@@ -518,54 +487,55 @@ def main() -> None:
     n = len(cands)
     print(
         f"timing: {args.rounds} rounds x {n} builds, each in a fresh process: batch 1, {args.threads} threads, "
-        f"seq {' '.join(map(str, args.seq))}, {WARMUP} warmup + {args.runs} runs",
+        f"seq {' '.join(map(str, args.seq))}, {args.warmup} warmup + {args.runs} runs",
         flush=True,
     )
     for c in cands:
         c["round_p50_ms"], c["round_p90_ms"], c["load_seconds"] = [], [], []
     rounds = []
-    probe = Probe().start()
+    probe, t0 = Probe.start(), time.monotonic()
     for r in range(args.rounds):
         order = cands[r % n :] + cands[: r % n]
-        rp = Probe().start()
+        rp, r0 = Probe.start(), time.monotonic()
         for c in order:
             res = run_worker(c, args, inputs, tmp)
             c["round_p50_ms"].append(res["p50_ms"])
             c["round_p90_ms"].append(res["p90_ms"])
             c["load_seconds"].append(round(res["load_seconds"], 2))
             c["inputs"] = res["inputs"]
-        rounds.append({"order": [c["name"] for c in order], **rp.stop()})
+        rounds.append(
+            {"order": [c["name"] for c in order], "seconds": round(time.monotonic() - r0, 2), **rp.finish({})}
+        )
         rr = rounds[-1]
         print(
             f"  round {r + 1} ({', '.join(rr['order'])}): {rr['seconds']} s, load {rr['load_before']} -> "
-            f"{rr['load_after']}, other processes + steal {rr.get('other_cores', '?')} cores",
+            f"{rr['load_after']}, other processes {rr['other_cores'] if rr['other_cores'] is not None else '?'} cores",
             flush=True,
         )
-    noise = probe.stop()
-
+    seconds = round(time.monotonic() - t0, 2)
     rows = summarize(cands, args.seq)
     worst = max(rows, key=lambda r: r["spread"])
-    warnings = []
-    if worst["spread"] > MAX_SPREAD:
-        warnings.append(f"round spread up to {worst['spread']:.0%} ({worst['build']} seq {worst['seq_len']})")
-    if noise.get("other_cores", 0) > MAX_OTHER_CORES:
-        warnings.append(f"other processes and steal used {noise['other_cores']:.2f} of {machine['cores']} cores")
+    # the noise probe and its limits are edgetune's (edgetune/runner.py), as `edgetune bench` judges its own figures
+    noise = probe.finish(
+        {f"{r['build']} seq {r['seq_len']}": r["spread"] for r in rows if r["p50_ms"] >= MIN_SPREAD_MS}
+    )
+    warnings = noise["reasons"]
     table = markdown(cands, rows, args.seq)
     print()
     print(machine_line(machine))
     print(
         f"batch 1, {args.threads} threads, {args.rounds} interleaved rounds (fresh process per build and round, order "
-        f"rotated), {WARMUP} warmup + {args.runs} runs per length; cell: median of the round p50s · ratio to PyTorch "
+        f"rotated), {args.warmup} warmup + {args.runs} runs per length; cell: median of the round p50s · ratio to PyTorch "
         f"eager fp32 · ratio to the best peer (optimum/Olive) · spread (max-min)/median of the round p50s"
     )
     print()
     print(table)
     print()
-    other = noise.get("other_cores")
+    other, steal = noise.get("other_cores"), noise.get("steal")
     print(
-        f"load average (1 min) {noise['load_before']} -> {noise['load_after']}; during timing ({noise['seconds']} s): "
-        f"this run {noise['own_cores']:.2f} cores, other processes + steal "
-        f"{'?' if other is None else f'{other:.2f}'} cores (steal {noise.get('steal_cores', '?')}); "
+        f"load average (1 min) {noise['load_before']} -> {noise['load_after']}; during timing ({seconds} s): "
+        f"other processes {'?' if other is None else f'{other:.2f}'} cores, steal "
+        f"{'?' if steal is None else f'{steal:.1%}'}; "
         f"max spread {worst['spread']:.0%} ({worst['build']} seq {worst['seq_len']})"
     )
     if warnings:
@@ -582,14 +552,14 @@ def main() -> None:
             "batch": 1,
             "seqs": args.seq,
             "rounds": args.rounds,
-            "warmup": WARMUP,
+            "warmup": args.warmup,
             "runs": args.runs,
             "quantize_preset": preset,
         },
         "builds": cands,
         "results": rows,
         "rounds": rounds,
-        "noise": {**noise, "max_spread": worst["spread"], "warnings": warnings},
+        "noise": {**noise, "seconds": seconds, "warnings": warnings},
         "notes": notes,
         "table_markdown": table,
     }

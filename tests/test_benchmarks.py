@@ -1,0 +1,186 @@
+"""Every script in benchmarks/ runs, in its smoke mode (--smoke: the real code path, tiny settings), on the tiny
+random models, and prints the figures it is meant to print: a renamed import or a changed call fails here, not
+in the next person's measurement. One classification and one causal-lm run (built up to quantize) are shared by
+the scripts that read a run; the figures themselves mean nothing at this size."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import make_chats, tiny_classifier_recipe, write_recipe
+
+from edgetune.core.recipe import load_recipe
+from edgetune.pipeline import build
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+NUM = r"[0-9]+(?:\.[0-9]+)?"
+
+
+def test_every_script_has_a_test_here():
+    """A new script in benchmarks/ gets its smoke test in this file too."""
+    scripts = {p.stem for p in BENCHMARKS.glob("*.py")}
+    tested = {name[len("test_") :] for name in globals() if name.startswith("test_")}
+    assert scripts <= tested, f"benchmarks/ scripts without a smoke test here: {sorted(scripts - tested)}"
+
+
+def smoke(script: str, *args: object, cwd: Path) -> str:
+    """Run `benchmarks/SCRIPT.py ARGS --smoke` in a fresh Python; its stdout, after asserting exit code 0."""
+    cmd = [sys.executable, str(BENCHMARKS / f"{script}.py"), *map(str, args), "--smoke"]
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (
+        f"{' '.join(cmd)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}\n--- stderr\n{proc.stderr[-4000:]}"
+    )
+    return proc.stdout
+
+
+def rows(out: str, pattern: str) -> list[re.Match]:
+    return [m for line in out.splitlines() if (m := re.fullmatch(pattern, line.rstrip()))]
+
+
+@pytest.fixture(scope="module")
+def classifier_run(tmp_path_factory, tiny_bert) -> tuple[Path, Path]:
+    """(recipe, run directory): the tiny BERT classifier built up to quantize (fp32 and int8 ONNX files)."""
+    folder = tmp_path_factory.mktemp("bench-classifier")
+    recipe = tiny_classifier_recipe(folder, tiny_bert, epochs=1)
+    build(load_recipe(recipe), folder / "run", until="quantize", progress=False)
+    return recipe, folder / "run"
+
+
+@pytest.fixture(scope="module")
+def chat_run(tmp_path_factory, tiny_llama) -> tuple[Path, Path]:
+    """(recipe, run directory): the tiny LLaMA chat model built up to quantize (int4, onnxruntime-genai)."""
+    folder = tmp_path_factory.mktemp("bench-chat")
+    recipe = write_recipe(
+        folder,
+        make_chats(16, seed=1),
+        make_chats(4, seed=2),
+        {
+            "name": "tiny-chat",
+            "task": "causal-lm",
+            "model": {"source": str(tiny_llama)},
+            "dataset": {"system_prompt": "Reply with JSON.", "response_format": "json"},
+            "lora": {"r": 4, "alpha": 8},
+            "training": {"epochs": 1, "learning_rate": 0.01, "batch_size": 8, "max_length": 128},
+            "quantize": {"precisions": ["int4"], "int4_block_size": 16},
+            "verify": {"greedy_tokens": 4},
+        },
+    )
+    build(load_recipe(recipe), folder / "run", until="quantize", progress=False)
+    return recipe, folder / "run"
+
+
+def decode_rows(out: str) -> dict[str, float]:
+    """{model: decode speed ratio to PyTorch} from format_benchmark's decode table."""
+    pattern = rf"(\S+)\s+1\s+16\s+{NUM}\s+{NUM}\s+{NUM}\s+({NUM})\s+{NUM}\s+{NUM}"
+    return {m[1]: float(m[2]) for m in rows(out, pattern)}
+
+
+def test_int4_candidates(chat_run, tmp_path):
+    recipe, run = chat_run
+    out = smoke("int4_candidates", run, recipe, cwd=tmp_path)
+    figures = json.loads(out[out.rindex("\n{\n") :])  # the closing JSON of every candidate's figures
+    assert set(figures) == {"lm_head_and_mixed_int8_fp16_embeddings"}, out
+    assert "no float32 token-embedding table" not in out, out  # the fp16 table was made
+    for name, f in figures.items():
+        assert 0 <= f["exact_match"] <= 1 and f["perplexity"] > 1 and 0 < f["of_fp32"] < 1, (name, f)
+    ratios = decode_rows(out)
+    assert set(ratios) == {"pytorch_fp32", "onnx_lm_head_and_mixed_int8_fp16_embeddings"}, out
+    assert ratios["pytorch_fp32"] == 1.0 and all(r > 0 for r in ratios.values()), ratios
+
+
+def test_int4_vs_builder(chat_run, tmp_path):
+    _, run = chat_run
+    out = smoke("int4_vs_builder", run, cwd=tmp_path)
+    ratios = decode_rows(out)
+    assert set(ratios) == {"pytorch_fp32", "onnx_int4", "onnx_int4-plain-builder"}, out
+    assert ratios["pytorch_fp32"] == 1.0 and all(r > 0 for r in ratios.values()), ratios
+    speeds = json.loads(out.strip().splitlines()[-1])  # decode tokens/s per model
+    assert set(speeds) == set(ratios) and all(v > 0 for v in speeds.values()), speeds
+
+
+def test_int8_isa(classifier_run, tmp_path):
+    """This CPU and the emulated AVX2 (tests/board's qemu-x86_64, as in test_int8.py); with
+    EDGETUNE_SKIP_BOARD=1 an unavailable emulator leaves this CPU's part, which the script says it ran alone."""
+    _, run = classifier_run
+    out = smoke("int8_isa", run, "--json", tmp_path / "isa.json", cwd=tmp_path)
+    assert f"{run}: 6 held-out rows, batch 1" in out, out
+    found = rows(
+        out,
+        rf"(fp32|int8, [78]-bit weights)\s+(this machine|emulated AVX2 \(qemu-x86_64 TCG\))\s+{NUM}\s+{NUM}\s+{NUM}\s+\S+",
+    )
+    cpus = ["this machine", "emulated AVX2 (qemu-x86_64 TCG)"]
+    if os.environ.get("EDGETUNE_SKIP_BOARD") == "1" and "skipped the emulated AVX2" in out:
+        cpus = cpus[:1]
+    assert [(m[1], m[2]) for m in found] == [
+        (f, c) for f in ("fp32", "int8, 8-bit weights", "int8, 7-bit weights") for c in cpus
+    ], out
+    record = json.loads((tmp_path / "isa.json").read_text())
+    assert len(record["rows"]) == len(found)
+    for row in record["rows"]:
+        assert 0 <= row["accuracy"] <= 1 and row["mean_cosine_fp32"] > 0.9, row
+        if len(cpus) == 2:
+            assert row["max_abs_diff_between_cpus"] is not None and row["max_abs_diff_between_cpus"] < 1, row
+
+
+def test_int8_variants(classifier_run, tmp_path):
+    recipe, run = classifier_run
+    out = smoke("int8_variants", recipe, "--out", run, cwd=tmp_path)
+    assert re.search(rf"PyTorch eager fp32: p50 {NUM} ms at batch 1 x seq 8, 1 threads", out), out
+    found = rows(out, rf"((?:fp32|int8) .+?)\s+(on|off)\s+{NUM}\s+{NUM}\s+{NUM}\s+({NUM})\s+({NUM})\s+({NUM})")
+    variants = {m[1] for m in found}
+    assert len(found) == 16 and len(variants) == 8, out  # 4 fp32 + 4 int8 files, runtime SLN fusion on and off
+    assert {
+        "fp32 torch.onnx.export",
+        "fp32 optimum main_export",
+        "int8 per-channel, fused, SkipLayerNorm fused",
+    } <= variants
+    for m in found:
+        assert float(m[3]) > 0 and 0 <= float(m[4]) <= 1 and float(m[5]) > 0.9, m[0]
+
+
+def test_matmulnbits_kernels(tmp_path):
+    out = smoke("matmulnbits_kernels", cwd=tmp_path)
+    pattern = (
+        rf"K=\s*(\d+) N=\s*(\d+) level ([04]) zero points (none|uint8|float)\s*:\s*{NUM} ms per MatMul "
+        rf"\(\s*({NUM})x symmetric level 4\), relative error (\S+)"
+    )
+    found = rows(out, pattern)
+    assert len(found) == 12, out  # 2 shapes x 2 accuracy levels x 3 zero-point kinds
+    assert {m[4] for m in found} == {"none", "uint8", "float"}
+    for m in found:
+        assert float(m[5]) > 0 and float(m[6]) < 0.1, m[0]  # the kernel computes what numpy does
+    assert all(float(m[5]) == 1.0 for m in found if m[3] == "4" and m[4] == "none")  # the ratios' base
+
+
+def test_methods(classifier_run, tmp_path):
+    recipe, _ = classifier_run
+    out = smoke("methods", recipe, "--out", tmp_path / "methods", cwd=tmp_path)
+    found = rows(out, rf"\| (\w+) \| ([\d,]+) \| ({NUM}) \| ({NUM}) \| {NUM} \| {NUM} \| {NUM} \|")
+    assert [m[1] for m in found] == ["lora"], out
+    for m in found:
+        assert int(m[2].replace(",", "")) > 0 and 0 <= float(m[3]) <= 1 and 0 <= float(m[4]) <= 1, m[0]
+
+
+def test_peers(classifier_run, tmp_path):
+    """optimum-cli's build is made and timed beside edgetune's and PyTorch's; Olive where installed."""
+    recipe, run = classifier_run
+    work = tmp_path / "peers"
+    out = smoke("peers", run, "--data", recipe.parent / "data" / "eval.jsonl", "--work", work, cwd=tmp_path)
+    cell = rf"{NUM} ms · {NUM}x · (?:{NUM}x|-) · \d+%"
+    found = rows(out, rf"\| (.+?) \| {cell} \| ({NUM}) \| (?:{NUM}|-) \|")
+    labels = [m[1] for m in found]
+    assert labels[:3] == ["PyTorch eager fp32", "PyTorch dynamic int8 (quantize_dynamic, nn.Linear)", "edgetune int8"]
+    assert labels[3].startswith("optimum-cli export + `onnxruntime quantize --"), out
+    record = json.loads((work / "peers.json").read_text())
+    builds = [b["name"] for b in record["builds"]]
+    assert builds[:4] == ["pytorch_fp32", "pytorch_int8", "edgetune_int8", "optimum"], record["notes"]
+    assert not [n for n in record["notes"] if "failed" in n], record["notes"]
+    if "olive" not in builds:
+        assert "note: Olive skipped: olive-ai is not installed" in out, out
+    assert len(record["results"]) == len(builds) and all(r["p50_ms"] > 0 for r in record["results"])
