@@ -90,10 +90,13 @@ class Task(Protocol):
 @dataclass(frozen=True)
 class Key:
     """What a stage's output depends on besides its upstream stages' outputs (which the pipeline hashes):
-    the configuration it reads, and fingerprints of other inputs (dataset, model source)."""
+    the configuration it reads, and fingerprints of other inputs (dataset, model source). `version`: the shape of
+    this key; bump KEY_VERSION when what a key holds changes, instead of keeping old keys valid with branches: a
+    run directory written with another version is rebuilt from its first such stage, with one line saying so."""
 
     config: Any
     reads: list[str] = field(default_factory=list)
+    version: int = 1
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,23 @@ from edgetune.core.rundir import RunDir, StageEntry, config_key
 from edgetune.core.sources import ModelSource, resolve_model_source
 from edgetune.tasks import Task, TaskData, get_task
 
-STAGES = ("finetune", "merge", "compress", "export", "quantize", "verify", "package", "bench", "report")
+# The stages of a build, in order, each with a line saying what it does: the one list of stage names (the CLI's
+# per-stage commands, their help and build's --from choices come from it; each task runs those it lists).
+STAGE_HELP = {
+    "finetune": "Fine-tune the base model with LoRA on the recipe's data and evaluate it each epoch.",
+    "merge": "Merge the adapter into the base weights; fail if merged outputs differ from the adapter model's.",
+    "compress": "Make a smaller student from the merged model (the recipe's compress: section) and distill it.",
+    "export": "Export the merged model to ONNX: encoders with optimum-onnx (dynamic batch and sequence axes), "
+    "decoders with onnxruntime-genai's model builder (KV cache).",
+    "quantize": "Quantize the exported model: int8 with ONNX Runtime (encoders); int4 and/or int8 weight-only "
+    "(MatMulNBits) with onnxruntime-genai's model builder (decoders), as quantize.precisions says.",
+    "verify": "Compare PyTorch and every ONNX model on the held-out split; exit 1 if a gate fails.",
+    "package": "Package the quantized model for the Android demo app (package.android) and Linux boards "
+    "(package.linux), checked in ONNX Runtime.",
+    "bench": "Benchmark PyTorch eager fp32 and every ONNX model on this CPU, in interleaved rounds.",
+    "report": "Write report.json, report.md and latency.png from the finished stages.",
+}
+STAGES = tuple(STAGE_HELP)
 RUN_RECIPE = "recipe.json"
 IDENTITY = "identity"  # recipe.json's record of the project a run directory was built for (see _identity)
 _PACKAGES = ("edgetune", "torch", "transformers", "peft", "optimum-onnx", "onnx", "onnxruntime")
@@ -104,17 +120,25 @@ class _Runner:
         self.force_from = force_from
         self.result = BuildResult(ctx.run.root)
         self.versions = _versions()
+        self.said_older = False  # the one line saying an older run directory is being rebuilt
 
     def __call__(self, st: Stage, inputs: dict[str, Any]) -> Any:
         name, ctx, target = st.name, self.ctx, self.ctx.until
         idx = self.order.index(name)
         k = st.key(ctx)
-        key = config_key(name, k.config, [self.run.hash_outputs(n) for n in inputs] + list(k.reads))
+        key = config_key(name, k.version, k.config, [self.run.hash_outputs(n) for n in inputs] + list(k.reads))
         entry = self.run.entry(name)
         forced = (self.force_from is not None and idx >= self.force_from) or name == target
+        if entry is not None and entry.key_version != k.version and not self.said_older:
+            self.said_older = True
+            self.log(
+                f"{name}: made by another edgetune (key version {entry.key_version}, now {k.version}): "
+                f"rebuilding it and the stages after it"
+            )
         if not forced and entry is not None:
             upstream_of_target = target is not None and self.order.index(target) > idx
-            if (upstream_of_target and self.run.stage_dir(name).is_dir()) or self.run.is_valid(name, key):
+            same = entry.key_version == k.version and self.run.is_valid(name, key)
+            if (upstream_of_target and self.run.stage_dir(name).is_dir()) or same:
                 if upstream_of_target and self.run.hash_outputs(name) != entry.outputs:
                     self.log(f"{name}: files changed since it ran; using them as they are (build would redo it)")
                 try:
@@ -146,6 +170,7 @@ class _Runner:
                 self.run.hash_outputs(name, scratch),
                 round(seconds, 3),
                 self.versions,
+                k.version,
             ),
         )
         self.run.commit_dir(name)

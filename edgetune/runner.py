@@ -23,6 +23,7 @@ import struct
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 
 SCHEMA_VERSION = 1
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -316,8 +317,9 @@ def check_files(folder: str, files: dict) -> None:
             raise RunnerError("corrupt", "%s differs from the bundle (sha256 mismatch)" % name, file=name)
 
 
-# -- statistics: the same as the host benchmark (edgetune/stages/bench.py) ----------------------------------
+# -- statistics: the one definition, used by the host benchmark (edgetune/engines/bench) too -----------------
 def stats(times_s: list, batch: int = 1) -> dict:
+    """p50/p90/p99/mean milliseconds and throughput (items per second) of one model's timed calls."""
     import numpy as np
 
     ms = np.array(times_s) * 1000
@@ -331,10 +333,28 @@ def stats(times_s: list, batch: int = 1) -> dict:
 
 
 def peak_rss_mb() -> float | None:
+    """This process's peak resident set size. VmHWM, because ru_maxrss survives fork+exec on Linux and would
+    report the parent's peak; ru_maxrss where there is no /proc."""
     for line in (_read("/proc/self/status") or "").splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
-    return None
+    try:
+        import resource
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_calls(fn, warmup: int, runs: int) -> list:
+    """`warmup` untimed calls of `fn`, then the seconds each of `runs` calls took."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return times
 
 
 # -- classifier: a string in, logits out --------------------------------------------------------------------
@@ -346,7 +366,7 @@ def classifier_session(path: str, threads: int):
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
-    # the host's session settings (edgetune/runtime.py), so both sides run the same graph
+    # the host's session settings (edgetune/runtime/ort.py), so both sides run the same graph
     return ort.InferenceSession(
         path, so, providers=["CPUExecutionProvider"], disabled_optimizers=["SkipLayerNormFusion"]
     )
@@ -574,7 +594,7 @@ def llm_worker(job: dict) -> dict:
     out["golden"] = check_llm_golden(og, model, job["golden"], job["chat"])
     new, vocab = job["new_tokens"], job["bundle"]["vocab_size"]
     for seq in job["seqs"][:1]:
-        # the host benchmark's prompt (edgetune/stages/bench.py): same seed, same ids
+        # the host benchmark's prompt (edgetune/engines/bench/): same seed, same ids
         prompt = np.random.default_rng(seq).integers(100, vocab - 1, size=seq).tolist()
 
         def run(seq: int = seq, prompt: list = prompt) -> list:
@@ -645,80 +665,164 @@ def _median(values: list) -> float:
     return float(v[len(v) // 2]) if len(v) % 2 else float((v[len(v) // 2 - 1] + v[len(v) // 2]) / 2)
 
 
-def merge_rounds(first: dict, rounds: list) -> dict:
-    """The host benchmark's statistics (edgetune/stages/bench.py): each figure the median of the rounds',
-    the round p50s and their spread ((max - min) / median)."""
+def merge_rounds(first: dict, rounds: list, first_only: tuple = ("first_ms", "first_inference_ms")) -> dict:
+    """One row from each round's row of the same model and length: each float figure the median of the rounds'
+    (p50: the median of the round p50s), the round p50s and their spread; the `first_only` figures (the first
+    call) from the first round."""
     row = dict(first)
     for k, v in first.items():
-        if isinstance(v, float) and k != "first_ms":
+        if isinstance(v, float) and k not in first_only:
             row[k] = _median([r[k] for r in rounds])
     p50s = [r["p50_ms"] for r in rounds]
-    mid = _median(p50s)
     row["round_p50_ms"] = p50s
-    row["spread"] = (max(p50s) - min(p50s)) / mid if len(p50s) > 1 and mid > 0 else 0.0
+    row["spread"] = spread(p50s)
     return row
 
 
-class _Probe:
-    """The host's edgetune/noise.py, for the board: other processes' CPU time, steal and load around the run."""
+def row_spreads(results: list) -> dict:
+    """Round spreads of the rows slow enough for a spread to mean load rather than timer jitter."""
+    return {
+        "%s seq %s" % (r["model"], r["seq_len"]): r.get("spread", 0.0)
+        for r in results
+        if r.get("p50_ms", 0) >= MIN_SPREAD_MS
+    }
 
-    LIMITS = {"other_cores": 0.3, "steal": 0.05, "spread": 0.20, "min_ms": 0.05}
 
-    def __init__(self) -> None:
-        self.t0, self.stat0, self.own0 = time.monotonic(), self._stat(), self._own()
-        self.load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+# -- the noise probe: is the machine quiet enough to believe a benchmark? -----------------------------------------
+# Measured around the benchmark: the load average, the CPU time other processes took (the whole machine's busy time
+# from /proc/stat minus this process tree's own CPU time) and the hypervisor's steal; and, across interleaved
+# rounds, how far each model's round medians spread. `assess` judges figures measured elsewhere too: a phone's
+# (edgetune/device/android.py), where the load average stands in for other processes' CPU time. The host benchmark,
+# bench --adb and this runner on a board all use these definitions.
+# Above these, a result is flagged busy (and `bench --strict` exits 1).
+MAX_OTHER_CORES = 0.3  # other processes' CPU use during the benchmark, in cores on average
+MAX_STEAL = 0.05  # share of CPU time the hypervisor gave to other guests
+MAX_SPREAD = 0.20  # (max - min) / median of a model's round p50s
+MIN_SPREAD_MS = 0.05  # spreads of rows faster than this are timer jitter, not load
+# A phone (bench --adb), where the app's CPU time is not told from other processes': the 1-min load average that
+# is not the benchmark's own, per core. Android counts tasks in uninterruptible sleep too, hence the loose bound.
+MAX_LOAD_PER_CORE = 0.5
 
-    @staticmethod
-    def _stat():
-        text = _read("/proc/stat")
-        if not text:
-            return None
-        ticks = [int(x) for x in text.splitlines()[0].split()[1:]]
-        hz = os.sysconf("SC_CLK_TCK")
-        idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)
-        steal = ticks[7] if len(ticks) > 7 else 0
-        return ((sum(ticks[:8]) - idle - steal) / hz, steal / hz, sum(ticks[:8]) / hz)
 
-    @staticmethod
-    def _own() -> float:
-        import resource
+def _proc_stat() -> tuple[float, float, float] | None:
+    """(busy, steal, total) CPU seconds of the whole machine since boot, or None without /proc/stat."""
+    text = _read("/proc/stat")
+    if not text:
+        return None
+    fields = text.splitlines()[0].split()[1:]
+    ticks = [int(x) for x in fields]
+    hz = os.sysconf("SC_CLK_TCK")
+    idle = ticks[3] + (ticks[4] if len(ticks) > 4 else 0)  # idle + iowait
+    steal = ticks[7] if len(ticks) > 7 else 0
+    total = sum(ticks[:8])
+    return (total - idle - steal) / hz, steal / hz, total / hz
 
-        a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-        return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
-    def finish(self, results: list) -> dict:
+def _loadavg() -> float | None:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
+def _own_cpu() -> float:
+    """CPU seconds of this process and its finished (waited-for) children."""
+    import resource
+
+    s, c = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return s.ru_utime + s.ru_stime + c.ru_utime + c.ru_stime
+
+
+@dataclass
+class Probe:
+    """Started before a benchmark, finished after it."""
+
+    t0: float
+    stat0: tuple[float, float, float] | None
+    own0: float
+    load0: float | None
+
+    @classmethod
+    def start(cls) -> Probe:
+        return cls(time.monotonic(), _proc_stat(), _own_cpu(), _loadavg())
+
+    def finish(self, spreads: dict[str, float]) -> dict:
+        """The noise record: figures, the verdict, and the reasons for it. `spreads` maps a row ('model seq') to
+        its round spread, for rows slow enough for the spread to mean load."""
         elapsed = max(1e-9, time.monotonic() - self.t0)
-        stat1, own = self._stat(), self._own() - self.own0
+        stat1, own = _proc_stat(), _own_cpu() - self.own0
         other = steal = None
         if self.stat0 and stat1:
             busy, st, total = (b - a for a, b in zip(self.stat0, stat1))
-            other, steal = max(0.0, (busy - own) / elapsed), (st / total if total > 0 else 0.0)
-        spreads = [
-            (r.get("spread", 0.0), "%s seq %s" % (r["model"], r["seq_len"]))
-            for r in results
-            if r.get("p50_ms", 0) >= self.LIMITS["min_ms"]
-        ]
-        worst = max(spreads) if spreads else (0.0, None)
-        reasons = []
-        if other is not None and other > self.LIMITS["other_cores"]:
-            reasons.append("other processes used %.2f of %s cores" % (other, os.cpu_count()))
-        if steal is not None and steal > self.LIMITS["steal"]:
-            reasons.append("the hypervisor stole %.0f%% of the CPU" % (100 * steal))
-        if worst[0] > self.LIMITS["spread"]:
-            reasons.append("round-to-round spread %.0f%% (%s)" % (100 * worst[0], worst[1]))
-        return {
-            "load_before": self.load0,
-            "load_after": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
-            "other_cores": other,
-            "steal": steal,
-            "max_spread": worst[0],
-            "busy": bool(reasons),
-            "reasons": reasons,
-        }
+            other = max(0.0, (busy - own) / elapsed)
+            steal = st / total if total > 0 else 0.0
+        return assess(self.load0, _loadavg(), other, steal, spreads, os.cpu_count())
 
 
-def _load_probe() -> _Probe:
-    return _Probe()
+def assess(
+    load_before: float | None,
+    load_after: float | None,
+    other_cores: float | None,
+    steal: float | None,
+    spreads: dict[str, float],
+    cores: int | None,
+    others_load: float | None = None,
+) -> dict:
+    """The noise record from figures measured here (Probe) or on a device (edgetune/device/android.py); None where a
+    figure was not measured. Busy when other processes used more than MAX_OTHER_CORES, steal exceeded MAX_STEAL,
+    a row's round spread exceeded MAX_SPREAD, or, where other processes' CPU time cannot be told from the
+    benchmark's own (a phone), `others_load`, the load average others put on the machine, exceeded
+    MAX_LOAD_PER_CORE of its cores."""
+    worst = max(spreads.items(), key=lambda kv: kv[1], default=(None, 0.0))
+    reasons = []
+    if other_cores is not None and other_cores > MAX_OTHER_CORES:
+        reasons.append(f"other processes used {other_cores:.2f} of {cores} cores")
+    if others_load is not None and cores and others_load > MAX_LOAD_PER_CORE * cores:
+        reasons.append(f"load average {others_load:.2f} on {cores} cores")
+    if steal is not None and steal > MAX_STEAL:
+        reasons.append(f"the hypervisor stole {steal:.0%} of the CPU")
+    if worst[1] > MAX_SPREAD:
+        reasons.append(f"round-to-round spread {worst[1]:.0%} ({worst[0]})")
+    return {
+        "load_before": None if load_before is None else round(load_before, 2),
+        "load_after": None if load_after is None else round(load_after, 2),
+        "other_cores": None if other_cores is None else round(other_cores, 3),
+        "steal": None if steal is None else round(steal, 4),
+        "max_spread": round(worst[1], 4),
+        "busy": bool(reasons),
+        "reasons": reasons,
+    }
+
+
+def spread(values: list[float]) -> float:
+    """(max - min) / median of a model's round figures; 0 for one round."""
+    import statistics
+
+    if len(values) < 2:
+        return 0.0
+    mid = statistics.median(values)
+    return (max(values) - min(values)) / mid if mid > 0 else 0.0
+
+
+def verdict(noise: dict) -> str:
+    """One line for the table and the report."""
+    if not noise:
+        return ""
+    if noise["busy"]:
+        return (
+            "WARNING: the machine was busy during this benchmark ("
+            + "; ".join(noise["reasons"])
+            + "): ratios may be off by that much; rerun on a quiet machine (--strict exits 1 on this)"
+        )
+    if "cpu_busy" in noise:  # a phone (edgetune/device/android.py): the device's CPU use, the app's own included
+        busy = noise["cpu_busy"]
+        return (
+            f"device quiet: round spread <= {noise['max_spread']:.0%}, load {noise['load_before']} -> "
+            f"{noise['load_after']} on {noise.get('cores') or '?'} cores, CPU "
+            f"{'?' if busy is None else f'{busy:.0%}'} busy (the app's own use included)"
+        )
+    other = noise.get("other_cores")
+    return (
+        f"machine quiet: other processes {other if other is not None else '?'} cores, round spread <= "
+        f"{noise['max_spread']:.0%}, load {noise['load_before']} -> {noise['load_after']}"
+    )
 
 
 def run_model(entry: dict, job: dict, device: dict, host_versions: dict) -> dict:
@@ -808,7 +912,7 @@ def run(args: argparse.Namespace) -> tuple:
             golden_doc.update(
                 kind="logits", max_abs_diff_limit=golden["max_abs_diff"], min_cosine_limit=golden["min_cosine"]
             )
-        probe = _load_probe()
+        probe = Probe.start()
         rounds = settings["rounds"] if settings["bench"] else 1
         msgs: dict = {entry["name"]: [] for entry in bundle["models"]}
         models = list(bundle["models"])
@@ -846,7 +950,7 @@ def run(args: argparse.Namespace) -> tuple:
             for i, row in enumerate(got[0]["per_seq"]):
                 per_round = [m["per_seq"][i] for m in got]
                 doc["results"].append({"model": entry["name"], "batch_size": 1, **merge_rounds(row, per_round)})
-        doc["noise"] = probe.finish(doc["results"])
+        doc["noise"] = probe.finish(row_spreads(doc["results"]))
         doc["golden"] = golden_doc
         doc["status"] = "ok" if golden_doc["passed"] else "golden_failed"
         code = 0 if golden_doc["passed"] else 1

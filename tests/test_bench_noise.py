@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from edgetune.cli import cli
-from edgetune.engines.noise import Probe, spread
+from edgetune.runner import Probe, spread
 
 
 @pytest.fixture(scope="module")

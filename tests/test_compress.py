@@ -1,4 +1,4 @@
-"""Students (edgetune/compress.py) on tiny random encoders: kept layers carry the teacher's weights exactly, the
+"""Students (edgetune/engines/compress/) on tiny random encoders: kept layers carry the teacher's weights exactly, the
 config follows through save/load, pruning keeps the most important heads and neurons, distillation lowers the
 distillation loss, and layouts the module does not handle are refused."""
 
@@ -8,19 +8,10 @@ import pytest
 from archs import ENCODERS, make_tiny
 from conftest import WORDS, make_rows
 
-from edgetune.engines.compress import (
-    EVERY_KEEPS_LAST,
-    _TeacherLogits,
-    choose_layers,
-    distill,
-    encoder_layers,
-    ffn_importance,
-    head_importance,
-    hidden_loss,
-    kd_loss,
-    make_student,
-    num_layers,
-)
+from edgetune.engines.compress.distillation import _TeacherLogits, distill, hidden_loss, kd_loss
+from edgetune.engines.compress.layout import EVERY_KEEPS_LAST, choose_layers, encoder_layers, num_layers
+from edgetune.engines.compress.prune import ffn_importance, head_importance
+from edgetune.engines.compress.student import make_student
 from edgetune.tasks import get_task
 
 LABELS = sorted(WORDS)
@@ -326,7 +317,7 @@ def test_bad_choices_are_refused(kwargs, message):
 
 
 def test_augmented_copies_are_perturbed_deterministic_and_keep_their_label():
-    from edgetune.engines.compress import augment_examples
+    from edgetune.engines.compress.augment import augment_examples
 
     rows = [{"text": "turn on the kitchen lights please now", "label": 1}, {"text": "lock", "label": 0}]
     out = augment_examples(rows, 3, seed=4, mask_token="[MASK]", p_drop=0.2, p_mask=0.2, p_swap=0.2)
@@ -371,7 +362,7 @@ def test_every_encoder_family_gives_a_student_or_a_clear_refusal(arch, tmp_path)
 
 
 def test_int8_aware_epochs_distil_the_int8_model():
-    """With int8-aware epochs the student learns to match the teacher as its int8 file computes (edgetune/int8.py),
+    """With int8-aware epochs the student learns to match the teacher as its int8 file computes (edgetune/engines/int8.py),
     so its int8 rounding ends closer to the teacher than a student distilled in float alone; the float model is
     itself again after training (no rounding left in its modules)."""
     import torch

@@ -30,8 +30,8 @@ from board import sshd as board_sshd
 from click.testing import CliRunner
 from conftest import tiny_classifier_recipe
 
-from edgetune.cli import cli
 from edgetune import runner
+from edgetune.cli import cli
 from edgetune.device.bundle import bundle_sha256, read_bundle
 
 
@@ -370,7 +370,8 @@ def test_abi_problems():
 def test_probe_checks():
     """What the probe of the board decides before anything is copied (the probe itself runs in the ssh tests)."""
     from edgetune.core.errors import RecipeError
-    from edgetune.device.ssh import check_probe, remote_exe
+    from edgetune.device.probe import check_probe
+    from edgetune.device.transport import remote_exe
 
     ok = {"python": "3.11.2", "machine": "aarch64", "bits": 64, "modules": {"numpy": True, "onnxruntime": True}}
     check_probe(ok, "linux-arm64", ["numpy", "onnxruntime"], "python3", "pi@pi")

@@ -3,7 +3,7 @@ them, so a full-range int8 file computes other numbers there than on VNNI, AMX o
 AVX2-only x86 are run here on any host, under qemu-x86_64 (tests/board: TCG emulates AVX2 without AVX512 or
 VNNI), next to this machine's own kernels.
 
-Also here: edgetune/int8.py's roundings against onnxruntime's quantizer, and int8-aware distillation."""
+Also here: edgetune/engines/int8.py's roundings against onnxruntime's quantizer, and int8-aware distillation."""
 
 from __future__ import annotations
 

@@ -55,6 +55,22 @@ def test_rebuild_skips_finished_stages(built):
     assert again.skipped == UNPACKAGED
 
 
+def test_a_run_directory_of_an_older_key_version_is_rebuilt_with_one_line(built):
+    """Keys carry a version (build.Key.version), not compatibility branches: an entry written before keys had
+    versions (as edgetune 0.x wrote them) or with another version is rebuilt, and the build says so once."""
+    recipe, run, _ = built
+    manifest = json.loads((run / "manifest.json").read_text())
+    for entry in manifest["stages"].values():
+        del entry["key_version"]  # the manifest of a release before versioned keys
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    lines: list[str] = []
+    again = build(load_recipe(recipe), run, progress=False, log=lines.append)
+    assert again.ran == UNPACKAGED
+    said = [ln for ln in lines if "made by another edgetune" in ln]
+    assert said == ["finetune: made by another edgetune (key version 0, now 1): rebuilding it and the stages after it"]
+    assert build(load_recipe(recipe), run, progress=False).ran == []  # and then it is up to date
+
+
 def test_changed_config_reruns_from_that_stage(built):
     from conftest import edit_recipe
 

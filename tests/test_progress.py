@@ -58,7 +58,8 @@ def test_distillation_logs_progress():
     import torch
     from transformers import BertConfig, BertForSequenceClassification
 
-    from edgetune.engines.compress import distill, make_student
+    from edgetune.engines.compress.distillation import distill
+    from edgetune.engines.compress.student import make_student
 
     torch.manual_seed(0)
     cfg = BertConfig(
@@ -141,8 +142,8 @@ def _finetune_key(recipe) -> str:
 
 
 def test_progress_and_checkpoint_settings_do_not_change_the_finetune_key(tiny_recipe):
-    # keys of runs from before these settings existed stay valid: the key holds exactly the older fields
-    older = {
+    # how training reports and checkpoints is not what it computes: the key holds exactly the fields that do
+    computing = {
         "epochs",
         "learning_rate",
         "batch_size",
@@ -153,7 +154,7 @@ def test_progress_and_checkpoint_settings_do_not_change_the_finetune_key(tiny_re
         "precision",
         "int4_aware_epochs",
     }
-    assert set(finetune_stage.training_key(TrainingConfig(progress_seconds=5, checkpoint_minutes=0))) == older
+    assert set(finetune_stage.training_key(TrainingConfig(progress_seconds=5, checkpoint_minutes=0))) == computing
     before = _finetune_key(tiny_recipe)
     edit_recipe(tiny_recipe, training={"progress_seconds": 1, "checkpoint_minutes": 0.5})
     assert _finetune_key(tiny_recipe) == before

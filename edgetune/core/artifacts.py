@@ -115,7 +115,7 @@ class Benchmark:
     settings: dict
     machine: dict
     baseline: str = "pytorch_fp32"
-    noise: dict = field(default_factory=dict)  # edgetune/noise.py: load, other processes, spread, busy
+    noise: dict = field(default_factory=dict)  # edgetune/runner.py: load, other processes, spread, busy
 
 
 @dataclass(frozen=True)

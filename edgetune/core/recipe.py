@@ -82,7 +82,7 @@ class LoraConfig(Section):
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
     target_modules: list[str] | None = Field(
         None,
-        description="Module names to adapt; default: edgetune's per-architecture table (edgetune/families.py), "
+        description="Module names to adapt; default: edgetune's per-architecture table (edgetune/core/families.py), "
         "then peft's.",
     )
     modules_to_save: list[str] | None = Field(
@@ -174,7 +174,7 @@ class QuantizeConfig(Section):
 
 
 class CompressConfig(Section):
-    """A smaller student made from the fine-tuned model (edgetune/compress.py), distilled from it."""
+    """A smaller student made from the fine-tuned model (edgetune/engines/compress/), distilled from it."""
 
     every: Annotated[int, Field(ge=2, le=12)] | None = Field(
         2, description="Keep every n-th encoder layer (2: 6 -> 3 layers), the last one always."

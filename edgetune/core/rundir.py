@@ -72,6 +72,7 @@ class StageEntry:
     outputs: dict[str, str]  # path relative to run dir -> sha256
     seconds: float
     versions: dict[str, str]
+    key_version: int = 0  # build.Key.version the key was made with (0: before keys had versions)
 
 
 class RunDir:

@@ -1,2 +1,3 @@
-"""Linux boards: a self-contained bundle (bundle.py) with its runner (runner.py, copied in as run_device.py), the
-ssh driver of `edgetune bench --ssh` (ssh.py) and the device results kept in a run directory (results.py)."""
+"""Devices: a self-contained board bundle (bundle.py) with edgetune/runner.py copied in as run_device.py;
+`edgetune bench --ssh` (ssh.py: the flow; transport.py: the system ssh/scp; probe.py: what the board has;
+golden.py: its golden cases' verdict); `bench --adb` on a phone (android.py); device results in a run (results.py)."""

@@ -21,8 +21,8 @@ from pathlib import Path
 
 from edgetune.core.artifacts import Benchmark
 from edgetune.core.errors import EdgetuneError, RecipeError
-from edgetune.engines.noise import MIN_SPREAD_MS, assess, spread
 from edgetune.packaging.manifest import PackageManifest, read_manifest
+from edgetune.runner import assess, merge_rounds, row_spreads
 
 APP_ID = "ai.edgetune.demo"
 ACTIVITY = f"{APP_ID}/.BenchmarkActivity"
@@ -165,7 +165,7 @@ Figures = tuple[float | None, tuple[int, int | None, int, int] | None]  # (load 
 
 
 def device_noise(before: Figures, after: Figures, rows: list[dict], threads: int) -> dict:
-    """The noise record of a phone run, judged as on the host (edgetune/noise.py). The app's own CPU time is not
+    """The noise record of a phone run, judged as on the host (edgetune/runner.py). The app's own CPU time is not
     told from other processes' (other_cores None): the load average stands in, before the run and after it less
     the benchmark's own threads; cpu_busy is the device's busy share over the run, the app included."""
     (load0, stat0), (load1, stat1) = before, after
@@ -177,7 +177,7 @@ def device_noise(before: Figures, after: Figures, rows: list[dict], threads: int
             steal = (stat1[1] - stat0[1]) / total if total > 0 else 0.0
         cores = max(stat0[3], stat1[3]) or None
     others = [x for x in (load0, None if load1 is None else max(0.0, load1 - threads)) if x is not None]
-    spreads = {f"{r['model']} seq {r['seq_len']}": r["spread"] for r in rows if r["p50_ms"] >= MIN_SPREAD_MS}
+    spreads = row_spreads(rows)
     record = assess(load0, load1, None, steal, spreads, cores, max(others) if others else None)
     return record | {
         "cores": cores,
@@ -202,18 +202,6 @@ def _row(result: dict, name: str, seq_len: int) -> dict:
     }
 
 
-def merge_rounds(rows: list[dict]) -> dict:
-    """The host's statistics (edgetune/stages/bench.py): each figure the median of the rounds' (p50: the median
-    of the round p50s), the round p50s and their spread; the first inference from the first round."""
-    row = dict(rows[0])
-    for k, v in rows[0].items():
-        if isinstance(v, float) and k != "first_inference_ms":
-            row[k] = statistics.median(r[k] for r in rows)
-    row["round_p50_ms"] = [r["p50_ms"] for r in rows]
-    row["spread"] = spread(row["round_p50_ms"])
-    return row
-
-
 def to_benchmark(
     results: list[dict], package: PackageManifest, runs: int, before: Figures, after: Figures
 ) -> Benchmark:
@@ -221,7 +209,8 @@ def to_benchmark(
     name = f"android_{package.model.precision}"
     first = results[0]
     dev = first.get("device", {})
-    row = merge_rounds([_row(r, name, package.tokenizer.get("max_length", 0)) for r in results])
+    rows = [_row(r, name, package.tokenizer.get("max_length", 0)) for r in results]
+    row = merge_rounds(rows[0], rows)
     models = {
         name: {
             "load_seconds": statistics.median(r["load_ms"] for r in results) / 1000,

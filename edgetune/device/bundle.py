@@ -15,6 +15,7 @@ from edgetune import __version__, runner
 from edgetune.core.data import file_sha256
 from edgetune.core.errors import EdgetuneError, RecipeError
 from edgetune.core.rundir import atomic_write_json, refuse_symlink, replace_dir
+from edgetune.packaging.check import golden_max_diff
 from edgetune.packaging.manifest import MANIFEST, ManifestError, PackageManifest, read_manifest
 
 TARGETS = tuple(runner.TARGETS)  # linux-arm64, linux-x86_64
@@ -142,7 +143,7 @@ def _bench_words(tokenizer: Any, golden: dict) -> dict:
 def _llm_golden(folder: Path, chat: dict, golden: dict, n: int, reference: Any) -> dict:
     """golden.json for a chat bundle: each prompt with this host's prompt ids, first `n` greedy tokens and, at each
     step, the host's top logits and PyTorch's logits for the same tokens (teacher-forced along the host's tokens).
-    The tolerance is the classifier's rule: 1.5x the largest difference between this host's quantized model and
+    The tolerance is the classifier's rule (edgetune.packaging.check.golden_max_diff): 1.5x the largest difference between this host's quantized model and
     PyTorch over those logits; a board must stay as close to PyTorch as that."""
     import numpy as np
 
@@ -173,7 +174,7 @@ def _llm_golden(folder: Path, chat: dict, golden: dict, n: int, reference: Any) 
         "greedy_tokens": n,
         "top_k": runner.TOP_K,
         "host_max_abs_diff": round(worst, 4),
-        "max_abs_diff": round(max(0.05, 1.5 * worst), 4),
+        "max_abs_diff": golden_max_diff(worst),
         "cases": cases,
     }
 

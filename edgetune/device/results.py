@@ -91,7 +91,7 @@ def device_line(doc: dict) -> str:
 
 
 def format_device(doc: dict, host: dict | None = None) -> str:
-    """The host benchmark's table (edgetune/stages/bench.py format_benchmark) for a device run; the ratio
+    """The host benchmark's table (edgetune/engines/bench/ format_benchmark) for a device run; the ratio
     column is device / host for the same model and workload, when the run's host benchmark has it."""
     host = host or {}
     s = doc["settings"]
@@ -131,7 +131,7 @@ def format_device(doc: dict, host: dict | None = None) -> str:
 
 def _noise(doc: dict) -> list[str]:
     """The host benchmark's verdict line, for the board's own measurement of its load."""
-    from edgetune.engines.noise import verdict
+    from edgetune.runner import verdict
 
     noise = doc.get("noise")
     if not noise:

@@ -13,14 +13,17 @@ one flipped text moves a figure less."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from edgetune.core.artifacts import MergedModel, OnnxModel
+from edgetune.core.artifacts import OnnxModel
 from edgetune.core.errors import CheckFailed
+from edgetune.core.recipe import QuantizeConfig
+from edgetune.engines.onnxfile import describe_onnx
+from edgetune.engines.verify import compare, holds
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,7 @@ SELECT_SEED = 7_919  # their seed: other copies than compress.augment's (seed = 
 
 def selection_split(train: list[dict], seed: int, mask_token: str | None) -> list[dict]:
     """The rows candidates are chosen on: SELECT_COPIES altered copies of each training text (module docstring)."""
-    from edgetune.engines.compress import augment_examples
+    from edgetune.engines.compress.augment import augment_examples
 
     return augment_examples(train, SELECT_COPIES, seed + SELECT_SEED, mask_token)[len(train) :]
 
@@ -62,61 +65,69 @@ def head_nodes(path: Path) -> list[str]:
     ]
 
 
-def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: tuple[bool, str]) -> OnnxModel:
+@dataclass(frozen=True)
+class Selection:
+    """What the search measures candidates with (the quantize stage builds it from the task and the recipe)."""
+
+    examples: list[dict]  # the selection split (selection_split)
+    heldout: list[dict]  # reported beside the choice, never read by it
+    evaluate: Callable[[Path, list[dict]], tuple[np.ndarray, dict]]  # an ONNX file on examples: outputs, metrics
+    gates: Callable[[dict, dict], list[tuple[str, float, float, str]]]  # (fp32 metrics, int8 metrics): the int8 gates
+    calibration: list[dict]  # static candidates' calibration inputs
+    timing_feeds: dict[str, np.ndarray]  # batch 1 x SEQ inputs every candidate is timed on
+    what: str  # how the selection split was made, for the notes
+
+
+def search(
+    fp32: OnnxModel,
+    out: Path,
+    selection: Selection,
+    quantize_cfg: QuantizeConfig,
+    threads: int,
+    runs: int,
+    weights: tuple[bool, str],
+    log: Callable[[str], None] = lambda s: None,
+) -> OnnxModel:
     """Build, measure and time every candidate into out/candidates/; copy the chosen one to out/model_int8.onnx.
     `weights`: the int8 weight range (edgetune.engines.int8.reduce_range's answer), the same for every candidate.
-    CheckFailed when none keeps the budgets."""
+    A candidate passes when every gate `selection.gates` returns holds. CheckFailed when none passes."""
     from edgetune.core.recipe import BenchmarkConfig
-    from edgetune.engines.bench.inputs import encoder_inputs
     from edgetune.engines.bench.run import bench
-    from edgetune.engines.quantize import INT8_NAME, calibration_feeds, quantize_int8
+    from edgetune.engines.quantize import INT8_NAME, quantize_int8
 
-    r, task, data = ctx.recipe, ctx.task, ctx.data
-    v, max_length = r.verify, r.training.max_length
-    tok = task.load_tokenizer(merged.path)
-    batch = r.benchmark.batch_size  # the batch verify runs int8 at (dynamic int8's scale is per call)
-    select = selection_split(data.train, r.training.seed, getattr(tok, "mask_token", None))
-    ctx.log(f"quantize: choosing on {len(select)} altered copies of the training texts (not the held-out split)")
-    fp32_runner = task.load_onnx(fp32.path)
-    ref, ref_metrics = task.evaluate(fp32_runner, tok, select, batch, max_length)
-    _, heldout_ref = task.evaluate(fp32_runner, tok, data.eval, batch, max_length)
-    calibration = calibration_feeds(task.batches, data.train[: r.quantize.calibration_samples], tok, max_length)
+    sel = selection
+    log(f"quantize: choosing on {len(sel.examples)} altered copies of the training texts (not the held-out split)")
+    ref, ref_metrics = sel.evaluate(fp32.path, sel.examples)
+    _, heldout_ref = sel.evaluate(fp32.path, sel.heldout)
     rows, models = [], []
     for c in CANDIDATES:
         folder = out / "candidates" / c.name.replace(" ", "_").replace(",", "")
         folder.mkdir(parents=True)
-        cfg = r.quantize.model_copy(update={"mode": c.mode, "per_channel": c.per_channel})
+        cfg = quantize_cfg.model_copy(update={"mode": c.mode, "per_channel": c.per_channel})
         exclude = head_nodes(fp32.path) if c.head_fp32 else []
-        ctx.log(f"quantize: candidate {c.name} ...")
-        m = quantize_int8(fp32, cfg, folder, calibration, weights, exclude)
-        runner = task.load_onnx(m.path)
-        got, metrics = task.evaluate(runner, tok, select, batch, max_length)
-        a, b = got.astype(np.float64), ref.astype(np.float64)
-        cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
-        heldout = task.evaluate(runner, tok, data.eval, batch, max_length)[1]["accuracy"]
+        log(f"quantize: candidate {c.name} ...")
+        m = quantize_int8(fp32, cfg, folder, sel.calibration, weights, exclude)
+        got, metrics = sel.evaluate(m.path, sel.examples)
+        measured = {**metrics, **compare(ref, got)}
+        heldout = sel.evaluate(m.path, sel.heldout)[1]["accuracy"]
+        gates = sel.gates(ref_metrics, measured)
         row = {
             "name": c.name,
             "accuracy": float(metrics["accuracy"]),
             "accuracy_drop": float(ref_metrics["accuracy"] - metrics["accuracy"]),
-            "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
-            "mean_cosine": float(cos.mean()),
+            "top1_agreement": measured["top1_agreement"],
+            "mean_cosine": measured["mean_cosine"],
             # reported beside the choice, never read by it
             "heldout_accuracy": float(heldout),
             "heldout_accuracy_drop": float(heldout_ref["accuracy"] - heldout),
             "size_bytes": m.size_bytes,
             "excluded_nodes": exclude,
+            "passed": all(holds(value, threshold, op) for _, value, threshold, op in gates),
         }
-        row["passed"] = (
-            row["accuracy_drop"] <= v.int8_max_accuracy_drop
-            and row["top1_agreement"] >= v.int8_min_top1_agreement
-            and row["mean_cosine"] >= v.int8_min_cosine
-        )
         rows.append(row)
         models.append(m)
-    cfg = BenchmarkConfig(
-        threads=r.benchmark.threads, sequence_lengths=[SEQ], warmup=20, runs=max(60, r.benchmark.runs // 2), rounds=3
-    )
-    timed = bench(models, cfg, inputs={SEQ: encoder_inputs(tok, 1, SEQ)}, log=ctx.log)
+    cfg = BenchmarkConfig(threads=threads, sequence_lengths=[SEQ], warmup=20, runs=max(60, runs // 2), rounds=3)
+    timed = bench(models, cfg, inputs={SEQ: sel.timing_feeds}, log=log)
     for row, t in zip(rows, timed.results):
         row.update(p50_ms=t["p50_ms"], spread=t["spread"], round_p50_ms=t["round_p50_ms"])
     chosen = choose(rows)
@@ -131,15 +142,13 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: t
     for f in m.path.parent.iterdir():  # tokenizer and config travel with the model
         if f.is_file() and f.suffix != ".onnx":
             shutil.copy2(f, out / f.name)
-    from edgetune.engines.onnxfile import describe_onnx
-
     notes = {
         **m.notes,
         "auto": {
             "chosen": chosen["name"],
             "chosen_on": {
-                "rows": len(select),
-                "what": f"{SELECT_COPIES} altered copies of each training text (seed {r.training.seed + SELECT_SEED})",
+                "rows": len(sel.examples),
+                "what": sel.what,
                 "fp32_accuracy": float(ref_metrics["accuracy"]),
             },
             "timed_at": {"seq": SEQ, "batch": 1, "threads": cfg.threads, "rounds": cfg.rounds},
@@ -153,7 +162,7 @@ def search(ctx: Any, fp32: OnnxModel, merged: MergedModel, out: Path, weights: t
 def choose(rows: list[dict]) -> dict | None:
     """The fastest passing candidate; those within the noise of it (TIE, or the rows' measured spread, plus the
     timer's jitter) are ties, won by the earliest in CANDIDATES order."""
-    from edgetune.engines.noise import MIN_SPREAD_MS
+    from edgetune.runner import MIN_SPREAD_MS
 
     passing = [row for row in rows if row["passed"]]
     if not passing:

@@ -12,6 +12,22 @@ from edgetune.core.data import file_sha256
 from edgetune.core.errors import EdgetuneError
 from edgetune.packaging.manifest import SCHEMA_VERSION, ManifestError, read_manifest
 
+# The golden cases' tolerance, for a packaged classifier and a board bundle alike: 1.5x the largest difference
+# measured on this host between the quantized model and PyTorch (verify's, or the bundle's own), never tighter
+# than 0.05 (float noise) and, for the cosine, never looser than 0.999's rule.
+GOLDEN_MARGIN = 1.5
+MIN_GOLDEN_DIFF = 0.05
+
+
+def golden_max_diff(measured: float) -> float:
+    """The largest |device - PyTorch| logit a golden case allows, from the host's measured `measured`."""
+    return round(max(MIN_GOLDEN_DIFF, GOLDEN_MARGIN * float(measured)), 4)
+
+
+def golden_min_cosine(measured: float) -> float:
+    """The smallest cosine to PyTorch's logits a golden case allows, from the host's measured `measured`."""
+    return round(min(0.999, 1.0 - GOLDEN_MARGIN * (1.0 - float(measured))), 6)
+
 
 def check_package(folder: Path, expect_sha256: str | None = None, run_golden: bool = True) -> list[str]:
     """Problems with the package in `folder` (empty when it is complete and every file matches its hash).

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""Number formats and the benchmark table, shared by report.md and the CLI."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 from edgetune.core.artifacts import (
     Benchmark,
 )
-from edgetune.engines.noise import verdict
+from edgetune.runner import verdict
 from edgetune.runtime.cpu import machine_line
 
 # One format per kind of figure, the same in every table of report.md; NA marks a figure that was not measured.

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""report.md: the build's records as readable sections (summary, gates, training, benchmark, devices)."""
 
 from __future__ import annotations
 
@@ -203,7 +203,7 @@ def _markdown(
             "",
         ]
         if bench.noise:
-            from edgetune.engines.noise import verdict
+            from edgetune.runner import verdict
 
             out += [verdict(bench.noise) + ".", ""]
         if plot:

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""The report's plots: latency per sequence length, and quantize.auto's accuracy/latency tradeoff."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""report.json, report.md and the plots from the stages' records; device results added to a finished report."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Decoding helpers for causal LMs in PyTorch: chat-template ids, padded batches, logits at every position,
+teacher-forced step logits, greedy generation with the KV cache."""
 
 from __future__ import annotations
 

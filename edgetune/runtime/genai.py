@@ -1,4 +1,4 @@
-"""TODO docstring."""
+"""An onnxruntime-genai model folder as a greedy decoder (what verify, bench and `edgetune chat` run)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The compress stage: a smaller student made from the merged model (layers dropped, optionally heads and FFN
-neurons pruned) and distilled from it on the training data (edgetune/compress.py). Later stages export,
+neurons pruned) and distilled from it on the training data (edgetune/engines/compress/). Later stages export,
 quantize, verify and time the student in place of the merged model."""
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class Compress(BaseStage):
         )
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Student:
-        from edgetune.engines.compress import build_student
+        from edgetune.engines.compress.step import build_student
 
         c, tr, data = ctx.recipe.compress, ctx.recipe.training, ctx.data
         assert c is not None

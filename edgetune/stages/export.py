@@ -93,7 +93,7 @@ def _optimize(raw: Path, out: Path) -> dict:
     from optimum.onnxruntime.configuration import OptimizationConfig
 
     # Level 1 keeps the graph portable (no CPU-layout-specific nodes). SkipLayerNormalization is left unfused:
-    # measured slower than Add + LayerNormalization on CPU (see edgetune/runtime.py).
+    # measured slower than Add + LayerNormalization on CPU (see edgetune/runtime/ort.py).
     config = OptimizationConfig(
         optimization_level=1, disable_skip_layer_norm_fusion=True, disable_bias_skip_layer_norm_fusion=True
     )

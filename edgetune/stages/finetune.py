@@ -24,7 +24,7 @@ from edgetune.core.sources import ModelSource
 from edgetune.engines.int4 import int4_forward, round_frozen_for_int4
 
 # how training reports and checkpoints, not what it computes: left out of the keys, so changing them neither
-# reruns a finished stage nor orphans a checkpoint, and keys of runs from before these fields stay as they were
+# reruns a finished stage nor orphans a checkpoint
 NOT_IN_KEY = {"progress_seconds", "checkpoint_minutes"}
 
 
@@ -41,10 +41,9 @@ class Finetune(BaseStage):
 
     def _parts(self, ctx: BuildContext) -> tuple[dict, list]:
         r = ctx.recipe
-        # method: lora is left out of the key, so runs from before methods existed stay valid
-        lora = r.lora.model_dump(exclude={"method"} if r.lora.method == "lora" else None)
+        # int4-aware epochs train against the int4 rounding of this block size
         block = r.quantize.int4_block_size if r.training.int4_aware_epochs else None
-        return lora, [block] if block else []  # keys of runs without int4-aware epochs stay as they were
+        return r.lora.model_dump(), [block]
 
     def key(self, ctx: BuildContext) -> Key:
         r = ctx.recipe
@@ -96,7 +95,7 @@ def finetune(
     """Train the recipe's adapter (`plan`: method and modules) on `data.train`, evaluate each epoch on
     `data.eval`; save it to `out/adapter`.
     With `int4_block`, the untrained linears are rounded to int4 first and the last training.int4_aware_epochs
-    epochs train against int4 rounding (see edgetune/int4.py).
+    epochs train against int4 rounding (see edgetune/engines/int4.py).
     `checkpoint_dir/state.pt` is written after every epoch and every training.checkpoint_minutes within one; a
     run that finds it continues from there (the epoch's batch order rebuilt, its finished batches skipped) and
     ends with the weights an uninterrupted run gets. Without a progress bar (`progress` off or stderr not a

@@ -20,7 +20,7 @@ from edgetune.core.artifacts import MergedModel, OnnxModel, Package, Verificatio
 from edgetune.core.errors import CheckFailed, EdgetuneError
 from edgetune.core.rundir import atomic_write_json
 from edgetune.packaging.app import assets_dir, install
-from edgetune.packaging.check import check_package
+from edgetune.packaging.check import check_package, golden_max_diff, golden_min_cosine
 from edgetune.packaging.graph import to_ort_format, with_tokenizer
 from edgetune.packaging.manifest import (
     GOLDEN,
@@ -60,8 +60,7 @@ class _PackageStage(BaseStage):
 
     def key(self, ctx: BuildContext) -> Key:
         r = ctx.recipe
-        # keys of runs without device bundles stay as they were; android only says where to install
-        config = {k: v for k, v in r.package.model_dump().items() if k != "android" and (k != "linux" or v)}
+        config = r.package.model_dump(exclude={"android"})  # android only says where to install
         bundles: list = []
         if r.package.linux:  # a new run_device.py (an edgetune upgrade) rewrites the bundles too
             from edgetune.device.bundle import runner_sha256
@@ -191,8 +190,8 @@ def package_classifier(
     # Tolerances come from verify, which measured this model against PyTorch on the whole held-out split with
     # the Hugging Face tokenizer: a tokenizer-in-graph mistake shows up as a larger difference than that.
     m = verification.models.get(f"onnx_{model.precision}", {})
-    max_diff = round(max(0.05, 1.5 * float(m.get("max_abs_diff", 0.0))), 4)
-    min_cos = round(min(0.999, 1.0 - 1.5 * (1.0 - float(m.get("min_cosine", 1.0)))), 6)
+    max_diff = golden_max_diff(m.get("max_abs_diff", 0.0))
+    min_cos = golden_min_cosine(m.get("min_cosine", 1.0))
     cases = []
     for text, logits in zip(texts, ref):
         top2 = np.sort(logits)[-2:]

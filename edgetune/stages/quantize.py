@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.build import BaseStage, BuildContext, Key, trained_model
-from edgetune.core.artifacts import Quantized
+from edgetune.core.artifacts import MergedModel, Quantized
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import ModelInfo
 from edgetune.core.recipe import Recipe
+from edgetune.engines.autoquant import SELECT_COPIES, SELECT_SEED, SEQ, Selection, search, selection_split
+from edgetune.engines.bench.inputs import encoder_inputs
 from edgetune.engines.int8 import reduce_range
 from edgetune.engines.quantize import calibration_feeds, quantize_genai, quantize_int8
 
@@ -31,7 +33,7 @@ class OrtInt8(BaseStage):
         # the weight range this machine (and the package's boards) need: a run moved to another CPU requantizes
         weights = reduce_range(r.quantize.reduce_range, r.package.linux)[0]
         if not r.quantize.auto:
-            return Key([r.quantize.model_dump(exclude={"auto"}), ctx.data.fingerprint, weights])
+            return Key([r.quantize.model_dump(), ctx.data.fingerprint, weights])
         # the search reads verify's int8 budgets and times on the benchmark's threads
         budgets = {k: v for k, v in r.verify.model_dump().items() if k.startswith("int8_")}
         return Key([r.quantize.model_dump(), ctx.data.fingerprint, budgets, r.benchmark.threads, weights])
@@ -41,9 +43,18 @@ class OrtInt8(BaseStage):
         reduced, why = reduce_range(r.quantize.reduce_range, r.package.linux)
         ctx.log(f"quantize: int8 weights in {7 if reduced else 8} bits: {why}")
         if r.quantize.auto:
-            from edgetune.engines.autoquant import search
-
-            return Quantized([search(ctx, inputs["export"], merged, out, (reduced, why))])
+            selection = _selection(ctx, merged)
+            model = search(
+                inputs["export"],
+                out,
+                selection,
+                r.quantize,
+                r.benchmark.threads,
+                r.benchmark.runs,
+                (reduced, why),
+                ctx.log,
+            )
+            return Quantized([model])
         tok = ctx.task.load_tokenizer(merged.path) if r.quantize.mode == "static" else None
         model = inputs["export"]
         return Quantized([quantize_int8(model, r.quantize, out, _calibration(ctx, tok), (reduced, why))])
@@ -71,3 +82,28 @@ def _calibration(ctx: BuildContext, tokenizer: Any) -> list[dict] | None:
         return None
     examples = ctx.data.train[: r.quantize.calibration_samples]
     return calibration_feeds(ctx.task.batches, examples, tokenizer, r.training.max_length)
+
+
+def _selection(ctx: BuildContext, merged: MergedModel) -> Selection:
+    """quantize.auto's measuring kit: the selection split carved from the training set, the held-out split
+    (reported only), the task's evaluation at verify's int8 batch and its int8 gates."""
+    r, task, data = ctx.recipe, ctx.task, ctx.data
+    tok = task.load_tokenizer(merged.path)
+    batch, max_length = r.benchmark.batch_size, r.training.max_length  # the batch verify runs int8 at
+
+    def evaluate(path: Path, examples: list[dict]) -> tuple[Any, dict]:
+        return task.evaluate(task.load_onnx(path), tok, examples, batch, max_length)
+
+    def gates(ref_metrics: dict, metrics: dict) -> list[tuple[str, float, float, str]]:
+        return task.checks("int8", r.verify, ref_metrics, metrics)
+
+    examples = data.train[: r.quantize.calibration_samples]
+    return Selection(
+        examples=selection_split(data.train, r.training.seed, getattr(tok, "mask_token", None)),
+        heldout=data.eval,
+        evaluate=evaluate,
+        gates=gates,
+        calibration=calibration_feeds(task.batches, examples, tok, max_length),
+        timing_feeds=encoder_inputs(tok, 1, SEQ),
+        what=f"{SELECT_COPIES} altered copies of each training text (seed {r.training.seed + SELECT_SEED})",
+    )

@@ -5,13 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from edgetune.build import BaseStage, BuildContext, Key, Task, TaskData, trained_model
 from edgetune.core.artifacts import Check, MergedModel, OnnxModel, Verification
 from edgetune.core.errors import EdgetuneError
 from edgetune.core.recipe import VerifyConfig
 from edgetune.core.rundir import atomic_write_json
+from edgetune.engines.verify import compare, greedy_agreement, holds
 from edgetune.runtime.cpu import cpu_isa
 
 EVAL_BATCH = 32  # PyTorch's batch in verify (float results do not depend on it)
@@ -36,8 +35,8 @@ class Verify(BaseStage):
 
     def key(self, ctx: BuildContext) -> Key:
         # benchmark.threads is read too (ONNX Runtime sessions), for speed: results do not depend on it
-        batch = [self.onnx_batch(ctx)] if self.deployed_batch else []  # keys of the other tasks stay as they were
-        return Key([ctx.recipe.verify.model_dump(), ctx.recipe.training.max_length, *batch], [ctx.data.fingerprint])
+        r = ctx.recipe
+        return Key([r.verify.model_dump(), r.training.max_length, self.onnx_batch(ctx)], [ctx.data.fingerprint])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Verification:
         r = ctx.recipe
@@ -104,8 +103,8 @@ def verify(
                 r[f"{key}_drop"] = float(ref_metrics[key] - metrics[key])
         results[name] = r
         for check_name, value, threshold, op in task.checks(m.precision, cfg, ref_metrics, r):
-            ok = value <= threshold if op == "<=" else value >= threshold
-            checks.append(Check(f"verify[{name}]", check_name, float(value), float(threshold), op, bool(ok)))
+            ok = holds(value, threshold, op)
+            checks.append(Check(f"verify[{name}]", check_name, float(value), float(threshold), op, ok))
     path = out / "diff.json"
     atomic_write_json(path, {"rows": len(data.eval), "models": results, "checks": [c.__dict__ for c in checks]})
     # Generated token lists stay in diff.json; the record (and report) keeps the figures.
@@ -118,21 +117,3 @@ def verify(
         details_path=path,
         isa=cpu_isa(),
     )
-
-
-def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """How far ONNX outputs are from PyTorch's: max/mean abs diff, cosine per row, top-1 agreement."""
-    a, b = got.reshape(len(got), -1).astype(np.float64), ref.reshape(len(ref), -1).astype(np.float64)
-    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
-    return {
-        "max_abs_diff": float(np.abs(got - ref).max()),
-        "mean_abs_diff": float(np.abs(got - ref).mean()),
-        "min_cosine": float(cos.min()),
-        "mean_cosine": float(cos.mean()),
-        "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
-    }
-
-
-def greedy_agreement(ref: list[list[int]], got: list[list[int]], n: int) -> float:
-    """Share of prompts whose first `n` greedy tokens (up to the end token) are identical."""
-    return float(np.mean([a[:n] == b[:n] for a, b in zip(ref, got)]))

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Benchmark inputs: token ids for an encoder, inputs made from any ONNX graph's metadata, texts for a
+tokenizer inside the graph."""
 
 from __future__ import annotations
 

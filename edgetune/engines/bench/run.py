@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Latency benchmarks: every model in interleaved rounds, each in a fresh process, merged with the runner's
+statistics and judged by its noise probe (edgetune/runner.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from edgetune.core.recipe import BenchmarkConfig
 from edgetune.core.rundir import atomic_write_json
 from edgetune.engines.bench.inputs import EXTENSIONS_DOMAIN, _texts
 from edgetune.engines.bench.workers import _run_job
-from edgetune.engines.noise import MIN_SPREAD_MS, Probe, spread
+from edgetune.runner import Probe, merge_rounds, row_spreads
 from edgetune.runtime.cpu import cpu_isa, int8_saturates
 
 BASELINE = "pytorch_fp32"
@@ -109,14 +110,14 @@ def bench(
         summary[job["name"]] = _model_summary(job, msgs)
         for i, row in enumerate(msgs[0]["per_seq"]):
             rounds = [m["per_seq"][i] for m in msgs]
-            results.append({"model": job["name"], "batch_size": cfg.batch_size, **_merge_rounds(row, rounds)})
+            results.append({"model": job["name"], "batch_size": cfg.batch_size, **merge_rounds(row, rounds)})
     base = {r["seq_len"]: r for r in results if r["model"] == BASELINE}
     for r in results:
         b = base.get(r["seq_len"])
         if b:
             r["p50_ratio_to_baseline"] = r["p50_ms"] / b["p50_ms"]
             r["speedup_vs_baseline"] = b["p50_ms"] / r["p50_ms"]
-    noise = probe.finish(_spreads(results))
+    noise = probe.finish(row_spreads(results))
     return _record("latency", results, summary, cfg, out, BASELINE if merged is not None else "", noise)
 
 
@@ -196,13 +197,13 @@ def bench_decode(
     for job, msgs in _interleaved(jobs, cfg.rounds, log).items():
         summary[job["name"]] = {**_model_summary(job, msgs), "threads": job["threads"]}
         row, rounds = msgs[0]["per_seq"][0], [m["per_seq"][0] for m in msgs]
-        results.append({"model": job["name"], "batch_size": 1, **_merge_rounds(row, rounds)})
+        results.append({"model": job["name"], "batch_size": 1, **merge_rounds(row, rounds)})
     for r in results:
         base = next(b for b in results if b["model"].split("@")[0] == BASELINE and b["threads"] == r["threads"])
         r["decode_speedup_vs_baseline"] = r["decode_tokens_per_s"] / base["decode_tokens_per_s"]
         r["p50_ratio_to_baseline"] = r["p50_ms"] / base["p50_ms"]
         r["speedup_vs_baseline"] = r["decode_speedup_vs_baseline"]
-    return _record("decode", results, summary, cfg, out, BASELINE, probe.finish(_spreads(results)))
+    return _record("decode", results, summary, cfg, out, BASELINE, probe.finish(row_spreads(results)))
 
 
 def _runs_per_round(cfg: BenchmarkConfig) -> int:
@@ -232,19 +233,6 @@ class _Key(dict):
     __eq__ = object.__eq__
 
 
-def _merge_rounds(first: dict, rounds: list[dict]) -> dict:
-    """One row from each round's row of the same model and length: the median of the round figures (p50 is the
-    median of the round p50s), the round p50s themselves and their spread; first_ms from the first round."""
-    row = dict(first)
-    for k, v in first.items():
-        if isinstance(v, float) and k not in ("first_ms",):
-            row[k] = float(np.median([r[k] for r in rounds]))
-    p50s = [r["p50_ms"] for r in rounds]
-    row["round_p50_ms"] = p50s
-    row["spread"] = spread(p50s)
-    return row
-
-
 def _model_summary(job: dict, msgs: list[dict]) -> dict:
     return {
         "load_seconds": float(np.median([m["load_seconds"] for m in msgs])),
@@ -252,11 +240,6 @@ def _model_summary(job: dict, msgs: list[dict]) -> dict:
         "size_bytes": job["size_bytes"],
         "path": job["path"],
     }
-
-
-def _spreads(results: list[dict]) -> dict[str, float]:
-    """Round spreads of the rows slow enough for a spread to mean load rather than timer jitter."""
-    return {f"{r['model']} seq {r['seq_len']}": r["spread"] for r in results if r["p50_ms"] >= MIN_SPREAD_MS}
 
 
 def _record(

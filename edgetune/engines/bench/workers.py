@@ -1,10 +1,10 @@
-"""TODO docstring."""
+"""The benchmark's workers: one model timed in a fresh process (PyTorch, ONNX Runtime or onnxruntime-genai),
+with the runner's statistics (edgetune/runner.py)."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,44 +12,7 @@ import numpy as np
 
 from edgetune.core.errors import EdgetuneError
 from edgetune.engines.bench.inputs import _generated_inputs, _index_bounds
-
-
-def timed_calls(fn: Callable[[], Any], warmup: int, runs: int) -> list[float]:
-    """`warmup` untimed calls of `fn`, then the seconds each of `runs` calls took (benchmarks/peers.py times its
-    builds with this too)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return times
-
-
-def _stats(times_s: list[float], batch: int) -> dict:
-    ms = np.array(times_s) * 1000
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p90_ms": float(np.percentile(ms, 90)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "mean_ms": float(ms.mean()),
-        "throughput_per_s": float(batch * 1000 / ms.mean()),
-    }
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set size. VmHWM, because ru_maxrss survives fork+exec on Linux
-    and would report the parent's peak."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+from edgetune.runner import peak_rss_mb, stats, timed_calls
 
 
 def _worker(job: dict) -> dict:
@@ -94,8 +57,8 @@ def _worker(job: dict) -> dict:
             fn()
             first_ms = (time.perf_counter() - t) * 1000
             times = timed_calls(fn, job["warmup"], job["runs"])
-            per_seq.append({"seq_len": seq, "first_ms": first_ms, **_stats(times, batch)})
-    return {"load_seconds": load_s, "peak_rss_mb": _peak_rss_mb(), "per_seq": per_seq}
+            per_seq.append({"seq_len": seq, "first_ms": first_ms, **stats(times, batch)})
+    return {"load_seconds": load_s, "peak_rss_mb": peak_rss_mb(), "per_seq": per_seq}
 
 
 def _llm_worker(job: dict) -> dict:
@@ -148,7 +111,7 @@ def _llm_worker(job: dict) -> dict:
     ttft_ms = float(np.median(ttft) * 1000)
     return {
         "load_seconds": load_s,
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "per_seq": [
             {
                 "seq_len": seq,

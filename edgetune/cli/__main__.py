@@ -1,0 +1,5 @@
+"""`python -m edgetune.cli`, as the edgetune command."""
+
+from edgetune.cli import main
+
+main()

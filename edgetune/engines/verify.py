@@ -1,0 +1,31 @@
+"""How far an ONNX model's outputs are from PyTorch's, and whether a gate holds: the one definition verify and
+quantize.auto both use."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
+    """How far ONNX outputs are from PyTorch's: max/mean abs diff, cosine per row, top-1 agreement."""
+    a, b = got.reshape(len(got), -1).astype(np.float64), ref.reshape(len(ref), -1).astype(np.float64)
+    cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    return {
+        "max_abs_diff": float(np.abs(got - ref).max()),
+        "mean_abs_diff": float(np.abs(got - ref).mean()),
+        "min_cosine": float(cos.min()),
+        "mean_cosine": float(cos.mean()),
+        "top1_agreement": float((got.argmax(-1) == ref.argmax(-1)).mean()),
+    }
+
+
+def greedy_agreement(ref: list[list[int]], got: list[list[int]], n: int) -> float:
+    """Share of prompts whose first `n` greedy tokens (up to the end token) are identical."""
+    return float(np.mean([a[:n] == b[:n] for a, b in zip(ref, got)]))
+
+
+def holds(value: float, threshold: float, op: str) -> bool:
+    """A gate (name, value, threshold, op) as a task's `checks` returns it: op is '<=' or '>='."""
+    if op not in ("<=", ">="):
+        raise ValueError(f"unknown gate operator {op!r}")
+    return bool(value <= threshold if op == "<=" else value >= threshold)
