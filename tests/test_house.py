@@ -25,6 +25,14 @@ from edgetune.tasks import TASKS, get_task
 STAGES_DIR = Path(__file__).resolve().parents[1] / "edgetune" / "stages"
 
 
+def test_the_registry_and_the_recipe_name_the_same_tasks():
+    from edgetune.core.recipe import Recipe
+
+    assert set(TASKS) == set(typing.get_args(Recipe.model_fields["task"].annotation))
+    with pytest.raises(ValueError, match="unknown task 'regression'"):
+        get_task("regression")
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_each_task_lists_every_stage_in_order(task):
     stages = get_task(task).stages()

@@ -1,24 +1,27 @@
-"""Tasks plug into the pipeline through tasks.base.Task; get_task() maps a recipe's task name to one."""
+"""The task registry: a recipe's `task:` (core/recipe.py's Recipe.task, a test holds the two lists equal) names
+one; each is registered by import path and loaded on first use, so a build imports only its own task. The
+pipeline, the CLI and the report read a task's stages from it."""
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING
 
 from edgetune.build import Task, TaskData
 
-TASKS = ("classification", "causal-lm")
+_REGISTRY: dict[str, str] = {
+    "classification": "edgetune.tasks.classification:ClassificationTask",
+    "causal-lm": "edgetune.tasks.causal_lm:CausalLMTask",
+}
+TASKS = tuple(_REGISTRY)
 
 
 def get_task(name: str) -> Task:
-    if name == "classification":
-        from edgetune.tasks.classification import ClassificationTask
-
-        return ClassificationTask()
-    if name == "causal-lm":
-        from edgetune.tasks.causal_lm import CausalLMTask
-
-        return CausalLMTask()
-    raise ValueError(f"unknown task {name!r}")
+    entry = _REGISTRY.get(name)
+    if entry is None:
+        raise ValueError(f"unknown task {name!r} (tasks: {', '.join(_REGISTRY)})")
+    module, cls = entry.split(":")
+    return getattr(importlib.import_module(module), cls)()
 
 
 def record_types(name: str) -> dict[str, type]:
