@@ -36,4 +36,5 @@ def test_ci_runs_the_readme_test_command():
     test_cmd = command.split("&&", 1)[1].strip()  # after the activation: lint, format, types, tests
     assert "mypy" in test_cmd and "ruff check" in test_cmd and "pytest" in test_cmd
     assert test_cmd in (REPO / ".ci" / "run").read_text()
+    assert test_cmd in (REPO / ".ci" / "refresh-lock").read_text()  # the lock moves only when it passes
     assert "pip install -q -c constraints.txt torch==2.13.0" in (REPO / ".ci" / "run").read_text()
