@@ -129,18 +129,14 @@ class _Runner:
         key = config_key(name, k.version, k.config, [self.run.hash_outputs(n) for n in inputs] + list(k.reads))
         entry = self.run.entry(name)
         forced = (self.force_from is not None and idx >= self.force_from) or name == target
-        if entry is not None and entry.key_version != k.version and not self.said_older:
-            self.said_older = True
-            self.log(
-                f"{name}: made by another edgetune (key version {entry.key_version}, now {k.version}): "
-                f"rebuilding it and the stages after it"
-            )
         if not forced and entry is not None:
             upstream_of_target = target is not None and self.order.index(target) > idx
             same = entry.key_version == k.version and self.run.is_valid(name, key)
             if (upstream_of_target and self.run.stage_dir(name).is_dir()) or same:
                 if upstream_of_target and self.run.hash_outputs(name) != entry.outputs:
                     self.log(f"{name}: files changed since it ran; using them as they are (build would redo it)")
+                elif upstream_of_target and entry.key_version != k.version:
+                    self.log(f"{name}: made by another edgetune; using it as it is (build would redo it)")
                 try:
                     record = from_json(st.record, entry.record, self.run.root)
                 except (KeyError, TypeError):  # written by an older edgetune with another record layout
@@ -154,6 +150,12 @@ class _Runner:
                         f"{self.run.root}: the {name} stage was written by another edgetune "
                         f"version; run `edgetune build` to redo it"
                     )
+        if entry is not None and entry.key_version != k.version and not self.said_older:
+            self.said_older = True
+            self.log(
+                f"{name}: made by another edgetune (key version {entry.key_version}, now {k.version}): "
+                f"rebuilding it and the stages after it"
+            )
         self.log(f"{name}: running")
         t0 = time.perf_counter()
         self.run.drop_entry(name)
