@@ -345,6 +345,50 @@ def peak_rss_mb() -> float | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def genai_stamps(og, model, prompt: list, new: int) -> list:
+    """One greedy onnxruntime-genai generation of exactly `new` tokens after `prompt` (min_length = max_length:
+    an end token does not stop it): the time before the prompt, then after each token."""
+    params = og.GeneratorParams(model)
+    params.set_search_options(do_sample=False, max_length=len(prompt) + new, min_length=len(prompt) + new)
+    gen = og.Generator(model, params)
+    stamps = [time.perf_counter()]
+    gen.append_tokens([prompt])
+    while not gen.is_done():
+        gen.generate_next_token()
+        gen.get_next_tokens()
+        stamps.append(time.perf_counter())
+    return stamps
+
+
+def decode_row(run, warmup: int, runs: int, seq: int, threads: int, new: int) -> dict:
+    """`warmup` untimed calls of `run` (which returns the stamps genai_stamps does), then the time to first token,
+    prefill and decode rates of `runs` calls: medians, and per-token latency percentiles from the decode rates."""
+    import numpy as np
+
+    for _ in range(warmup):
+        run()
+    ttft, decode = [], []
+    for _ in range(runs):
+        st = run()
+        ttft.append(st[1] - st[0])
+        decode.append((len(st) - 2) / (st[-1] - st[1]))
+    ttft_ms = float(np.median(ttft) * 1000)
+    return {
+        "seq_len": seq,
+        "threads": threads,
+        "new_tokens": new,
+        "ttft_ms": ttft_ms,
+        "prefill_tokens_per_s": seq / (ttft_ms / 1000),
+        "decode_tokens_per_s": float(np.median(decode)),
+        "p50_ms": float(1000 / np.median(decode)),
+        "p90_ms": float(1000 / np.percentile(decode, 10)),
+        "p99_ms": float(1000 / np.percentile(decode, 1)),
+        "mean_ms": float(1000 / np.mean(decode)),
+        "throughput_per_s": float(np.median(decode)),
+        "first_ms": ttft_ms,
+    }
+
+
 def timed_calls(fn, warmup: int, runs: int) -> list:
     """`warmup` untimed calls of `fn`, then the seconds each of `runs` calls took."""
     for _ in range(warmup):
@@ -597,42 +641,10 @@ def llm_worker(job: dict) -> dict:
         # the host benchmark's prompt (edgetune/engines/bench/): same seed, same ids
         prompt = np.random.default_rng(seq).integers(100, vocab - 1, size=seq).tolist()
 
-        def run(seq: int = seq, prompt: list = prompt) -> list:
-            params = og.GeneratorParams(model)
-            params.set_search_options(do_sample=False, max_length=seq + new, min_length=seq + new)
-            gen = og.Generator(model, params)
-            stamps = [time.perf_counter()]
-            gen.append_tokens([prompt])
-            while not gen.is_done():
-                gen.generate_next_token()
-                gen.get_next_tokens()
-                stamps.append(time.perf_counter())
-            return stamps
+        def run(prompt: list = prompt) -> list:
+            return genai_stamps(og, model, prompt, new)
 
-        for _ in range(job["warmup"]):
-            run()
-        ttft, decode = [], []
-        for _ in range(job["runs"]):
-            st = run()
-            ttft.append(st[1] - st[0])
-            decode.append((len(st) - 2) / (st[-1] - st[1]))
-        ttft_ms = float(np.median(ttft) * 1000)
-        out["per_seq"].append(
-            {
-                "seq_len": seq,
-                "threads": job["threads"],
-                "new_tokens": new,
-                "ttft_ms": ttft_ms,
-                "prefill_tokens_per_s": seq / (ttft_ms / 1000),
-                "decode_tokens_per_s": float(np.median(decode)),
-                "p50_ms": float(1000 / np.median(decode)),
-                "p90_ms": float(1000 / np.percentile(decode, 10)),
-                "p99_ms": float(1000 / np.percentile(decode, 1)),
-                "mean_ms": float(1000 / np.mean(decode)),
-                "throughput_per_s": float(np.median(decode)),
-                "first_ms": ttft_ms,
-            }
-        )
+        out["per_seq"].append(decode_row(run, job["warmup"], job["runs"], seq, job["threads"], new))
     out["peak_rss_mb"] = peak_rss_mb()
     return out
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from edgetune.core.errors import EdgetuneError
 from edgetune.engines.bench.inputs import _generated_inputs, _index_bounds
-from edgetune.runner import peak_rss_mb, stats, timed_calls
+from edgetune.runner import decode_row, genai_stamps, peak_rss_mb, stats, timed_calls
 
 
 def _worker(job: dict) -> dict:
@@ -88,47 +88,11 @@ def _llm_worker(job: dict) -> dict:
         og, model = lm.og, lm.model
 
         def run() -> list[float]:
-            params = og.GeneratorParams(model)
-            # min_length = max_length: every run decodes exactly `new` tokens, end token or not
-            params.set_search_options(do_sample=False, max_length=seq + new, min_length=seq + new)
-            gen = og.Generator(model, params)
-            stamps = [time.perf_counter()]
-            gen.append_tokens([prompt])
-            while not gen.is_done():
-                gen.generate_next_token()
-                gen.get_next_tokens()
-                stamps.append(time.perf_counter())
-            return stamps
+            return genai_stamps(og, model, prompt, new)
 
     load_s = time.perf_counter() - t0
-    for _ in range(job["warmup"]):
-        run()
-    ttft, decode = [], []
-    for _ in range(job["runs"]):
-        st = run()
-        ttft.append(st[1] - st[0])
-        decode.append((len(st) - 2) / (st[-1] - st[1]))
-    ttft_ms = float(np.median(ttft) * 1000)
-    return {
-        "load_seconds": load_s,
-        "peak_rss_mb": peak_rss_mb(),
-        "per_seq": [
-            {
-                "seq_len": seq,
-                "threads": threads,
-                "new_tokens": new,
-                "ttft_ms": ttft_ms,
-                "prefill_tokens_per_s": seq / (ttft_ms / 1000),
-                "decode_tokens_per_s": float(np.median(decode)),
-                "p50_ms": float(1000 / np.median(decode)),
-                "p90_ms": float(1000 / np.percentile(decode, 10)),
-                "p99_ms": float(1000 / np.percentile(decode, 1)),
-                "mean_ms": float(1000 / np.mean(decode)),
-                "throughput_per_s": float(np.median(decode)),
-                "first_ms": ttft_ms,
-            }
-        ],
-    }
+    row = decode_row(run, job["warmup"], job["runs"], seq, threads, new)
+    return {"load_seconds": load_s, "peak_rss_mb": peak_rss_mb(), "per_seq": [row]}
 
 
 def _child(job: dict, conn: Any) -> None:
