@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.core.errors import RecipeError
+from edgetune.runner import sha256_file
 
 
 @dataclass(frozen=True)
@@ -28,11 +29,8 @@ class Row:
 
 
 def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """The file's sha256, as the board's runner checks a bundle's files (one definition: edgetune/runner.py)."""
+    return sha256_file(str(path))
 
 
 def _format_of(path: Path, fmt: str) -> str:
