@@ -30,6 +30,9 @@ class TaskData:
     fingerprint: str = ""
     sources: dict[str, str] = field(default_factory=dict)  # file -> sha256
     warnings: list[str] = field(default_factory=list)  # e.g. texts truncated while reading
+    # causal-lm: the chat template the rows were encoded with when it is not the tokenizer's own
+    # (dataset.chat_template, or the raw prompt of prompt/completion rows); finetune loads the tokenizer with it
+    chat_template: str | None = None
 
 
 class Task(Protocol):
@@ -53,12 +56,16 @@ class Task(Protocol):
         RecipeError, or return warnings."""
         ...
 
-    def load_model(self, path: Path, labels: list[str] | None = None, trust_remote_code: bool = False) -> Any:
-        """Load the base (or merged) model for this task, in eval mode (`labels`: a classifier's classes)."""
+    def load_model(
+        self, path: Path, labels: list[str] | None = None, trust_remote_code: bool = False, dtype: str = "float32"
+    ) -> Any:
+        """Load the base (or merged) model for this task, in eval mode (`labels`: a classifier's classes), in
+        `dtype`: "float32", or "auto" for the checkpoint's own (bf16 stays bf16)."""
         ...
 
-    def load_tokenizer(self, path: Path, trust_remote_code: bool = False) -> Any:
-        """Load the tokenizer that goes with the model at `path`."""
+    def load_tokenizer(self, path: Path, trust_remote_code: bool = False, chat_template: str | None = None) -> Any:
+        """Load the tokenizer that goes with the model at `path`; with `chat_template` (TaskData.chat_template),
+        carrying that chat template, so that every folder it is saved into has it."""
         ...
 
     def batches(
@@ -68,7 +75,13 @@ class Task(Protocol):
         ...
 
     def loss(self, model: Any, batch: dict[str, Any]) -> Any:
-        """The training loss of `model` (a peft model) on one batch from `batches`."""
+        """The training loss of `model` (a peft model) on one batch from `batches` (or a slice of one): a mean
+        over `loss_items(batch)` items."""
+        ...
+
+    def loss_items(self, batch: dict[str, Any]) -> int:
+        """How many items `loss` averages over in `batch` (examples, target tokens): the weight of a slice of a
+        batch when training splits it over processes and micro-batches."""
         ...
 
     def evaluate(
@@ -134,6 +147,11 @@ class Stage(Protocol):
         ...
 
     @property
+    def distributed(self) -> bool:
+        """Whether every process of a launch runs this stage (training), not rank 0 alone; only rank 0 writes."""
+        ...
+
+    @property
     def after_failure(self) -> tuple[str, ...] | None:
         """None: this stage does not run once a stage of the build has failed. Otherwise it still runs (to
         write what finished: bench, report) when the stages named here have records."""
@@ -167,6 +185,7 @@ class BaseStage:
     needs: ClassVar[tuple[str, ...]] = ()
     record: ClassVar[type]
     after_failure: ClassVar[tuple[str, ...] | None] = None
+    distributed: ClassVar[bool] = False
 
     def check(self, recipe: Recipe, info: ModelInfo) -> None:
         """Before stage one: RecipeError for what this stage cannot do with the recipe or the model."""

@@ -18,9 +18,11 @@ from edgetune.build import BuildContext, Stage
 from edgetune.core.artifacts import Benchmark, Package, Quantized, Report, Verification, from_json, rebase, to_json
 from edgetune.core.errors import CheckFailed, EdgetuneError, RecipeError
 from edgetune.core.families import AdapterPlan, ModelInfo, model_info, plan_adapter
+from edgetune.core.memory import TreePeak, release_memory
 from edgetune.core.recipe import Recipe, parse_recipe
 from edgetune.core.rundir import RunDir, StageEntry, config_key
 from edgetune.core.sources import ModelSource, resolve_model_source
+from edgetune.engines.training import Team
 from edgetune.tasks import Task, TaskData, get_task
 
 # The stages of a build, in order, each with a line saying what it does: the one list of stage names (the CLI's
@@ -64,6 +66,7 @@ class BuildResult:
     benchmark: Benchmark | None = None
     report: Report | None = None
     package: Package | None = None
+    rank: int = 0  # a launch's rank: only rank 0 builds; the others trained with it and report nothing
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,20 @@ class Prepared:
     source: ModelSource
     info: ModelInfo
     adapter: AdapterPlan
+
+    def context(self, run: RunDir, base: Callable[[], ModelSource], **rest: Any) -> BuildContext:
+        """The build's context in `run` (`rest`: log, progress, until)."""
+        return BuildContext(
+            recipe=self.recipe,
+            task=self.task,
+            data=self.data,
+            source=self.source,
+            info=self.info,
+            adapter=self.adapter,
+            run=run,
+            base=base,
+            **rest,
+        )
 
 
 def prepare(recipe: Recipe) -> Prepared:
@@ -114,8 +131,8 @@ def prepare(recipe: Recipe) -> Prepared:
 class _Runner:
     """Runs or reuses one stage at a time and records it in the manifest."""
 
-    def __init__(self, ctx: BuildContext, stages: list[Stage], force_from: int | None) -> None:
-        self.ctx, self.run, self.log = ctx, ctx.run, ctx.log
+    def __init__(self, ctx: BuildContext, stages: list[Stage], force_from: int | None, lead: _Lead) -> None:
+        self.ctx, self.run, self.log, self.lead = ctx, ctx.run, ctx.log, lead
         self.order = [s.name for s in stages]
         self.force_from = force_from
         self.result = BuildResult(ctx.run.root)
@@ -160,7 +177,14 @@ class _Runner:
         t0 = time.perf_counter()
         self.run.drop_entry(name)
         scratch = self.run.scratch_dir(name)
-        record = st.run(ctx, inputs, scratch)
+        if st.distributed:  # the other ranks of a launch join it
+            self.lead.announce({"stage": name, "inputs": inputs, "base": ctx.base(), "out": scratch})
+        # what the stage costs: wall time, and the peak resident memory of this process and all it starts
+        with TreePeak() as peak:
+            try:
+                record = st.run(ctx, inputs, scratch)
+            finally:
+                release_memory()  # what the stage freed goes back to the system before the next one starts
         record = rebase(record, scratch, self.run.stage_dir(name))
         seconds = time.perf_counter() - t0
         # entry first, then the rename (see RunDir.commit_dir): no final folder the manifest does not know
@@ -173,10 +197,11 @@ class _Runner:
                 round(seconds, 3),
                 self.versions,
                 k.version,
+                peak.peak_mb,
             ),
         )
         self.run.commit_dir(name)
-        self.log(f"{name}: done in {seconds:.1f} s")
+        self.log(f"{name}: done in {seconds:.1f} s, peak memory {peak.peak_mb / 1024:.1f} GiB")
         self.result.ran.append(name)
         return record
 
@@ -201,6 +226,29 @@ def build(
     p = prepare(recipe)
     out = Path(out) if out is not None else Path("runs") / recipe.name
     stages = p.task.stages()
+    team = Team(recipe.training.device)
+    if not team.is_main:
+        return _follow(p, team, out, stages)
+    lead = _Lead(team, stages)
+    try:
+        return _lead(p, out, stages, lead, from_stage, force, until, log, progress)
+    finally:
+        lead.release()
+
+
+def _lead(
+    p: Prepared,
+    out: Path,
+    stages: list[Stage],
+    lead: _Lead,
+    from_stage: str | None,
+    force: bool,
+    until: str | None,
+    log: Callable[[str], None],
+    progress: bool,
+) -> BuildResult:
+    """build() in a plain process, or on rank 0 of a launch."""
+    recipe = p.recipe
     names = [st.name for st in stages]
     for s in (from_stage, until):
         if s is not None and s not in names:
@@ -230,25 +278,14 @@ def build(
         source_fp = p.source.fingerprint()
         # loaded lazily: only the stages that run need the base weights
         base = functools.cache(lambda: _dequantized_once(run, p.source, source_fp, p.task, remote, log))
-        ctx = BuildContext(
-            recipe=p.recipe,
-            task=p.task,
-            data=p.data,
-            source=p.source,
-            info=p.info,
-            adapter=p.adapter,
-            run=run,
-            base=base,
-            log=log,
-            progress=progress,
-            until=until,
-        )
-        runner = _Runner(ctx, stages, force_from)
+        ctx = p.context(run, base, log=log, progress=progress, until=until)
+        runner = _Runner(ctx, stages, force_from, lead)
         records: dict[str, Any] = {}
         failure: Exception | None = None
         for st in stages[: last + 1]:
             if failure is not None and (st.after_failure is None or not set(st.after_failure) <= records.keys()):
                 continue
+            lead.passing(st)
             inputs = {n: records[n] for n in st.needs if n in records}
             why = st.skip(runner.ctx, inputs)
             if why is not None:
@@ -278,6 +315,45 @@ def build(
         if verification is not None and not verification.passed and "report" in records:
             raise _gate_error(verification, records["report"])
         return runner.result
+
+
+class _Lead:
+    """Rank 0's side of a launch with several processes: it tells the other ranks which stage to join (the
+    stages marked `distributed`: training) and releases them once no such stage is left."""
+
+    def __init__(self, team: Team, stages: list[Stage]) -> None:
+        self.team = team
+        self.last = max((i for i, st in enumerate(stages) if st.distributed), default=-1)
+        self.order = [st.name for st in stages]
+        self.released = team.world == 1
+
+    def announce(self, message: dict) -> None:
+        if not self.released:
+            self.team.broadcast(message)
+
+    def passing(self, st: Stage) -> None:
+        """Called before each stage: past the last distributed one, the other ranks are let go (they would
+        otherwise wait, holding memory, until the build ends)."""
+        if self.order.index(st.name) > self.last:
+            self.release()
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.team.broadcast(None)
+            self.team.disband()
+
+
+def _follow(p: Prepared, team: Team, out: Path, stages: list[Stage]) -> BuildResult:
+    """A rank other than 0: run the training stages rank 0 announces, with rank 0's inputs, writing nothing
+    (the run directory is not even locked: rank 0 holds it); return when rank 0 lets go."""
+    by_name = {st.name: st for st in stages}
+    run = RunDir(out)
+    while (message := team.broadcast(None)) is not None:
+        ctx = p.context(run, functools.partial(lambda source: source, message["base"]), progress=False)
+        by_name[message["stage"]].run(ctx, message["inputs"], message["out"])
+    team.disband()
+    return BuildResult(run.root, rank=team.rank)
 
 
 # the stages whose records BuildResult carries

@@ -70,3 +70,26 @@ out_opt = click.option(
     default=None,
     help="Run directory [default: runs/<recipe name>].",
 )
+
+processes_opt = click.option(
+    "--processes",
+    type=click.IntRange(1, 1024),
+    default=1,
+    show_default=True,
+    help="Train with N processes on this machine (data-parallel; torchrun starts them): the finetune stage runs "
+    "on every process, everything after it once. For several machines use torchrun or accelerate launch "
+    "with `-m edgetune`.",
+)
+
+
+def relaunch(processes: int, args: list[str]) -> None:
+    """Run `edgetune ARGS` as `processes` processes under torchrun (on 127.0.0.1), and exit with its status.
+    Nothing to do for 1, or inside a launch already."""
+    import os
+    import subprocess
+
+    if processes <= 1 or "WORLD_SIZE" in os.environ:
+        return
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nnodes", "1"]
+    cmd += ["--nproc-per-node", str(processes), "-m", "edgetune", *args]
+    sys.exit(subprocess.call(cmd))

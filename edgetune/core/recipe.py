@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from edgetune.core.errors import RecipeError
 from edgetune.core.sources import check_model_source
+from edgetune.core.templates import check_template_name, is_template_file, template_path
 
 PositiveInt = Annotated[int, Field(gt=0)]
 Fraction = Annotated[float, Field(gt=0, lt=1)]
@@ -52,6 +53,17 @@ class DatasetConfig(Section):
     response_format: Literal["text", "json"] = Field(
         "text", description="causal-lm: 'json' scores generations by exact match of the parsed JSON."
     )
+    chat_template: str | None = Field(
+        None,
+        description="causal-lm: the chat format of a tokenizer that has none (a base model): chatml, gemma or "
+        "llama3, or a Jinja file relative to the recipe. It wins over the tokenizer's own, and every exported "
+        "folder's tokenizer carries it.",
+    )
+
+    @field_validator("chat_template")
+    @classmethod
+    def _template_name(cls, v: str | None) -> str | None:
+        return None if v is None else check_template_name(v)
 
 
 # Methods that train weights of their own which merge into the base weights (peft's merge_and_unload), so the
@@ -113,7 +125,27 @@ class TrainingConfig(Section):
     warmup_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.06
     seed: int = 0
     precision: Literal["fp32", "bf16", "auto"] = Field(
-        "fp32", description="Training compute: bf16 autocast, or auto = bf16 when the CPU has AMX/AVX512-BF16."
+        "fp32",
+        description="Training compute: bf16 mixed precision, or auto = bf16 where the device has native bf16 "
+        "(GPUs that report it; CPUs with AMX or AVX512-BF16). A bf16 base checkpoint then stays bf16 in memory.",
+    )
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where training runs: auto = CUDA when torch sees a GPU, else the CPU."
+    )
+    gradient_accumulation: Annotated[int, Field(gt=0, le=1024)] = Field(
+        1,
+        description="Micro-batches per optimizer step on each process: batch_size stays the effective batch "
+        "(split over processes, then over micro-batches), so this only trades memory for time.",
+    )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute activations in the backward pass instead of keeping them: less memory, ~30% slower.",
+    )
+    strategy: Literal["ddp", "fsdp"] = Field(
+        "ddp",
+        description="With several processes (torchrun, accelerate launch, or `edgetune build --processes N`): "
+        "ddp = a full copy of the model per process; fsdp = parameters sharded over processes, for models that do "
+        "not fit one device. An accelerate config file's FSDP settings win over this.",
     )
     int4_aware_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(
         0,
@@ -363,7 +395,7 @@ ANDROID_MARKER = Path("app") / "build.gradle.kts"
 def check_paths(recipe: Recipe, source: str | None = None) -> None:
     """Refuse a recipe whose paths lead nowhere, before any stage runs, in one line naming the field and the
     path it resolves to: model.source (a package folder or a local path; a hub id is resolved later, as it may
-    need the network), dataset.train, dataset.eval and package.android."""
+    need the network), dataset.train, dataset.eval, dataset.chat_template (a file) and package.android."""
     problem = next(_path_problems(recipe), None)
     if problem is not None:
         raise RecipeError(f"{source}: {problem}" if source else problem)
@@ -380,6 +412,12 @@ def _path_problems(recipe: Recipe) -> Iterator[str]:
             where = recipe.path(value).resolve()
             what = "is a folder, not a dataset file" if where.is_dir() else "dataset file not found"
             yield f"{field}: {what}: {value} (resolved to {where})"
+    template = recipe.dataset.chat_template
+    if template is not None and is_template_file(template):
+        found = template_path(template, recipe.base_dir)
+        if not found.is_file():
+            what = "is a folder, not a Jinja file" if found.is_dir() else "Jinja file not found"
+            yield f"dataset.chat_template: {what}: {template} (resolved to {found.resolve()})"
     android = recipe.package.android
     if android is not None and not is_android_demo(recipe.path(android)):
         yield (

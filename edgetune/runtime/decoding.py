@@ -14,6 +14,11 @@ def _logsumexp(x: np.ndarray) -> np.ndarray:
     return m + np.log(np.exp(x - m).sum(-1, keepdims=True))
 
 
+def _device(model: Any) -> Any:
+    """Where a PyTorch model's weights are (inputs go there; a model trained on a GPU is evaluated there)."""
+    return next(model.parameters()).device
+
+
 def _padded(seqs: list[list[int]], value: int, left: bool = False) -> tuple[Any, Any]:
     """Sequences as one [batch, longest] long tensor, filled with `value` on the right (or the left, for
     generation), and the attention mask that marks the real tokens."""
@@ -39,12 +44,13 @@ def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[
         return
     import torch
 
+    device = _device(model)
     for at in range(0, len(seqs), max(1, batch_size)):
         chunk = seqs[at : at + batch_size]
         ids, mask = _padded(chunk, 0)
         with torch.inference_mode():
-            out = model(input_ids=ids, attention_mask=mask).logits
-        out = out if out.dtype == torch.float64 else out.float()
+            out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+        out = (out if out.dtype == torch.float64 else out.float()).cpu()
         for j, s in enumerate(chunk):  # one batch in memory at a time: vocabulary-wide logits are large
             yield out[j, : len(s)].numpy()
 
@@ -74,10 +80,33 @@ def step_logits(model: Any, seqs: list[tuple[list[int], list[int]]]) -> list[np.
 
 
 def end_ids(tokenizer: Any) -> set[int]:
-    ids = {tokenizer.eos_token_id}
+    """The tokens generation stops at: eos, ChatML's <|im_end|> where the vocabulary has it, and the token the
+    chat template closes an assistant turn with (<end_of_turn>, <|eot_id|>, ...)."""
+    ids = {tokenizer.eos_token_id, turn_end_id(tokenizer)}
     if "<|im_end|>" in tokenizer.get_vocab():
         ids.add(tokenizer.convert_tokens_to_ids("<|im_end|>"))
     return {i for i in ids if i is not None}
+
+
+_REPLY = "edgetune-reply"
+
+
+def turn_end_id(tokenizer: Any) -> int | None:
+    """The special token the tokenizer's chat template writes right after an assistant message, or None (no
+    template, or no special token there)."""
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    import jinja2
+
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": _REPLY}]
+    try:
+        text = tokenizer.apply_chat_template(chat, tokenize=False)
+    except jinja2.TemplateError:  # a template that wants another conversation (a system message, ...)
+        return None
+    after = text.partition(_REPLY)[2]
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"] if after else []
+    special = set(tokenizer.all_special_ids) | set(tokenizer.get_added_vocab().values())
+    return ids[0] if ids and ids[0] in special else None
 
 
 def _ids(x: Any) -> list[int]:
@@ -103,8 +132,8 @@ def greedy_torch(
         width = ids.shape[1]
         with torch.inference_mode():
             new = model.generate(
-                ids,
-                attention_mask=mask,
+                ids.to(_device(model)),
+                attention_mask=mask.to(_device(model)),
                 max_new_tokens=max(budgets[i] for i in chunk),
                 do_sample=False,
                 eos_token_id=sorted(eos),

@@ -61,6 +61,7 @@ class Compress(BaseStage):
             int8_aware_epochs=c.int8_aware_epochs,
             int8_reduced=bool(int8 and int8[0]["reduce_range"]),
             int8_per_channel=bool(int8 and int8[0]["per_channel"]),
+            device=tr.device,
         )
         ctx.log(
             f"compress: student {rep.student_parameters:,} parameters (teacher {rep.teacher_parameters:,}), "

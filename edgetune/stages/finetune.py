@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import itertools
 import os
 import time
@@ -22,10 +23,29 @@ from edgetune.core.recipe import LoraConfig, TrainingConfig
 from edgetune.core.rundir import config_key
 from edgetune.core.sources import ModelSource
 from edgetune.engines.int4 import int4_forward, round_frozen_for_int4
+from edgetune.engines.training import (
+    Setup,
+    StepResult,
+    Trainer,
+    enable_gradient_checkpointing,
+    launched_world,
+    resolve_device,
+    use_bf16,
+)
 
-# how training reports and checkpoints, not what it computes: left out of the keys, so changing them neither
-# reruns a finished stage nor orphans a checkpoint
-NOT_IN_KEY = {"progress_seconds", "checkpoint_minutes"}
+# how training reports, checkpoints, and where it runs, not what it computes (batch_size is the effective batch
+# whatever the processes and micro-batches): left out of the keys, so changing them neither reruns a finished
+# stage nor orphans a checkpoint
+NOT_IN_KEY = {
+    "progress_seconds",
+    "checkpoint_minutes",
+    "device",
+    "gradient_accumulation",
+    "gradient_checkpointing",
+    "strategy",
+}
+
+CHECKPOINT_FORMAT = 2  # 2: optimizer, schedule and every rank's random state under "trainer"
 
 
 def training_key(training: TrainingConfig) -> dict:
@@ -38,6 +58,7 @@ class Finetune(BaseStage):
 
     name = "finetune"
     record = Adapter
+    distributed = True  # every process of a launch trains; rank 0 writes
 
     def _parts(self, ctx: BuildContext) -> tuple[dict, list]:
         r = ctx.recipe
@@ -59,7 +80,7 @@ class Finetune(BaseStage):
         r, tr = ctx.recipe, ctx.recipe.training
         lora, int4 = self._parts(ctx)
         root = ctx.run.root / "finetune.ckpt"
-        ckpt = root / config_key(lora, training_key(tr), ctx.data.fingerprint, *int4)[:16]
+        ckpt = root / config_key(CHECKPOINT_FORMAT, lora, training_key(tr), ctx.data.fingerprint, *int4)[:16]
         record = finetune(
             ctx.base(),
             ctx.data,
@@ -74,7 +95,8 @@ class Finetune(BaseStage):
             ctx.log,
             int4[0] if int4 else None,
         )
-        shutil.rmtree(root, ignore_errors=True)
+        if launched_world()[0] == 0:
+            shutil.rmtree(root, ignore_errors=True)
         return record
 
 
@@ -91,32 +113,38 @@ def finetune(
     progress: bool = True,
     log: Callable[[str], None] = lambda s: None,
     int4_block: int | None = None,
+    on_step: Callable[[Trainer, StepResult], None] | None = None,
 ) -> Adapter:
     """Train the recipe's adapter (`plan`: method and modules) on `data.train`, evaluate each epoch on
-    `data.eval`; save it to `out/adapter`.
+    `data.eval`; save it to `out/adapter`. Runs on accelerate (edgetune/engines/training.py): in one process, or
+    on every rank of a launch, where rank 0 alone evaluates, logs and writes.
     With `int4_block`, the untrained linears are rounded to int4 first and the last training.int4_aware_epochs
     epochs train against int4 rounding (see edgetune/engines/int4.py).
     `checkpoint_dir/state.pt` is written after every epoch and every training.checkpoint_minutes within one; a
-    run that finds it continues from there (the epoch's batch order rebuilt, its finished batches skipped) and
-    ends with the weights an uninterrupted run gets. Without a progress bar (`progress` off or stderr not a
-    terminal), a line with step, rate and ETA is logged every training.progress_seconds."""
+    run that finds it continues from there (the epoch's batch order rebuilt, its finished batches skipped, every
+    rank's random state restored) and ends with the weights an uninterrupted run gets. Without a progress bar
+    (`progress` off or stderr not a terminal), a line with step, rate and ETA is logged every
+    training.progress_seconds. `on_step(trainer, result)` runs after every optimizer step (tests)."""
     import torch
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
-    from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(training.seed)
-    tokenizer = task.load_tokenizer(base.path, trust_remote_code)
-    model = task.load_model(base.path, data.labels, trust_remote_code)
+    setup = Setup.of(training)
+    device = resolve_device(training.device)
+    bf16 = use_bf16(training.precision, device)
+    tokenizer = task.load_tokenizer(base.path, trust_remote_code, data.chat_template)
+    # bf16 training keeps a bf16 checkpoint in bf16 (half the memory); float32 training computes in float32
+    model = task.load_model(base.path, data.labels, trust_remote_code, dtype="auto" if bf16 else "float32")
     steps_per_epoch = -(-len(data.train) // training.batch_size)
     total_steps = steps_per_epoch * training.epochs
     # modules the base checkpoint lacks (set by Task.load_model) are trained in full and saved with the adapter
     new = [m for m in getattr(model, "new_modules", []) if m not in (plan.modules_to_save or [])]
     if new:
         plan = dataclasses.replace(plan, modules_to_save=[*(plan.modules_to_save or []), *new])
+    if training.gradient_checkpointing and not enable_gradient_checkpointing(model):
+        log(f"finetune: {type(model).__name__} does not support gradient checkpointing; training without it")
     model = get_peft_model(model, peft_config(plan, lora, task.peft_task_type, total_steps))
-    # AdaLoRA moves rank budget between layers from gradient-based importance, updated after every step.
-    allocate = getattr(model.base_model, "update_and_allocate", None) if plan.method == "adalora" else None
     if int4_block:
         rounded = round_frozen_for_int4(model, int4_block)
         log(
@@ -124,22 +152,32 @@ def finetune(
             f"{training.int4_aware_epochs} epoch(s) train against int4 rounding"
         )
     trainable, total = model.get_nb_trainable_parameters()
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=training.learning_rate, weight_decay=training.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total_steps * training.warmup_fraction), total_steps)
-
-    bf16 = use_bf16(training.precision)
-    log(f"finetune: {'bfloat16 autocast' if bf16 else 'float32'} training")
+    trainer = Trainer(
+        model,
+        task.loss,
+        task.loss_items,
+        setup,
+        lr=training.learning_rate,
+        weight_decay=training.weight_decay,
+        warmup_fraction=training.warmup_fraction,
+        total_steps=total_steps,
+        seed=training.seed,
+        log=lambda s: log(f"finetune: {s}"),
+    )
+    main = trainer.is_main
+    if not main:
+        progress, log = False, lambda s: None
+    # AdaLoRA moves rank budget between layers from gradient-based importance, updated after every step.
+    allocator = model.base_model if plan.method == "adalora" else None
     history: list[dict] = []
     start_epoch, start_step, losses, elapsed = 0, 0, [], 0.0
     ckpt = checkpoint_dir / "state.pt"
-    if ckpt.exists():
-        state = torch.load(ckpt, weights_only=True)  # tensors and plain containers only: no pickled code
+    # rank 0 reads the checkpoint and hands it to the others (one machine's disk holds it)
+    state = trainer.broadcast(torch.load(ckpt, weights_only=True) if main and ckpt.exists() else None)
+    if state is not None:
         set_peft_model_state_dict(model, state["adapter"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        torch.set_rng_state(state["torch_rng"])
-        if allocate is not None:
+        trainer.load_state(state["trainer"], log=lambda s: log(f"finetune: {s}"))
+        if allocator is not None:
             _set_allocator_state(model, state["allocator"])
         history, start_epoch = state["history"], state["epoch"]
         # a checkpoint from within an epoch: `step` batches of epoch `epoch` (0-based) done, their losses
@@ -153,18 +191,21 @@ def finetune(
             log(f"finetune: resuming after epoch {start_epoch}/{training.epochs} from {ckpt}")
 
     def save(epoch: int, step: int = 0, seconds: float = 0.0) -> None:
-        """Checkpoint: `epoch` epochs finished, and `step` batches of the next one (whose losses are `losses`)."""
+        """Checkpoint: `epoch` epochs finished, and `step` batches of the next one (whose losses are `losses`).
+        Every rank takes part (random states are gathered); rank 0 writes."""
+        adapter = get_peft_model_state_dict(model, state_dict=trainer.model_state())
+        trainer_state = trainer.state()
+        if not main:
+            return
         _save_checkpoint(
             ckpt,
             {
-                "adapter": get_peft_model_state_dict(model),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "torch_rng": torch.get_rng_state(),
+                "adapter": adapter,
+                "trainer": trainer_state,
                 "history": history,
                 "epoch": epoch,
                 **({"step": step, "losses": list(losses), "seconds": seconds} if step else {}),
-                **({"allocator": _allocator_state(model)} if allocate is not None else {}),
+                **({"allocator": _allocator_state(model)} if allocator is not None else {}),
             },
         )
 
@@ -199,22 +240,21 @@ def finetune(
         saved = time.monotonic()
         with int4_forward(model, int4_block) if aware else contextlib.nullcontext():
             for step, batch in enumerate(bar, start=epoch * steps_per_epoch + done):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    loss = task.loss(model, batch)
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                if allocate is not None:
-                    allocate(step)  # reads the gradients: before they are cleared
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
+                allocate = None if allocator is None else functools.partial(allocator.update_and_allocate, step)
+                result = trainer.step(batch, after_update=allocate)
+                losses.append(result.loss)
                 bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
                 meter.step()
-                if every and time.monotonic() - saved >= every:
+                if on_step is not None:
+                    on_step(trainer, result)
+                # every rank decides alike: rank 0's clock
+                if every and trainer.broadcast(time.monotonic() - saved >= every):
                     save(epoch, step + 1 - epoch * steps_per_epoch, time.perf_counter() - t0)
                     saved = time.monotonic()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):  # 2.4x faster than fp32 here
-            _, metrics = task.evaluate(model, tokenizer, data.eval, training.batch_size * 2, training.max_length)
+        metrics: dict = {}
+        if main:
+            with trainer.autocast():  # bf16: 2.4x faster than fp32 here
+                _, metrics = task.evaluate(model, tokenizer, data.eval, training.batch_size * 2, training.max_length)
         row = {
             "epoch": epoch + 1,
             "loss": float(np.mean(losses)),
@@ -225,9 +265,12 @@ def finetune(
         log("finetune: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         save(epoch + 1)
 
+    full_state = trainer.model_state()  # peft picks the adapter's weights out of it
+    trainer.wait()
     adapter_dir = out / "adapter"
-    model.save_pretrained(adapter_dir)
-    tokenizer.save_pretrained(adapter_dir)
+    if main:
+        model.save_pretrained(adapter_dir, state_dict=full_state)
+        tokenizer.save_pretrained(adapter_dir)
     return Adapter(
         path=adapter_dir,
         epochs=history,
@@ -277,16 +320,6 @@ def _allocator_state(model: Any) -> dict:
 def _set_allocator_state(model: Any, state: dict) -> None:
     ra = model.base_model.rankallocator
     ra.ipt, ra.exp_avg_ipt, ra.exp_avg_unc = dict(state["ipt"]), dict(state["exp_avg_ipt"]), dict(state["exp_avg_unc"])
-
-
-def use_bf16(precision: str) -> bool:
-    """bf16 autocast for 'bf16', or for 'auto' when the CPU has native bf16 matrix units (AMX or AVX512-BF16);
-    without them bf16 is emulated and slower than float32."""
-    from edgetune.runtime.cpu import NATIVE_BF16, cpu_flags
-
-    if precision != "auto":
-        return precision == "bf16"
-    return bool(NATIVE_BF16 & cpu_flags())
 
 
 def _save_checkpoint(path: Path, state: dict) -> None:

@@ -1,7 +1,9 @@
-"""Causal language modelling on chat data (LLaMA-family decoders): loss on assistant tokens only."""
+"""Causal language modelling on chat data (LLaMA-family decoders): loss on assistant tokens only; or on
+prompt/completion rows (a base model's raw text, no chat format): loss on the completion and its end token."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import random
@@ -12,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from edgetune.build import TaskData
-from edgetune.core.data import Row, data_fingerprint, load_splits
+from edgetune.core.data import Row, data_fingerprint, file_sha256, load_splits
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import for_genai_builder
+from edgetune.core.templates import TOKENS, completion_template, read_template
 from edgetune.runtime.decoding import _all_logits, _ids, _logsumexp, _padded, end_ids, greedy_torch
 from edgetune.runtime.genai import GenaiLM
 
@@ -23,6 +26,15 @@ if TYPE_CHECKING:
 
 ROLES = {"system", "user", "assistant"}
 IGNORE = -100
+NO_TEMPLATE = (
+    "the tokenizer has no chat template; set dataset.chat_template (chatml, gemma, llama3, or a .jinja file) "
+    "or use prompt/completion rows"
+)
+
+
+def _is_completion(row: Row) -> bool:
+    """A prompt/completion row (raw text for a base model) rather than a chat row."""
+    return "prompt" in row.fields and "completion" in row.fields and "messages" not in row.fields
 
 
 def _messages(row: Row, system_prompt: str | None) -> list[dict]:
@@ -40,6 +52,14 @@ def _messages(row: Row, system_prompt: str | None) -> list[dict]:
                     f"{row.where}: messages[{i}] has unknown role '{m['role']}' (expected system, user or assistant)"
                 )
             out.append({"role": m["role"], "content": m["content"]})
+    elif _is_completion(row):
+        if not isinstance(f["prompt"], str) or not isinstance(f["completion"], str):
+            raise RecipeError(f"{row.where}: 'prompt' and 'completion' must be strings")
+        if not f["prompt"].strip():
+            raise RecipeError(f"{row.where}: empty prompt")
+        if not f["completion"].strip():
+            raise RecipeError(f"{row.where}: empty completion")
+        out = [{"role": "user", "content": f["prompt"]}, {"role": "assistant", "content": f["completion"]}]
     elif "instruction" in f and "response" in f:
         if not isinstance(f["instruction"], str) or not isinstance(f["response"], str):
             raise RecipeError(f"{row.where}: 'instruction' and 'response' must be strings")
@@ -47,7 +67,9 @@ def _messages(row: Row, system_prompt: str | None) -> list[dict]:
         user = f["instruction"] + (f"\n\n{context}" if context else "")
         out = [{"role": "user", "content": user}, {"role": "assistant", "content": f["response"]}]
     else:
-        raise RecipeError(f"{row.where}: a chat record needs 'messages' or 'instruction' and 'response'")
+        raise RecipeError(
+            f"{row.where}: a record needs 'messages', 'instruction' and 'response', or 'prompt' and 'completion'"
+        )
     if out[-1]["role"] != "assistant":
         raise RecipeError(f"{row.where}: the last message must be the assistant's response")
     for i, m in enumerate(out):
@@ -99,16 +121,74 @@ class CausalLMTask:
 
     # -- data -----------------------------------------------------------------------------------
     def load_data(self, cfg: Any, base_dir: Path, source: Any = None, max_length: int | None = None) -> TaskData:
+        """Rows are all chat rows (messages, or instruction/response) or all prompt/completion rows. The chat
+        template the rows are encoded with, when it is not the tokenizer's own (dataset.chat_template, or the raw
+        template of prompt/completion rows), is TaskData.chat_template: finetune writes it into the tokenizer it
+        saves with the adapter, and every later folder copies that tokenizer."""
+        given, template_file = read_template(cfg.chat_template, base_dir) if cfg.chat_template else (None, None)
         tokenizer = self.load_tokenizer(source.path) if source is not None else None
         context = _context_length(source.path) if source is not None else None
+        state: dict[str, Any] = {"template": given}
+        warnings: list[str] = []
+
+        def begin(completion: bool, where: str) -> None:
+            """Before the first row: the chat template this dataset's rows are encoded with."""
+            nonlocal tokenizer
+            state["completion"], state["where"] = completion, where
+            own = bool(tokenizer is not None and getattr(tokenizer, "chat_template", None))
+            if completion:
+                for key, value in (("system_prompt", cfg.system_prompt), ("chat_template", cfg.chat_template)):
+                    if value:
+                        raise RecipeError(
+                            f"dataset.{key}: prompt/completion rows ({where}) go to the model as they are, "
+                            f"with no chat format; remove dataset.{key}, or write the rows as 'messages' or "
+                            f"'instruction'/'response' to train in a chat format"
+                        )
+                if tokenizer is None:
+                    return
+                state["template"] = completion_template(_starts_with_bos(tokenizer))
+                if tokenizer.eos_token_id is None:
+                    raise RecipeError(
+                        "model.source: prompt/completion rows end with the tokenizer's eos_token, and it has none; "
+                        "set eos_token in tokenizer_config.json"
+                    )
+                if own:
+                    warnings.append(
+                        "prompt/completion rows: the exported tokenizer's chat template is the raw prompt "
+                        "(edgetune chat and the app pass prompts as they are), not the tokenizer's own"
+                    )
+            elif tokenizer is not None:
+                if given is None and not own:
+                    raise RecipeError(NO_TEMPLATE)
+                if given is not None and own:
+                    warnings.append(f"dataset.chat_template: {cfg.chat_template} replaces the tokenizer's own template")
+                missing = [t for t in TOKENS.get(cfg.chat_template or "", ()) if t not in tokenizer.get_vocab()]
+                if missing:
+                    raise RecipeError(
+                        f"dataset.chat_template: {cfg.chat_template} writes {', '.join(missing)}, which the "
+                        f"tokenizer does not have as tokens (so no turn would end with one token to stop at); "
+                        f"use the template of the model's family, or a .jinja file"
+                    )
+            if tokenizer is not None and state["template"] is not None:
+                tokenizer = _with_template(tokenizer, state["template"])
 
         def parse(rows: list[Row]) -> list[dict]:
             out = []
             for r in rows:
                 msgs = _messages(r, cfg.system_prompt)
+                completion = _is_completion(r)
+                if "completion" not in state:
+                    begin(completion, r.where)
+                elif completion != state["completion"]:
+                    kinds = ("a chat row", "a prompt/completion row")
+                    raise RecipeError(
+                        f"{r.where}: {kinds[completion]}, but {state['where']} is {kinds[not completion]}; a "
+                        f"dataset's rows (train and eval) are all chat rows or all prompt/completion rows"
+                    )
                 ex: dict[str, Any] = {"messages": msgs, "where": r.where}
                 if tokenizer is not None:
-                    ids, labels = self._encode(tokenizer, msgs, r.where)
+                    encode = self._encode_completion if completion else self._encode
+                    ids, labels = encode(tokenizer, msgs, r.where)
                     if context and len(ids) > context:
                         raise RecipeError(f"{r.where}: {len(ids)} tokens, longer than the model's context of {context}")
                     start = next(i for i, lab in enumerate(labels) if lab != IGNORE)
@@ -130,25 +210,50 @@ class CausalLMTask:
             return out
 
         train, evals, sources = load_splits(cfg, base_dir, parse)
+        template = state["template"]
+        if template_file is not None:
+            sources[str(template_file)] = file_sha256(template_file)
+        extra = [template] if template is not None else []  # its text: a named template's too, or the raw one
         return TaskData(
-            train=train, eval=evals, labels=[], fingerprint=data_fingerprint(self.name, sources, cfg), sources=sources
+            train=train,
+            eval=evals,
+            labels=[],
+            fingerprint=data_fingerprint(self.name, sources, cfg, *extra),
+            sources=sources,
+            warnings=warnings,
+            chat_template=template,
         )
 
     def _encode(self, tokenizer: Any, msgs: list[dict], where: str) -> tuple[list[int], list[int]]:
         """Token ids of the whole chat and labels that keep only assistant tokens (the rest is IGNORE)."""
         if not getattr(tokenizer, "chat_template", None):
-            raise RecipeError(f"{where}: the tokenizer has no chat template")
-        ids = _ids(tokenizer.apply_chat_template(msgs, tokenize=True))
+            raise RecipeError(NO_TEMPLATE)
+        import jinja2
+
+        def render(chat: list[dict], generation: bool = False) -> list[int]:
+            try:
+                return _ids(tokenizer.apply_chat_template(chat, tokenize=True, add_generation_prompt=generation))
+            except jinja2.TemplateError as e:  # raise_exception() in the template, or an error rendering it
+                raise RecipeError(f"{where}: the chat template refuses this conversation: {e}") from None
+
+        ids = render(msgs)
         labels = [IGNORE] * len(ids)
         for i, m in enumerate(msgs):
             if m["role"] != "assistant":
                 continue
-            before = _ids(tokenizer.apply_chat_template(msgs[:i], tokenize=True, add_generation_prompt=True))
-            upto = _ids(tokenizer.apply_chat_template(msgs[: i + 1], tokenize=True))
+            before = render(msgs[:i], generation=True)
+            upto = render(msgs[: i + 1])
             if ids[: len(upto)] != upto or upto[: len(before)] != before:
                 raise RecipeError(f"{where}: the chat template does not render turns as prefixes of each other")
             labels[len(before) : len(upto)] = upto[len(before) :]
         return ids, labels
+
+    def _encode_completion(self, tokenizer: Any, msgs: list[dict], where: str) -> tuple[list[int], list[int]]:
+        """A prompt/completion row: the prompt as generation sees it (the raw template: bos_token first where the
+        tokenizer starts texts with it), then the completion and eos, tokenized on their own; labels on those."""
+        prompt = _ids(tokenizer.apply_chat_template(msgs[:1], tokenize=True, add_generation_prompt=True))
+        answer = [*tokenizer(msgs[1]["content"], add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        return prompt + answer, [IGNORE] * len(prompt) + answer
 
     def check_model(self, info: Any, source: Any, package: Any, trust_remote_code: bool = False) -> list[str]:
         """The end token generation stops at must be known to the config or the tokenizer (load_model fills the
@@ -169,13 +274,18 @@ class CausalLMTask:
         return []
 
     # -- model ----------------------------------------------------------------------------------
-    def load_model(self, path: Path, labels: list[str] | None = None, trust_remote_code: bool = False) -> Any:
+    def load_model(
+        self, path: Path, labels: list[str] | None = None, trust_remote_code: bool = False, dtype: str = "float32"
+    ) -> Any:
         import torch
         from transformers import AutoModelForCausalLM
 
         path = Path(path)
-        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch.float32}
-        if path.is_file() and path.suffix == ".gguf":
+        gguf = path.is_file() and path.suffix == ".gguf"
+        # "auto": the checkpoint's own dtype (a bf16 checkpoint stays bf16); a GGUF file dequantizes to float32
+        torch_dtype = torch.float32 if dtype == "float32" or gguf else "auto" if dtype == "auto" else dtype
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
+        if gguf:
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
         else:
             model = AutoModelForCausalLM.from_pretrained(
@@ -185,7 +295,9 @@ class CausalLMTask:
         for_genai_builder(model.config)  # the merged model's config.json is what the exporter reads
         return model.eval()
 
-    def load_tokenizer(self, path: Path, trust_remote_code: bool = False) -> Any:
+    def load_tokenizer(self, path: Path, trust_remote_code: bool = False, chat_template: str | None = None) -> Any:
+        """The model's tokenizer; with `chat_template` (TaskData.chat_template), carrying that template instead of
+        its own, so that saving it writes the template."""
         from transformers import AutoTokenizer
 
         path = Path(path)
@@ -195,7 +307,7 @@ class CausalLMTask:
             tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
-        return tok
+        return tok if chat_template is None else _with_template(tok, chat_template)
 
     def batches(
         self, examples: list[dict], tokenizer: Any, batch_size: int, max_length: int, shuffle_seed: int | None = None
@@ -225,6 +337,10 @@ class CausalLMTask:
         keep = target != IGNORE
         logits = base.get_output_embeddings()(hidden[:, :-1][keep])
         return F.cross_entropy(logits.float(), target[keep])
+
+    def loss_items(self, batch: dict[str, Any]) -> int:
+        """The loss is a mean over target (assistant) tokens."""
+        return int((batch["labels"][:, 1:] != IGNORE).sum())
 
     def evaluate(
         self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int, generate: int = 0
@@ -283,6 +399,20 @@ class CausalLMTask:
                 drop = ref_metrics["json_exact_match"] - metrics["json_exact_match"]
                 out.append(("json_exact_match_drop", drop, limit, "<="))
         return out
+
+
+def _with_template(tokenizer: Any, template: str) -> Any:
+    """A copy of `tokenizer` with `template` as its chat template (a GGUF's tokenizer is shared: see
+    _gguf_tokenizer's cache)."""
+    tok = copy.copy(tokenizer)
+    tok.chat_template = template
+    return tok
+
+
+def _starts_with_bos(tokenizer: Any) -> bool:
+    """Whether the tokenizer puts bos_token before every text it encodes (Llama, Gemma; not GPT-2 or Qwen)."""
+    bos = tokenizer.bos_token_id
+    return bos is not None and tokenizer("a")["input_ids"][:1] == [bos]
 
 
 def _fill_special_ids(model: Any, tokenizer: Any) -> None:

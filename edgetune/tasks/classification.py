@@ -114,7 +114,10 @@ class ClassificationTask:
         return []
 
     # -- model ----------------------------------------------------------------------------------
-    def load_model(self, path: Path, labels: list[str] | None = None, trust_remote_code: bool = False) -> Any:
+    def load_model(
+        self, path: Path, labels: list[str] | None = None, trust_remote_code: bool = False, dtype: str = "float32"
+    ) -> Any:
+        import torch
         from transformers import AutoModelForSequenceClassification
         from transformers.utils import logging as hf_logging
 
@@ -132,6 +135,7 @@ class ClassificationTask:
                 trust_remote_code=trust_remote_code,
                 use_safetensors=_has_safetensors(path),
                 output_loading_info=True,
+                dtype="auto" if dtype == "auto" else getattr(torch, dtype),
             )
         finally:
             hf_logging.set_verbosity(verbosity)
@@ -141,7 +145,8 @@ class ClassificationTask:
         model.new_modules = sorted({k.split(".")[0] for k in missing})
         return model.eval()
 
-    def load_tokenizer(self, path: Path, trust_remote_code: bool = False) -> Any:
+    def load_tokenizer(self, path: Path, trust_remote_code: bool = False, chat_template: str | None = None) -> Any:
+        """The model's tokenizer (`chat_template`: always None here, a classifier's data has no chat)."""
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
@@ -166,12 +171,18 @@ class ClassificationTask:
     def loss(self, model: Any, batch: dict[str, Any]) -> Any:
         return model(**batch).loss
 
+    def loss_items(self, batch: dict[str, Any]) -> int:
+        """The loss is a mean over examples."""
+        return int(batch["labels"].shape[0])
+
     def logits(self, model: Any, batch: dict[str, Any]) -> np.ndarray:
         import torch
 
+        device = next(model.parameters()).device if hasattr(model, "parameters") else None
+        inputs = {k: v if device is None else v.to(device) for k, v in batch.items() if k != "labels"}
         with torch.inference_mode():
-            out = model(**{k: v for k, v in batch.items() if k != "labels"}).logits
-        return out.numpy() if out.dtype == torch.float64 else out.float().numpy()
+            out = model(**inputs).logits
+        return (out if out.dtype == torch.float64 else out.float()).cpu().numpy()
 
     def evaluate(
         self, model: Any, tokenizer: Any, examples: list[dict], batch_size: int, max_length: int, generate: int = 0

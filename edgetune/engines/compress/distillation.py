@@ -12,6 +12,7 @@ from typing import Any
 from edgetune.core.progress import StepProgress
 from edgetune.engines.compress.layout import num_layers
 from edgetune.engines.int8 import int8_forward
+from edgetune.engines.training import Setup, Trainer
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,7 @@ def distill(
     int8_aware_epochs: int = 0,
     int8_reduced: bool = False,
     int8_per_channel: bool = True,
+    device: str = "cpu",
 ) -> tuple[Any, list[EpochStats]]:
     """Train `student` (in place; also returned) to match `teacher` on the batches `train_batches_fn(epoch)` gives
     (dicts of tensors with `labels`, e.g. a task's `batches` with a per-epoch shuffle seed).
@@ -115,14 +117,14 @@ def distill(
     + hidden_weight * MSE(student layer i, teacher layer kept_layers[i]) (kept_layers: default the student's
     `kept_layers` from make_student). AdamW, linear schedule with `warmup_fraction` warmup; the teacher stays in
     eval mode and its logits are computed once per example (`cache_teacher`, unless the hidden loss needs its
-    hidden states every step). `bf16`: autocast the student's forward pass to bfloat16 (the CPU needs native
-    bf16 units to gain). `eval_fn(student) -> accuracy` runs after every epoch. Every `progress_seconds` (0: every
+    hidden states every step). `bf16`: the student's forward pass in bfloat16 mixed precision (the CPU needs
+    native bf16 units to gain). Optimizer, schedule, precision and `device` are the fine-tuning loop's
+    (edgetune/engines/training.py), in this process alone. `eval_fn(student) -> accuracy` runs after every epoch. Every `progress_seconds` (0: every
     step) a line with step, rate and ETA goes to `log`. The last `int8_aware_epochs` epochs run the student as its
     dynamic-int8 ONNX file will compute (edgetune/engines/int8.py: weights int8 per channel, or per tensor, 7-bit with
     `int8_reduced`; inputs uint8 per text), so that what is distilled is the int8 model. Returns (student, history)."""
     import numpy as np
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     if epochs < 1:
         raise ValueError(f"epochs: {epochs} must be at least 1")
@@ -141,11 +143,45 @@ def distill(
     torch.manual_seed(seed)
     teacher.eval()
     steps_per_epoch = sum(1 for _ in train_batches_fn(0))
-    total = steps_per_epoch * epochs
-    params = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(total * warmup_fraction), total)
     cached = _TeacherLogits(teacher) if cache_teacher and not hidden_weight else None
+    parts: list[Any] = []  # the last batch's kd, ce and hidden losses, for the epoch's means
+
+    def loss(model: Any, batch: dict) -> Any:
+        labels = batch["labels"]
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        t_hidden = None
+        if cached is not None:
+            t_logits = cached(batch, inputs)
+        else:
+            with torch.inference_mode():
+                t_out = teacher(**inputs, output_hidden_states=bool(hidden_weight))
+            t_logits, t_hidden = t_out.logits.float(), t_out.hidden_states
+        s_out = model(**inputs, output_hidden_states=bool(hidden_weight))
+        kd = kd_loss(s_out.logits, t_logits, temperature)
+        ce = torch.nn.functional.cross_entropy(s_out.logits.float(), labels)
+        total = alpha * kd + (1.0 - alpha) * ce
+        hid = torch.zeros(())
+        if hidden_weight:
+            hid = hidden_loss(s_out.hidden_states, t_hidden, kept, batch["attention_mask"])
+            total = total + hidden_weight * hid
+        parts[:] = [kd.item(), ce.item(), hid.item()]
+        return total
+
+    # the fine-tuning loop's machinery (edgetune/engines/training.py), in this process: distillation runs once
+    trainer = Trainer(
+        student,
+        loss,
+        lambda batch: int(batch["labels"].shape[0]),
+        Setup(device=device, precision="bf16" if bf16 else "fp32"),
+        lr=lr,
+        weight_decay=weight_decay,
+        warmup_fraction=warmup_fraction,
+        total_steps=steps_per_epoch * epochs,
+        seed=seed,
+        distributed=False,
+        log=lambda s: log(f"distill: {s}"),
+    )
+    teacher.to(trainer.acc.device)
     history: list[EpochStats] = []
     meter = StepProgress(log, "distill", epochs, steps_per_epoch, progress_seconds)
     for epoch in range(epochs):
@@ -158,29 +194,8 @@ def distill(
         rounding = int8_forward(student, int8_reduced, int8_per_channel) if aware else contextlib.nullcontext()
         with rounding:  # the training steps only: the epoch's evaluation measures the float student
             for batch in train_batches_fn(epoch):
-                labels = batch["labels"]
-                inputs = {k: v for k, v in batch.items() if k != "labels"}
-                t_hidden = None
-                if cached is not None:
-                    t_logits = cached(batch, inputs)
-                else:
-                    with torch.inference_mode():
-                        t_out = teacher(**inputs, output_hidden_states=bool(hidden_weight))
-                    t_logits, t_hidden = t_out.logits.float(), t_out.hidden_states
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                    s_out = student(**inputs, output_hidden_states=bool(hidden_weight))
-                kd = kd_loss(s_out.logits, t_logits, temperature)
-                ce = torch.nn.functional.cross_entropy(s_out.logits.float(), labels)
-                loss = alpha * kd + (1.0 - alpha) * ce
-                hid = torch.zeros(())
-                if hidden_weight:
-                    hid = hidden_loss(s_out.hidden_states, t_hidden, kept, batch["attention_mask"])
-                    loss = loss + hidden_weight * hid
-                loss.backward()
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                sums += [loss.item(), kd.item(), ce.item(), hid.item()]
+                result = trainer.step(batch)
+                sums += [result.loss, *parts]
                 steps += 1
                 meter.step()
         means = sums / max(steps, 1)

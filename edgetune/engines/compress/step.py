@@ -68,6 +68,7 @@ def build_student(
     int8_aware_epochs: int = 0,
     int8_reduced: bool = False,
     int8_per_channel: bool = True,
+    device: str = "cpu",
 ) -> StudentReport:
     """Load the merged teacher at `teacher_path` with `task` (a classification task: load_model, load_tokenizer,
     batches, evaluate), make a student, distill it on `train`, score both on `evals` and save the student with
@@ -108,6 +109,7 @@ def build_student(
         int8_aware_epochs=int8_aware_epochs,
         int8_reduced=int8_reduced,
         int8_per_channel=int8_per_channel,
+        device=device,
     )
     student_acc = history[-1].eval_accuracy if eval_every_epoch else None
     if student_acc is None:
