@@ -144,6 +144,23 @@ def test_int8_variants(classifier_run, tmp_path):
         assert float(m[3]) > 0 and 0 <= float(m[4]) <= 1 and float(m[5]) > 0.9, m[0]
 
 
+@pytest.mark.parametrize("model", ["decoder-1b", "encoder-base"])
+def test_build_cost(tmp_path, model):
+    """The whole build of a tiny model of each kind, its process tree's memory sampled: every stage has its seconds
+    and peak RSS as sampled and as the manifest recorded them, and the whole build's peak and its ratio."""
+    out = smoke("build_cost", "--model", model, "--out", tmp_path / "cost", cwd=tmp_path)
+    found = {m[1]: m for m in rows(out, rf"\| (\w+) \| ({NUM}) \| ({NUM}) \| ({NUM}) \| ({NUM}) \| ({NUM}) \|")}
+    assert set(found) == {"finetune", "merge", "export", "quantize", "verify", "bench", "report"}, out
+    for name, m in found.items():
+        seconds, peak, recorded_peak = float(m[2]), float(m[3]), float(m[6])
+        assert seconds > 0 and peak > 0.05 and recorded_peak > 0.05, (name, out)
+    whole = re.search(rf"whole build: {NUM} s, exit code 0, peak RSS of the process tree ({NUM}) GiB = ({NUM})x", out)
+    assert whole and float(whole[1]) >= max(float(m[3]) for m in found.values()), out
+    figures = json.loads((tmp_path / "cost" / "build_cost.json").read_text())
+    assert figures["returncode"] == 0 and figures["parameters"] > 0 and figures["model"] == model
+    assert not (tmp_path / "cost" / "run").exists()  # without --keep the run and the model are deleted
+
+
 def test_matmulnbits_kernels(tmp_path):
     out = smoke("matmulnbits_kernels", cwd=tmp_path)
     pattern = (

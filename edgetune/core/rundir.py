@@ -73,6 +73,8 @@ class StageEntry:
     seconds: float
     versions: dict[str, str]
     key_version: int = 0  # build.Key.version the key was made with (0: before keys had versions)
+    # peak resident MB of the build's process and all its descendants while the stage ran (None: not recorded)
+    peak_rss_mb: float | None = None
 
 
 class RunDir:

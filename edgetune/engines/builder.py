@@ -1,5 +1,6 @@
-"""onnxruntime-genai's model builder, run as edgetune runs it, and the one graph edit edgetune makes to its
-output (a float16 token-embedding table)."""
+"""onnxruntime-genai's model builder, run as edgetune runs it, the end tokens edgetune adds to the
+genai_config.json it writes, and the one graph edit edgetune makes to its output (a float16 token-embedding
+table)."""
 
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = No
         cmd = [
             sys.executable,
             "-m",
-            "onnxruntime_genai.models.builder",
+            "edgetune.engines.builder",  # the builder's own command line, holding one copy of the weights
             "-i",
             str(merged),
             "-o",
@@ -38,6 +39,66 @@ def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = No
     if done.returncode != 0 or not (out / MODEL_NAME).exists():
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
         raise EdgetuneError(f"onnxruntime-genai model builder failed ({precision}): {tail[:400]}")
+    stop_at_turn_end(out)
+
+
+def stop_at_turn_end(folder: Path) -> None:
+    """Put the tokens edgetune's decoding stops at (runtime/decoding.py end_ids: the chat template's end of turn,
+    <|im_end|>) into genai_config.json's eos_token_id beside the model's own end token, so that onnxruntime-genai
+    (the app, `edgetune chat`) ends the reply there too. The builder takes only the model's end-of-text token,
+    which a base model given a chat template (dataset.chat_template: gemma, llama3) never emits after a turn."""
+    import json
+
+    from transformers import AutoTokenizer
+
+    from edgetune.runtime.decoding import end_ids
+
+    path = folder / "genai_config.json"
+    cfg = json.loads(path.read_text())
+    eos = cfg["model"].get("eos_token_id")
+    have = [*eos] if isinstance(eos, list) else [eos] if eos is not None else []
+    more = sorted(end_ids(AutoTokenizer.from_pretrained(folder)) - set(have))
+    if more:
+        cfg["model"]["eos_token_id"] = have + more
+        path.write_text(json.dumps(cfg, indent=4))
+
+
+def _one_copy_of_the_weights() -> None:
+    """Make the model builder's int4/int8 step hold one copy of the weights instead of two.
+
+    onnxruntime-genai 0.15's builder makes the float graph with initializers that are views of the PyTorch
+    weights, then quantizes a protobuf copy of the whole graph (`ir.to_proto`) while the PyTorch model is still
+    alive: twice the float32 model, plus the quantizer's work. Here the float graph is saved to a file first, one
+    tensor at a time, its initializers (and with them the PyTorch weights) dropped, and the file loaded back as that
+    protobuf: the quantizer gets the same graph, and the same bytes come out (measured: README "What a build
+    costs")."""
+    import gc
+    import os
+    import tempfile
+
+    import onnx
+    import onnx_ir as ir
+    import onnxruntime_genai.models  # noqa: F401 - puts the builder's own folder on sys.path
+    from builders import base  # type: ignore[import-not-found]  # the builder imports its modules this way
+
+    to_nbits = base.Model.to_nbits
+    to_proto = ir.to_proto
+
+    def streamed(self):  # type: ignore[no-untyped-def]
+        with tempfile.TemporaryDirectory(dir=self.cache_dir) as d:
+            path = os.path.join(d, "float.onnx")
+            ir.save(self.model, path, external_data="float.onnx.data", size_threshold_bytes=0)
+            for value in self.model.graph.initializers.values():
+                value.const_value = None
+            gc.collect()
+            proto = onnx.load(path)
+        ir.to_proto = lambda model: proto if model is self.model else to_proto(model)
+        try:
+            return to_nbits(self)
+        finally:
+            ir.to_proto = to_proto
+
+    base.Model.to_nbits = streamed
 
 
 def half_embeddings(path: Path) -> bool:
@@ -73,3 +134,10 @@ def half_embeddings(path: Path) -> bool:
     data.unlink(missing_ok=True)
     onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
     return True
+
+
+if __name__ == "__main__":  # build_genai's subprocess: the builder's command line, patched
+    import runpy
+
+    _one_copy_of_the_weights()
+    runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)

@@ -239,8 +239,28 @@ def _markdown(
         for name, x in bench.models.items():
             out.append(f"| {name} | {_s(x['load_seconds'])} | {_mb(x['peak_rss_mb'])} | {_mb(x['size_bytes'] / 1e6)} |")
         out.append("")
+    out += _cost_markdown(doc.get("cost"))
     out += _devices_markdown(doc.get("devices", []))
     return "\n".join(out)
+
+
+def _cost_markdown(cost: dict | None) -> list[str]:
+    """The build's cost per stage: wall time and peak resident memory of the build's process tree."""
+    if not cost or not cost["stages"]:
+        return []
+    out = ["## Cost", "", "| stage | seconds | peak RSS MB |", "|---|---|---|"]
+    for name, c in cost["stages"].items():
+        out.append(f"| {name} | {_or_na(c['seconds'], _s)} | {_or_na(c['peak_rss_mb'], _mb)} |")
+    out += [
+        f"| whole build | {_s(cost['seconds'])} | {_or_na(cost['peak_rss_mb'], _mb)} |",
+        "",
+        "Peak RSS: the largest resident memory of the build's process and every process it started (the model "
+        "builder, the benchmark's workers) while the stage ran, sampled every 0.1 s (pages two processes share "
+        f"count twice); a stage reused from an earlier build shows the figures of the build that ran it; {NA}: not "
+        "recorded (run by an older edgetune). Whole build: the sum of the seconds and the largest peak.",
+        "",
+    ]
+    return out
 
 
 FIRST_CALL_LEGEND = (

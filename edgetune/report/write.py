@@ -67,6 +67,18 @@ def _summary(records: dict[str, Any]) -> dict:
     return {"models": models}
 
 
+def _cost(records: dict[str, Any], seconds: dict[str, float], peaks: dict[str, float | None]) -> dict:
+    """What the build cost, stage by stage: wall seconds and peak resident MB (None: not recorded, a stage run by
+    an older edgetune), and the build's totals: the sum of the seconds and the largest peak."""
+    stages = {name: {"seconds": seconds.get(name), "peak_rss_mb": peaks.get(name)} for name in records}
+    known = [p for p in peaks.values() if p is not None]
+    return {
+        "stages": stages,
+        "seconds": round(sum(s for s in seconds.values() if s is not None), 3),
+        "peak_rss_mb": max(known) if known else None,
+    }
+
+
 def report(
     records: dict[str, Any],
     seconds: dict[str, float],
@@ -75,17 +87,20 @@ def report(
     root: Path,
     devices: list[dict] | None = None,
     stopped: tuple[str, str] | None = None,
+    peak_rss_mb: dict[str, float | None] | None = None,
 ) -> Report:
     """Write out/report.json, out/report.md and out/latency.png from the stages' records and timings.
 
     `root`: the run directory (paths in report.json are relative to it). `devices`: results of `edgetune bench
     --ssh`; by default those saved in `root`. `stopped`: (stage, error) when a stage of the build failed: the
-    report is of the stages that finished and says so.
+    report is of the stages that finished and says so. `peak_rss_mb`: each stage's peak resident memory (of the
+    build's process and those it started) while it ran, as the manifest records it.
     """
     from edgetune.device.results import load_results
 
     v: Verification | None = records.get("verify")
     checks = [to_json(c, root) for c in v.checks] if v else []
+    peaks = peak_rss_mb or {}
     doc = {
         "schema_version": SCHEMA_VERSION,
         "edgetune_version": __version__,
@@ -95,7 +110,11 @@ def report(
         "stopped": {"stage": stopped[0], "error": stopped[1]} if stopped else None,
         "checks": checks,
         "summary": _summary(records),
-        "stages": {name: {**to_json(rec, root), "seconds": seconds.get(name)} for name, rec in records.items()},
+        "stages": {
+            name: {**to_json(rec, root), "seconds": seconds.get(name), "peak_rss_mb": peaks.get(name)}
+            for name, rec in records.items()
+        },
+        "cost": _cost(records, seconds, peaks),
         "devices": load_results(root) if devices is None else devices,
     }
     plot = _plot(records.get("bench"), doc["summary"]["models"], recipe["name"], out / "latency.png")

@@ -27,8 +27,13 @@ class ReportStage(BaseStage):
         return Key([SCHEMA_VERSION, _recipe_facts(r), *stopped], [devices_fingerprint(ctx.run.root)])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Report:
-        seconds = {name: e.seconds for name in inputs if (e := ctx.run.entry(name)) is not None}
-        return report(inputs, seconds, _recipe_facts(ctx.recipe), out, ctx.run.root, stopped=ctx.stopped)
+        # what each stage cost when it ran (a reused stage: the figures recorded then)
+        entries = {name: e for name in inputs if (e := ctx.run.entry(name)) is not None}
+        seconds = {name: e.seconds for name, e in entries.items()}
+        peaks = {name: e.peak_rss_mb for name, e in entries.items()}
+        return report(
+            inputs, seconds, _recipe_facts(ctx.recipe), out, ctx.run.root, stopped=ctx.stopped, peak_rss_mb=peaks
+        )
 
 
 def _recipe_facts(r: Any) -> dict:

@@ -8,6 +8,7 @@ from typing import Any
 from edgetune.build import BaseStage, BuildContext, Key, Task, TaskData, trained_model
 from edgetune.core.artifacts import Check, MergedModel, OnnxModel, Verification
 from edgetune.core.errors import EdgetuneError
+from edgetune.core.memory import release_memory
 from edgetune.core.recipe import VerifyConfig
 from edgetune.core.rundir import atomic_write_json
 from edgetune.engines.verify import compare, greedy_agreement, holds
@@ -76,9 +77,13 @@ def verify(
     With `base` (the model before fine-tuning) its task metrics are measured too, for the report. With
     `generate`, each model also decodes greedily, and its first `generate` tokens are compared with PyTorch's.
     PyTorch runs at `batch_size`, the ONNX models at `onnx_batch_size` (default: the same)."""
+    # One model in memory at a time: PyTorch's reference first, freed before the base model loads, and each ONNX
+    # model freed before the next one loads.
     tokenizer = task.load_tokenizer(merged.path)
     torch_model = task.load_model(merged.path, data.labels)
     ref, ref_metrics = task.evaluate(torch_model, tokenizer, data.eval, batch_size, max_length, generate)
+    del torch_model
+    release_memory()
     results: dict[str, dict[str, Any]] = {"pytorch_fp32": dict(ref_metrics)}
     if base is not None:
         import torch
@@ -87,12 +92,16 @@ def verify(
             torch.manual_seed(0)
             base_model = task.load_model(base, data.labels)
         _, base_metrics = task.evaluate(base_model, tokenizer, data.eval, batch_size, max_length, generate)
+        del base_model
+        release_memory()
         results["pytorch_base"] = base_metrics
     checks: list[Check] = []
     for m in models:
         name = f"onnx_{m.precision}"
         runner = task.load_onnx(m.path, threads)
         got, metrics = task.evaluate(runner, tokenizer, data.eval, onnx_batch_size or batch_size, max_length, generate)
+        del runner
+        release_memory()
         if got.shape != ref.shape:
             raise EdgetuneError(f"verify: {m.path.name} outputs have shape {got.shape}, PyTorch's {ref.shape}")
         r = {**metrics, **compare(ref, got)}
