@@ -75,3 +75,18 @@ def test_split_is_deterministic_and_disjoint(tiny_recipe):
     assert [e["where"] for e in a.eval] == [e["where"] for e in b.eval]
     assert not {e["where"] for e in a.eval} & {e["where"] for e in a.train}
     assert len(a.eval) == round(48 * 0.3)
+
+
+def test_a_dataset_key_added_later_keeps_earlier_runs_fingerprints_while_unset():
+    """A run directory built before dataset.chat_template existed keeps its identity (and finished stages)."""
+    import hashlib
+    import json
+
+    from edgetune.core.data import data_fingerprint
+    from edgetune.core.recipe import DatasetConfig
+
+    cfg = DatasetConfig(train="train.jsonl", system_prompt="Reply with JSON.")
+    before = cfg.model_dump(exclude={"train", "eval", "chat_template"})  # the section as it was
+    want = hashlib.sha256(json.dumps(["causal-lm", ["abc"], False, before], sort_keys=True).encode()).hexdigest()
+    assert data_fingerprint("causal-lm", {"f": "abc"}, cfg) == want
+    assert data_fingerprint("causal-lm", {"f": "abc"}, cfg.model_copy(update={"chat_template": "chatml"})) != want

@@ -112,8 +112,14 @@ def load_splits(
     return [e for i, e in enumerate(train) if i not in held], [e for i, e in enumerate(train) if i in held], sources
 
 
+LATER_KEYS = ("chat_template",)
+
+
 def data_fingerprint(task: str, sources: dict[str, str], cfg: Any, *extra: Any) -> str:
     """Identity of a task's data for caching: file contents and settings, not file locations."""
-    settings = cfg.model_dump(exclude={"train", "eval"})
+    # keys added to the dataset section later are left out while unset, so that a run directory built before
+    # them keeps its identity (and its finished stages)
+    unset = {k for k in LATER_KEYS if getattr(cfg, k, None) is None}
+    settings = cfg.model_dump(exclude={"train", "eval", *unset})
     payload = [task, list(sources.values()), bool(cfg.eval), settings, *extra]
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
