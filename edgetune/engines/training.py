@@ -211,7 +211,16 @@ class Trainer:
         self.rank = self.acc.process_index if self.distributed else 0
         self.world = self.acc.num_processes if self.distributed else 1
         self.accumulation = setup.gradient_accumulation
-        self.strategy = setup.strategy if self.distributed else "single"
+        from accelerate.utils import DistributedType
+
+        fsdp = self.acc.distributed_type == DistributedType.FSDP
+        self.strategy = ("fsdp" if fsdp else "ddp") if self.distributed else "single"
+        if self.distributed and setup.strategy == "fsdp" and not fsdp:
+            # measured: with gloo on CPU, accelerate 1.16 sets up MULTI_CPU (DDP) even when given an FSDP plugin
+            log(
+                f"training.strategy is fsdp, but accelerate set up {self.acc.distributed_type.value} on this "
+                "machine: every process holds the whole model (DDP)"
+            )
         self.model, self.items = model, items
         module = _loss_module(model, loss)
         params = [p for p in model.parameters() if p.requires_grad]
