@@ -1,5 +1,6 @@
 """One training loop for fine-tuning and distillation, on HF accelerate: the same code on a CPU, one GPU, several
-GPUs (DDP, or FSDP for models that do not fit one device) and several machines.
+GPUs (DDP; FSDP is asked for by training.strategy but not working yet: on CPU accelerate sets up DDP) and several
+machines.
 
 Processes come from a standard launcher (`torchrun ... -m edgetune build R`, `accelerate launch -m edgetune build R`,
 or `edgetune build --processes N`, which runs torchrun). Every rank computes the same global batches (the
@@ -18,10 +19,8 @@ from typing import Any
 
 from edgetune.core.errors import EdgetuneError
 
-DEVICES = ("auto", "cpu", "cuda")
 # what torchrun and accelerate launch tell each process
 LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "ROLE_RANK", "ROLE_WORLD_SIZE")
-STRATEGIES = ("ddp", "fsdp")
 
 
 def launched_world() -> tuple[int, int]:
@@ -55,6 +54,15 @@ def use_bf16(precision: str, device: str = "cpu") -> bool:
     from edgetune.runtime.cpu import NATIVE_BF16, cpu_flags
 
     return bool(NATIVE_BF16 & cpu_flags())
+
+
+def _from_rank0(obj: Any) -> Any:
+    """Rank 0's `obj` on every rank of the process group (pickled)."""
+    from accelerate.utils import broadcast_object_list
+
+    box = [obj]
+    broadcast_object_list(box, from_process=0)
+    return box[0]
 
 
 class Team:
@@ -91,13 +99,7 @@ class Team:
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank."""
-        if self.world == 1:
-            return obj
-        from accelerate.utils import broadcast_object_list
-
-        box = [obj]
-        broadcast_object_list(box, from_process=0)
-        return box[0]
+        return _from_rank0(obj) if self.world > 1 else obj
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,11 @@ class Setup:
     @classmethod
     def of(cls, training: Any) -> Setup:
         return cls(training.device, training.precision, training.gradient_accumulation, training.strategy)
+
+    def resolved(self) -> tuple[str, bool]:
+        """('cpu' or 'cuda', whether training runs in bf16 mixed precision) on this machine."""
+        device = resolve_device(self.device)
+        return device, use_bf16(self.precision, device)
 
 
 def _accelerator(setup: Setup, device: str, bf16: bool) -> Any:
@@ -204,8 +211,7 @@ class Trainer:
         import torch
         from transformers import get_linear_schedule_with_warmup
 
-        self.device = resolve_device(setup.device)
-        self.bf16 = use_bf16(setup.precision, self.device)
+        self.device, self.bf16 = setup.resolved()
         self.acc = _accelerator(setup, self.device, self.bf16)
         self.distributed = distributed and self.acc.num_processes > 1
         self.rank = self.acc.process_index if self.distributed else 0
@@ -250,13 +256,7 @@ class Trainer:
 
     def broadcast(self, obj: Any) -> Any:
         """Rank 0's `obj` on every rank (a decision every rank must take alike)."""
-        if not self.distributed:
-            return obj
-        from accelerate.utils import broadcast_object_list
-
-        box = [obj]
-        broadcast_object_list(box, from_process=0)
-        return box[0]
+        return _from_rank0(obj) if self.distributed else obj
 
     def autocast(self) -> Any:
         """The training precision's autocast, for evaluation between epochs."""

@@ -29,8 +29,6 @@ from edgetune.engines.training import (
     Trainer,
     enable_gradient_checkpointing,
     launched_world,
-    resolve_device,
-    use_bf16,
 )
 
 # how training reports, checkpoints, and where it runs, not what it computes (batch_size is the effective batch
@@ -131,8 +129,7 @@ def finetune(
 
     torch.manual_seed(training.seed)
     setup = Setup.of(training)
-    device = resolve_device(training.device)
-    bf16 = use_bf16(training.precision, device)
+    _, bf16 = setup.resolved()
     tokenizer = task.load_tokenizer(base.path, trust_remote_code, data.chat_template)
     # bf16 training keeps a bf16 checkpoint in bf16 (half the memory); float32 training computes in float32
     model = task.load_model(base.path, data.labels, trust_remote_code, dtype="auto" if bf16 else "float32")

@@ -173,28 +173,25 @@ def _sampled_inputs(layers: dict[str, Any]) -> Iterator[dict[str, list]]:
             h.remove()
 
 
-def _detached(value: Any) -> Any:
+def _map_tensors(value: Any, fn: Any) -> Any:
+    """`value` (a tensor, or tuples, lists and dicts holding tensors) with `fn` applied to every tensor in it."""
     import torch
 
     if isinstance(value, torch.Tensor):
-        return value.detach().clone()
+        return fn(value)
     if isinstance(value, (tuple, list)):
-        return type(value)(_detached(v) for v in value)
+        return type(value)(_map_tensors(v, fn) for v in value)
     if isinstance(value, dict):
-        return {k: _detached(v) for k, v in value.items()}
+        return {k: _map_tensors(v, fn) for k, v in value.items()}
     return value
+
+
+def _detached(value: Any) -> Any:
+    return _map_tensors(value, lambda t: t.detach().clone())
 
 
 def _float64(value: Any) -> Any:
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value.double() if value.is_floating_point() else value
-    if isinstance(value, (tuple, list)):
-        return type(value)(_float64(v) for v in value)
-    if isinstance(value, dict):
-        return {k: _float64(v) for k, v in value.items()}
-    return value
+    return _map_tensors(value, lambda t: t.double() if t.is_floating_point() else t)
 
 
 def _merge_layer(layer: Any, seen: list | None) -> float | None:
