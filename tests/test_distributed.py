@@ -114,6 +114,23 @@ def test_micro_batches_and_checkpointing_compute_the_same_steps(tiny_llama, tmp_
     assert [round(s["loss"], 5) for s in a] == [round(s["loss"], 5) for s in b]
 
 
+def test_fsdp_is_refused_where_accelerate_cannot_shard(tiny_bert, tmp_path):
+    """On CPU accelerate runs DDP even when given an FSDP plugin: a recipe asking for fsdp there stops before stage
+    one, in one line naming the field, rather than training a whole model per process under FSDP's name."""
+    recipe = tiny_classifier_recipe(tmp_path, tiny_bert, training={"strategy": "fsdp", "device": "cpu"})
+    done = subprocess.run(
+        [sys.executable, "-m", "edgetune", "build", str(recipe), "--out", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "training.strategy: fsdp needs CUDA GPUs" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run" / "finetune").exists()
+
+
 def test_only_rank_0_writes_and_the_build_passes_its_gates(tiny_bert, tmp_path):
     recipe = tiny_classifier_recipe(tmp_path, tiny_bert, epochs=2)
     run = tmp_path / "run"

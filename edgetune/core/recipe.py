@@ -144,8 +144,8 @@ class TrainingConfig(Section):
     strategy: Literal["ddp", "fsdp"] = Field(
         "ddp",
         description="With several processes (torchrun, accelerate launch, or `edgetune build --processes N`): "
-        "ddp = a full copy of the model per process; fsdp = asks accelerate for FSDP (parameters sharded over "
-        "processes); not working yet: on CPU accelerate sets up DDP instead, which the log says.",
+        "ddp = a full copy of the model per process; fsdp = accelerate's FSDP2 (parameters sharded over "
+        "processes), CUDA GPUs only (refused on CPU, where accelerate runs DDP); written, not yet run on a GPU.",
     )
     int4_aware_epochs: Annotated[int, Field(ge=0, le=1000)] = Field(
         0,

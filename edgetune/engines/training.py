@@ -1,6 +1,6 @@
 """One training loop for fine-tuning and distillation, on HF accelerate: the same code on a CPU, one GPU, several
-GPUs (DDP; FSDP is asked for by training.strategy but not working yet: on CPU accelerate sets up DDP) and several
-machines.
+GPUs (DDP, or FSDP with training.strategy: fsdp, on GPUs only: accelerate shards models only on accelerators) and
+several machines.
 
 Processes come from a standard launcher (`torchrun ... -m edgetune build R`, `accelerate launch -m edgetune build R`,
 or `edgetune build --processes N`, which runs torchrun). Every rank computes the same global batches (the
@@ -12,8 +12,9 @@ global batch's mean-loss gradient, as one process with the whole batch computes 
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,11 @@ def use_bf16(precision: str, device: str = "cpu") -> bool:
     from edgetune.runtime.cpu import NATIVE_BF16, cpu_flags
 
     return bool(NATIVE_BF16 & cpu_flags())
+
+
+def is_rank0() -> bool:
+    """Whether this process is rank 0 of a launch (or a plain process)."""
+    return launched_world()[0] == 0
 
 
 def _from_rank0(obj: Any) -> Any:
@@ -133,10 +139,12 @@ def _accelerator(setup: Setup, device: str, bf16: bool) -> Any:
     if setup.strategy == "fsdp" and launched_world()[1] > 1 and not os.environ.get("ACCELERATE_USE_FSDP"):
         from accelerate import FullyShardedDataParallelPlugin
 
-        # LoRA trains a few parameters inside frozen layers: FSDP must keep the original parameters visible.
-        # Every rank loads the same weights and draws the same adapter init (one seed), so no broadcast is needed
-        # (FSDP cannot broadcast on CPU).
-        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(use_orig_params=True, sync_module_states=False)
+        # FSDP2 (torch's fully_shard): each transformer block (the model's _no_split_modules, which accelerate
+        # reads) is one shard unit, the rest goes to the root. Every rank loads the same weights and draws the same
+        # adapter init (one seed), so no broadcast is needed. Unmeasured: no GPU machine was lent to this work.
+        kwargs["fsdp_plugin"] = FullyShardedDataParallelPlugin(
+            fsdp_version=2, auto_wrap_policy="transformer_based_wrap", state_dict_type="FULL_STATE_DICT"
+        )
     return Accelerator(
         cpu=device == "cpu",
         mixed_precision="bf16" if bf16 else "no",
@@ -222,7 +230,7 @@ class Trainer:
         fsdp = self.acc.distributed_type == DistributedType.FSDP
         self.strategy = ("fsdp" if fsdp else "ddp") if self.distributed else "single"
         if self.distributed and setup.strategy == "fsdp" and not fsdp:
-            # measured: with gloo on CPU, accelerate 1.16 sets up MULTI_CPU (DDP) even when given an FSDP plugin
+            # the finetune stage refuses fsdp on CPU up front (accelerate 1.16 keeps MULTI_CPU, i.e. DDP, there)
             log(
                 f"training.strategy is fsdp, but accelerate set up {self.acc.distributed_type.value} on this "
                 "machine: every process holds the whole model (DDP)"
@@ -258,9 +266,26 @@ class Trainer:
         """Rank 0's `obj` on every rank (a decision every rank must take alike)."""
         return _from_rank0(obj) if self.distributed else obj
 
-    def autocast(self) -> Any:
-        """The training precision's autocast, for evaluation between epochs."""
-        return self.acc.autocast()
+    @property
+    def evaluates_everywhere(self) -> bool:
+        """Whether evaluation between epochs must run on every rank: under FSDP each forward gathers the shards
+        (a collective), so all ranks evaluate alike; otherwise rank 0 alone evaluates."""
+        return self.strategy == "fsdp"
+
+    @contextlib.contextmanager
+    def evaluating(self) -> Iterator[None]:
+        """Evaluation between epochs on the inner model: the training precision's autocast, and under FSDP the
+        root's parameters (embeddings, head, final norm) gathered, since only the root's own forward would gather
+        them; each block gathers its own in its forward."""
+        with self.acc.autocast():
+            if self.strategy != "fsdp":
+                yield
+                return
+            self.wrapped.unshard()
+            try:
+                yield
+            finally:
+                self.wrapped.reshard()
 
     def to_device(self, batch: dict[str, Any]) -> dict[str, Any]:
         return {k: v.to(self.acc.device) if hasattr(v, "to") else v for k, v in batch.items()}
@@ -300,7 +325,8 @@ class Trainer:
             self.acc.wait_for_everyone()
 
     def model_state(self) -> dict[str, Any]:
-        """The trained model's full state dict (every rank calls it: FSDP gathers the shards)."""
+        """The trained model's full state dict (every rank calls it: FSDP gathers the shards, and only rank 0 may
+        get them)."""
         if not self.distributed:
             return self.model.state_dict()
         state = self.acc.get_state_dict(self.wrapped)

@@ -17,18 +17,21 @@ import numpy as np
 
 from edgetune.build import BaseStage, BuildContext, Key, Task, TaskData
 from edgetune.core.artifacts import Adapter
-from edgetune.core.families import AdapterPlan
+from edgetune.core.errors import RecipeError
+from edgetune.core.families import AdapterPlan, ModelInfo
 from edgetune.core.progress import StepProgress, on_terminal
-from edgetune.core.recipe import LoraConfig, TrainingConfig
+from edgetune.core.recipe import LoraConfig, Recipe, TrainingConfig
 from edgetune.core.rundir import config_key
 from edgetune.core.sources import ModelSource
 from edgetune.engines.int4 import int4_forward, round_frozen_for_int4
 from edgetune.engines.training import (
     Setup,
     StepResult,
+    Team,
     Trainer,
     enable_gradient_checkpointing,
-    launched_world,
+    is_rank0,
+    resolve_device,
 )
 
 # how training reports, checkpoints, and where it runs, not what it computes (batch_size is the effective batch
@@ -64,6 +67,23 @@ class Finetune(BaseStage):
         block = r.quantize.int4_block_size if r.training.int4_aware_epochs else None
         return r.lora.model_dump(), [block]
 
+    def check(self, recipe: Recipe, info: ModelInfo) -> None:
+        tr = recipe.training
+        if tr.strategy != "fsdp":
+            return
+        if resolve_device(tr.device) == "cpu":
+            # accelerate 1.16 (state.py) turns an FSDP plugin into FSDP on accelerators only; on CPU it keeps
+            # MULTI_CPU, i.e. DDP with a whole model per process
+            raise RecipeError(
+                "training.strategy: fsdp needs CUDA GPUs (accelerate shards models on accelerators only; on CPU "
+                "it would run DDP, a whole model per process); use strategy: ddp here"
+            )
+        if recipe.lora.method == "adalora":
+            raise RecipeError(
+                "training.strategy: fsdp cannot train lora.method: adalora (its rank allocator reads whole "
+                "gradients, FSDP keeps shards); use ddp or another method"
+            )
+
     def key(self, ctx: BuildContext) -> Key:
         r = ctx.recipe
         lora, int4 = self._parts(ctx)
@@ -93,7 +113,7 @@ class Finetune(BaseStage):
             ctx.log,
             int4[0] if int4 else None,
         )
-        if launched_world()[0] == 0:
+        if is_rank0():
             shutil.rmtree(root, ignore_errors=True)
         return record
 
@@ -149,6 +169,17 @@ def finetune(
             f"{training.int4_aware_epochs} epoch(s) train against int4 rounding"
         )
     trainable, total = model.get_nb_trainable_parameters()
+    # AdaLoRA moves rank budget between layers from gradient-based importance, updated after every step.
+    allocator = model.base_model if plan.method == "adalora" else None
+    ckpt = checkpoint_dir / "state.pt"
+    # rank 0 reads the checkpoint and hands it to the others (one machine's disk holds it); the adapter goes into
+    # the model before the Trainer wraps it (FSDP shards it there)
+    team = Team(training.device)  # the launch's process group, as the Trainer sets it up
+    state = team.broadcast(torch.load(ckpt, weights_only=True) if team.is_main and ckpt.exists() else None)
+    if state is not None:
+        set_peft_model_state_dict(model, state["adapter"])
+        if allocator is not None:
+            _set_allocator_state(model, state["allocator"])
     trainer = Trainer(
         model,
         task.loss,
@@ -164,18 +195,10 @@ def finetune(
     main = trainer.is_main
     if not main:
         progress, log = False, lambda s: None
-    # AdaLoRA moves rank budget between layers from gradient-based importance, updated after every step.
-    allocator = model.base_model if plan.method == "adalora" else None
     history: list[dict] = []
     start_epoch, start_step, losses, elapsed = 0, 0, [], 0.0
-    ckpt = checkpoint_dir / "state.pt"
-    # rank 0 reads the checkpoint and hands it to the others (one machine's disk holds it)
-    state = trainer.broadcast(torch.load(ckpt, weights_only=True) if main and ckpt.exists() else None)
     if state is not None:
-        set_peft_model_state_dict(model, state["adapter"])
         trainer.load_state(state["trainer"], log=lambda s: log(f"finetune: {s}"))
-        if allocator is not None:
-            _set_allocator_state(model, state["allocator"])
         history, start_epoch = state["history"], state["epoch"]
         # a checkpoint from within an epoch: `step` batches of epoch `epoch` (0-based) done, their losses
         start_step, losses, elapsed = state.get("step", 0), state.get("losses", []), state.get("seconds", 0.0)
@@ -190,10 +213,11 @@ def finetune(
     def save(epoch: int, step: int = 0, seconds: float = 0.0) -> None:
         """Checkpoint: `epoch` epochs finished, and `step` batches of the next one (whose losses are `losses`).
         Every rank takes part (random states are gathered); rank 0 writes."""
-        adapter = get_peft_model_state_dict(model, state_dict=trainer.model_state())
+        full_state = trainer.model_state()
         trainer_state = trainer.state()
         if not main:
             return
+        adapter = get_peft_model_state_dict(model, state_dict=full_state)
         _save_checkpoint(
             ckpt,
             {
@@ -249,8 +273,8 @@ def finetune(
                     save(epoch, step + 1 - epoch * steps_per_epoch, time.perf_counter() - t0)
                     saved = time.monotonic()
         metrics: dict = {}
-        if main:
-            with trainer.autocast():  # bf16: 2.4x faster than fp32 here
+        if main or trainer.evaluates_everywhere:
+            with trainer.evaluating():  # bf16: 2.4x faster than fp32 here
                 _, metrics = task.evaluate(model, tokenizer, data.eval, training.batch_size * 2, training.max_length)
         row = {
             "epoch": epoch + 1,
