@@ -12,6 +12,9 @@ import numpy as np
 import pytest
 from board import arm64_boards  # noqa: F401  (session fixture)
 
+# one worker under pytest-xdist (-n N) boots the emulated boards and runs every test that uses them
+pytestmark = pytest.mark.xdist_group("arm64-board")
+
 CPUS = ["cortex-a53", "max"]
 
 

@@ -10,14 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
 
 
-def _pytest(folder: Path, ci: bool) -> subprocess.CompletedProcess:
+def _pytest(folder: Path, ci: bool, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "CI"} | ({"CI": "true"} if ci else {})
     return subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(folder)],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args, str(folder)],
         cwd=folder,
         env=env,
         capture_output=True,
@@ -26,24 +28,26 @@ def _pytest(folder: Path, ci: bool) -> subprocess.CompletedProcess:
     )
 
 
-def test_a_skip_outside_the_allow_list_fails_ci(tmp_path):
-    """tests/conftest.py's hooks, on a copy of the conftest with a test that skips for want of a tool."""
+@pytest.mark.parametrize("workers", [[], ["-n", "2"]], ids=["one-process", "xdist"])
+def test_a_skip_outside_the_allow_list_fails_ci(tmp_path, workers):
+    """tests/conftest.py's hooks, on a copy of the conftest with a test that skips for want of a tool: in one
+    process, and with pytest-xdist's workers as the README's command runs them (the controller judges)."""
     shutil.copy(TESTS / "conftest.py", tmp_path / "conftest.py")
     (tmp_path / "allowed_skips.txt").write_text("# none\n")
     (tmp_path / "test_needs_a_tool.py").write_text(
         "import pytest\n\n\ndef test_it():\n    pytest.skip('kotlinc not found')\n\n\n"
         "@pytest.mark.xfail(reason='known', strict=True)\ndef test_known():\n    assert False\n"
     )
-    r = _pytest(tmp_path, ci=True)
+    r = _pytest(tmp_path, True, *workers)
     assert r.returncode == 1, r.stdout
     assert "skips outside tests/allowed_skips.txt (fail the run under CI)" in r.stdout
     assert "test_needs_a_tool.py::test_it: Skipped: kotlinc not found" in r.stdout
     assert "test_needs_a_tool.py::test_known: xfail: known" in r.stdout
-    assert _pytest(tmp_path, ci=False).returncode == 0  # a developer's run only hears of it
+    assert _pytest(tmp_path, False, *workers).returncode == 0  # a developer's run only hears of it
     (tmp_path / "allowed_skips.txt").write_text(
         "test_needs_a_tool.py::test_it  # why\ntest_needs_a_tool.py::test_known  # why\n"
     )
-    r = _pytest(tmp_path, ci=True)
+    r = _pytest(tmp_path, True, *workers)
     assert r.returncode == 0 and "skips outside" not in r.stdout, r.stdout
 
 

@@ -34,6 +34,9 @@ from edgetune import runner
 from edgetune.cli import cli
 from edgetune.device.bundle import bundle_sha256, read_bundle
 
+# one worker under pytest-xdist (-n N) boots the emulated boards and runs every test that uses them
+pytestmark = pytest.mark.xdist_group("arm64-board")
+
 
 @dataclass(frozen=True)
 class SshBoard:
