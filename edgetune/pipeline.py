@@ -275,6 +275,8 @@ def _lead(
             log("warning: model.trust_remote_code is true: Python code shipped with the model will run")
         for w in p.data.warnings:
             log(f"warning: {w}")
+        if p.adapter.inferred:
+            log(p.adapter.inferred)
         source_fp = p.source.fingerprint()
         # loaded lazily: only the stages that run need the base weights
         base = functools.cache(lambda: _dequantized_once(run, p.source, source_fp, p.task, remote, log))

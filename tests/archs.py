@@ -153,7 +153,6 @@ def _rows() -> list[Arch]:
             note="the new pre_classifier is trained and saved only because its name ends in 'classifier' (peft "
             "matches modules_to_save by suffix)",
             **wp,
-            known_failure="edgetune's bench feeds token_type_ids to the PyTorch baseline, whose forward() takes none (ClassificationTask.dummy_inputs ignores tokenizer.model_input_names)",
         ),
         Arch(
             "roberta",
@@ -302,7 +301,6 @@ def _rows() -> list[Arch]:
             lora_targets=("q", "k", "v", "o", "dense"),
             ia3_targets=("k", "v", "output.dense"),
             ia3_feedforward=("output.dense",),
-            known_failure="edgetune's bench feeds token_type_ids to the PyTorch baseline, whose forward() takes none (ClassificationTask.dummy_inputs ignores tokenizer.model_input_names)",
         ),
         Arch(
             "modernbert",
@@ -331,6 +329,78 @@ def _rows() -> list[Arch]:
             modules_to_save=("head",),
             note="ModernBertForSequenceClassification's head (dense+norm) is new and outside peft's modules_to_save; "
             "'Wo' names both the attention and the MLP output",
+        ),
+        # ---- encoders with no table row and no peft default: targets inferred from the attention's linears ----
+        Arch(
+            "camembert",
+            "classification",
+            "CamembertModel",
+            "CamembertConfig",
+            dict(ENC, max_position_embeddings=66, type_vocab_size=1),
+            tokenizer="unigram",
+            tokenizer_class="CamembertTokenizerFast",
+            front=("<s>", "<pad>", "</s>", "<unk>"),
+            back=("<mask>",),
+            specials=dict(
+                bos_token="<s>",
+                eos_token="</s>",
+                sep_token="</s>",
+                cls_token="<s>",
+                unk_token="<unk>",
+                pad_token="<pad>",
+                mask_token="<mask>",
+            ),
+            post="roberta",
+            lora_targets=BERT_LORA,
+            ia3_targets=BERT_IA3,
+            ia3_feedforward=("output.dense",),
+            note="RoBERTa's modules under another model_type: no peft default",
+        ),
+        Arch(
+            "roformer",
+            "classification",
+            "RoFormerModel",
+            "RoFormerConfig",
+            dict(ENC, max_position_embeddings=64, embedding_size=64),
+            tokenizer_class="BertTokenizerFast",  # RoFormer's own fast tokenizer needs rjieba (Chinese)
+            lora_targets=BERT_LORA,
+            ia3_targets=BERT_IA3,
+            ia3_feedforward=("output.dense",),
+            note="rotary position embeddings in a BERT layout",
+            **wp,
+        ),
+        Arch(
+            "convbert",
+            "classification",
+            "ConvBertModel",
+            "ConvBertConfig",
+            dict(ENC, max_position_embeddings=64, embedding_size=64, head_ratio=2, conv_kernel_size=3),
+            tokenizer_class="ConvBertTokenizerFast",
+            lora_targets=BERT_LORA,
+            ia3_targets=BERT_IA3,
+            ia3_feedforward=("output.dense",),
+            note="span-based dynamic convolution heads beside self-attention",
+            **wp,
+        ),
+        Arch(
+            "mobilebert",
+            "classification",
+            "MobileBertModel",
+            "MobileBertConfig",
+            dict(
+                ENC,
+                max_position_embeddings=64,
+                embedding_size=32,
+                intra_bottleneck_size=32,
+                true_hidden_size=32,
+                num_feedforward_networks=2,
+            ),
+            tokenizer_class="MobileBertTokenizerFast",
+            lora_targets=BERT_LORA,
+            ia3_targets=BERT_IA3,
+            ia3_feedforward=("output.dense",),
+            note="bottlenecked BERT (true_hidden_size inside each layer)",
+            **wp,
         ),
         # ---- decoders the onnxruntime-genai builder knows -----------------------------------------------------
         Arch(
@@ -837,6 +907,12 @@ def _rows() -> list[Arch]:
         return replace(base, name=name, config={**base.config, **config}, note=note, known_failure="")
 
     rows += [
+        replace(
+            variant(
+                "distilbert", "distilbert-bert-tok", "DistilBERT with a BERT tokenizer, which gives token_type_ids"
+            ),
+            tokenizer_class="BertTokenizerFast",
+        ),
         replace(
             variant(
                 "qwen2",

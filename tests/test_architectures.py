@@ -13,11 +13,25 @@ from conftest import make_chats, make_rows, write_recipe
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
-from edgetune.core.families import default_targets
-from edgetune.core.recipe import load_recipe
+from edgetune.core.families import default_targets, model_info, plan_adapter
+from edgetune.core.recipe import LoraConfig, load_recipe
 from edgetune.pipeline import STAGES, build
 
-ENCODERS = ["bert", "distilbert", "roberta", "xlm-roberta", "deberta-v2", "electra", "albert", "mpnet", "modernbert"]
+# encoders neither edgetune's table nor peft names targets for: their attention's query/value are found
+INFERRED = ["camembert", "roformer", "convbert", "mobilebert"]
+ENCODERS = [
+    "bert",
+    "distilbert",
+    "distilbert-bert-tok",
+    "roberta",
+    "xlm-roberta",
+    "deberta-v2",
+    "electra",
+    "albert",
+    "mpnet",
+    "modernbert",
+    *INFERRED,
+]
 DECODERS = [
     "llama",
     "mistral",
@@ -84,7 +98,8 @@ def _recipe(tmp_path, arch: str):
 def test_architecture_builds_end_to_end(tmp_path, arch):
     recipe = _recipe(tmp_path, arch)
     run = tmp_path / "run"
-    result = build(load_recipe(recipe), run, progress=False)
+    lines: list[str] = []
+    result = build(load_recipe(recipe), run, progress=False, log=lines.append)
     assert result.ran == [s for s in STAGES if s not in ("package", "compress")]
     report = json.loads((run / "report" / "report.json").read_text())
     assert report["passed"], [c for c in report["checks"] if not c["passed"]]
@@ -93,7 +108,12 @@ def test_architecture_builds_end_to_end(tmp_path, arch):
     info = ARCHS[arch]
     adapter = json.loads((run / "finetune" / "adapter" / "adapter_config.json").read_text())
     model_type = json.loads((run / "merge" / "model" / "config.json").read_text())["model_type"]
-    assert sorted(adapter["target_modules"]) == sorted(default_targets(model_type, "lora")[0])
+    if arch in INFERRED:  # found in the model's structure, and the build log says which
+        assert default_targets(model_type, "lora")[0] is None
+        assert sorted(adapter["target_modules"]) == ["query", "value"]
+        assert any("adapting its attention's query, value" in ln for ln in lines), lines
+    else:
+        assert sorted(adapter["target_modules"]) == sorted(default_targets(model_type, "lora")[0])
     stages = json.loads((run / "manifest.json").read_text())["stages"]
     if info.task == "classification":
         # modules the base checkpoint lacks are trained and saved: the merged model scores what training did
@@ -112,3 +132,29 @@ def test_architecture_is_refused_before_any_work(tmp_path, arch):
         r = CliRunner().invoke(cli, args)
         assert_one_line_error(r, 2, "model.source", f"architecture '{arch}'", "cannot be exported", REFUSED[arch])
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("arch", INFERRED)
+def test_ia3_targets_are_inferred_from_the_structure_too(tmp_path, arch):
+    """IA3 scales the attention's keys and values and BERT's feed-forward output, as peft's BERT default does."""
+    info = model_info(make_tiny(arch, tmp_path), "classification")
+    plan = plan_adapter(info, "classification", LoraConfig(method="ia3"))
+    assert plan.target_modules == ["key", "value", "output.dense"], plan
+    assert plan.feedforward_modules == ["output.dense"]
+    assert "key, value, output.dense" in plan.inferred
+
+
+def test_tokenizer_gives_only_what_the_forward_takes_and_its_copies_keep_that(tmp_path):
+    """DistilBERT with a BERT tokenizer: no token_type_ids, also from a saved copy with no model config (the
+    adapter's). A copy's folder name is never taken for a model type (AutoConfig reads '..._t5' as T5)."""
+    from edgetune.tasks import get_task
+
+    task = get_task("classification")
+    for arch, expect in (("distilbert-bert-tok", ["input_ids", "attention_mask"]), ("roformer", None)):
+        folder = make_tiny(arch, tmp_path / "models")
+        tok = task.load_tokenizer(folder)
+        expect = expect or ["input_ids", "token_type_ids", "attention_mask"]
+        assert tok.model_input_names == expect and sorted(tok(["a b"])) == sorted(expect)
+        copy = tmp_path / "end_t5" / ("adapter" if arch == "roformer" else "copy")
+        tok.save_pretrained(copy)
+        assert task.load_tokenizer(copy).model_input_names == expect

@@ -229,6 +229,42 @@ class AdapterPlan:
     target_modules: list[str]
     feedforward_modules: list[str] | None  # IA3 only
     modules_to_save: list[str] | None
+    inferred: str = ""  # how the targets were found when no table row or peft default names them (for the log)
+
+
+# How attention projections are named across families (BERT and its kin, LLaMA and its kin, DistilBERT, MPNet):
+# (query, key, value) per naming.
+ATTENTION_NAMES = (
+    ("query", "key", "value"),
+    ("q_proj", "k_proj", "v_proj"),
+    ("q_lin", "k_lin", "v_lin"),
+    ("q", "k", "v"),
+)
+
+
+def infer_targets(modules: dict[str, Any], method: str) -> tuple[list[str], list[str] | None] | None:
+    """Targets for a family neither the table nor peft knows, from the model's structure: the query and value
+    projections (LoRA, DoRA, AdaLoRA: peft's choice for BERT and LLaMA), or the key and value projections plus
+    BERT's feed-forward output (IA3), found among the linear children of its attention modules. None when the
+    attention's linears are named in no known way."""
+    import torch
+
+    attention = {n for n, m in modules.items() if "attention" in type(m).__name__.lower()}
+    names = {
+        n.rsplit(".", 1)[-1]
+        for n, m in modules.items()
+        if isinstance(m, torch.nn.Linear) and "." in n and n.rsplit(".", 1)[0] in attention
+    }
+    for q, k, v in ATTENTION_NAMES:
+        if method == "ia3" and {k, v} <= names:
+            # BERT's layout (intermediate, then output.dense) has peft's BERT default for the feed-forward
+            bert_ff = any(n.endswith("intermediate.dense") for n in modules) and any(
+                n.endswith("output.dense") for n in modules
+            )
+            return ([k, v, "output.dense"], ["output.dense"]) if bert_ff else ([k, v], [])
+        if method != "ia3" and {q, v} <= names:
+            return [q, v], None
+    return None
 
 
 def matches(name: str, target: str) -> bool:
@@ -259,9 +295,16 @@ def plan_adapter(info: ModelInfo, task: str, lora: Any, trust_remote_code: bool 
         }
     )
     targets, ff = default_targets(info.model_type, lora.method)
+    inferred = ""
     if lora.target_modules:
         targets = list(lora.target_modules)
         ff = [f for f in ff if f in targets] if ff is not None else None
+    elif targets is None and (found := infer_targets(modules, lora.method)) is not None:
+        targets, ff = found
+        inferred = (
+            f"lora.target_modules: no table row or peft default for '{info.model_type}'; adapting its attention's "
+            f"{', '.join(targets)} (found in the model's structure; set lora.target_modules to choose)"
+        )
     elif targets is None:
         raise RecipeError(
             f"lora.target_modules: no default for architecture '{info.model_type}' (neither "
@@ -287,4 +330,4 @@ def plan_adapter(info: ModelInfo, task: str, lora: Any, trust_remote_code: bool 
                 f"lora.modules_to_save: '{t}' matches no module of this {info.model_type} model; "
                 f"its modules are named: {', '.join(tops)}"
             )
-    return AdapterPlan(lora.method, targets, ff, list(lora.modules_to_save) if lora.modules_to_save else None)
+    return AdapterPlan(lora.method, targets, ff, list(lora.modules_to_save) if lora.modules_to_save else None, inferred)

@@ -12,6 +12,7 @@ from edgetune.core.errors import EdgetuneError
 from edgetune.core.families import ModelInfo, check_genai_exportable, check_optimum_exportable
 from edgetune.core.recipe import ExportConfig, Recipe
 from edgetune.engines.builder import MODEL_NAME, build_genai
+from edgetune.engines.fusions import optimize_encoder
 from edgetune.engines.onnxfile import describe_onnx, quiet
 
 FP32_NAME = "model.onnx"
@@ -78,7 +79,9 @@ def export_optimum(merged: MergedModel, cfg: ExportConfig, onnx_task: str, out: 
         raise EdgetuneError(f"export: optimum-onnx wrote no {FP32_NAME} into {raw}")
     notes = {"exporter": "optimum-onnx main_export", "opset": cfg.opset, "fusions": {}}
     if cfg.optimize:
-        notes["fusions"] = _optimize(raw, out)
+        from transformers import AutoConfig
+
+        notes["fusions"] = optimize_encoder(raw / FP32_NAME, out / FP32_NAME, AutoConfig.from_pretrained(merged.path))
     else:
         shutil.copy2(raw / FP32_NAME, out / FP32_NAME)
     for f in raw.iterdir():  # tokenizer and config files travel with the model
@@ -86,42 +89,3 @@ def export_optimum(merged: MergedModel, cfg: ExportConfig, onnx_task: str, out: 
             shutil.copy2(f, out / f.name)
     shutil.rmtree(raw)
     return describe_onnx(out / FP32_NAME, "fp32", notes)
-
-
-def _optimize(raw: Path, out: Path) -> dict:
-    from optimum.onnxruntime import ORTOptimizer
-    from optimum.onnxruntime.configuration import OptimizationConfig
-
-    # Level 1 keeps the graph portable (no CPU-layout-specific nodes). SkipLayerNormalization is left unfused:
-    # measured slower than Add + LayerNormalization on CPU (see edgetune/runtime/ort.py).
-    config = OptimizationConfig(
-        optimization_level=1, disable_skip_layer_norm_fusion=True, disable_bias_skip_layer_norm_fusion=True
-    )
-    with quiet():
-        optimizer = ORTOptimizer.from_pretrained(raw, file_names=[FP32_NAME])
-        optimizer.optimize(config, save_dir=out / "opt", file_suffix=None)
-    produced = out / "opt" / FP32_NAME
-    if not produced.exists():
-        raise EdgetuneError(f"export: ONNX Runtime optimizer wrote no {FP32_NAME} into {out / 'opt'}")
-    produced.replace(out / FP32_NAME)
-    shutil.rmtree(out / "opt")
-    from collections import Counter
-
-    import onnx
-
-    ops = Counter(n.op_type for n in onnx.load(out / FP32_NAME, load_external_data=False).graph.node)
-    return {
-        k: v
-        for k, v in ops.items()
-        if k
-        in {
-            "Attention",
-            "MultiHeadAttention",
-            "EmbedLayerNormalization",
-            "BiasGelu",
-            "FastGelu",
-            "Gelu",
-            "SkipLayerNormalization",
-            "LayerNormalization",
-        }
-    }

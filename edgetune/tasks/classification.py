@@ -23,6 +23,25 @@ if TYPE_CHECKING:
 MAX_TEXT_CHARS = 20_000
 
 
+def _forward_inputs(path: Path, trust_remote_code: bool) -> set[str] | None:
+    """The argument names of the sequence classifier's forward for the model at `path`; None when the folder has
+    no model config or transformers has no class for it here."""
+    import inspect
+
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING
+
+    if not (Path(path) / "config.json").is_file():
+        # no guessing: AutoConfig would take a model type from the folder's name (".../end_t5/adapter" is T5)
+        return None
+    try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
+        cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+    except (OSError, ValueError, KeyError):  # no class for it here (remote code)
+        return None
+    return set(inspect.signature(cls.forward).parameters)
+
+
 def _summarize(warnings: list[str]) -> list[str]:
     """The first warning of a kind, with a count of the rest."""
     if len(warnings) <= 1:
@@ -146,10 +165,19 @@ class ClassificationTask:
         return model.eval()
 
     def load_tokenizer(self, path: Path, trust_remote_code: bool = False, chat_template: str | None = None) -> Any:
-        """The model's tokenizer (`chat_template`: always None here, a classifier's data has no chat)."""
+        """The model's tokenizer (`chat_template`: always None here, a classifier's data has no chat), giving
+        only the inputs the model's forward takes (a BERT tokenizer paired with DistilBERT or MPNet would add
+        token_type_ids, which their forward refuses)."""
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        taken = _forward_inputs(path, trust_remote_code)
+        if taken is not None:
+            tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n in taken]
+            # saved with it (tokenizer_config.json), so the copies in the adapter, merged and export folders,
+            # which have no model config to ask, give the same inputs
+            tokenizer.init_kwargs["model_input_names"] = tokenizer.model_input_names
+        return tokenizer
 
     def batches(
         self, examples: list[dict], tokenizer: Any, batch_size: int, max_length: int, shuffle_seed: int | None = None

@@ -80,8 +80,17 @@ def _ffn_paths(model: Any) -> tuple[str, str, str]:
     holder, attr, _ = encoder_layers(model)
     layer = getattr(holder, attr)[0]
     _linears(layer, [f[:2] for f in _FFN], "prune_ffn")
+    import torch
+
     for names in _FFN:
         if _get(layer, names[0]) is not None and hasattr(model.config, names[2]):
+            width = getattr(model.config, names[2])
+            blocks = sum(isinstance(m, torch.nn.Linear) and m.out_features == width for m in layer.modules())
+            if blocks > 1:  # MobileBERT stacks num_feedforward_networks FFNs per layer
+                raise ValueError(
+                    f"prune_ffn: each {type(layer).__name__} has {blocks} feed-forward blocks sharing "
+                    f"config.{names[2]}; edgetune prunes one per layer"
+                )
             return names
     raise ValueError(f"prune_ffn: the config of {type(model).__name__} has no intermediate width field")
 
