@@ -271,10 +271,13 @@ def run_build(recipe: Path, run: Path, interval: float) -> dict:
             if m is None:
                 continue
             now = time.perf_counter() - t0
+            rss = tree_rss(ps)  # a sample at every stage boundary: a stage shorter than `interval` still gets one
             with lock:
+                slot(state["stage"])["peak_rss"] = max(slot(state["stage"])["peak_rss"], rss)
                 if m[2] == "running":
                     slot(state["stage"])["seconds"] += now - state["since"]
                     state["stage"], state["since"] = m[1], now
+                    slot(m[1])["peak_rss"] = max(slot(m[1])["peak_rss"], rss)
                 elif m[1] == state["stage"]:  # the stage ended: what follows until the next one is in between
                     slot(m[1])["seconds"] += now - state["since"]
                     state["stage"], state["since"] = "(between stages)", now
