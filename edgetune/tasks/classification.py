@@ -36,7 +36,7 @@ def _forward_inputs(path: Path, trust_remote_code: bool) -> set[str] | None:
         return None
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
-        cls = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
+        cls: Any = MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING[type(config)]
     except (OSError, ValueError, KeyError):  # no class for it here (remote code)
         return None
     return set(inspect.signature(cls.forward).parameters)
