@@ -40,14 +40,19 @@ def test_modules_to_save_typo(tiny_recipe):
 
 
 def test_family_without_any_default_is_asked_for_targets(tiny_recipe, monkeypatch):
-    """A family neither edgetune's table nor peft knows: one line listing its linear layers."""
+    """A family neither edgetune's table nor peft knows: its attention's query/value when they are named in a known
+    way (and the plan says so); otherwise one line listing its linear layers."""
     from peft.utils import constants
 
     from edgetune.core import families
+    from edgetune.pipeline import prepare
 
     monkeypatch.setitem(families.TARGETS, "bert", families.Targets())
     monkeypatch.delitem(constants.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING, "bert")
     edit_recipe(tiny_recipe, lora={"target_modules": None})
+    plan = prepare(load_recipe(tiny_recipe)).adapter
+    assert plan.target_modules == ["query", "value"] and "no table row or peft default for 'bert'" in plan.inferred
+    monkeypatch.setattr(families, "ATTENTION_NAMES", ())  # projections named in no known way
     assert_one_line_error(
         validate(tiny_recipe), 2, "lora.target_modules", "no default for architecture 'bert'", "query", "value"
     )
