@@ -98,6 +98,18 @@ class Arch:
         return getattr(transformers, self.config_class).model_type
 
 
+# RoBERTa's special tokens, which XLM-R, MPNet and CamemBERT share
+ROBERTA_SPECIALS = dict(
+    bos_token="<s>",
+    eos_token="</s>",
+    sep_token="</s>",
+    cls_token="<s>",
+    unk_token="<unk>",
+    pad_token="<pad>",
+    mask_token="<mask>",
+)
+
+
 # Shape shared by every row: hidden 64, 2 layers, 4 heads of 16 (GroupQueryAttention wants head_dim % 16 == 0).
 ENC = dict(hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=128)
 DEC = dict(
@@ -164,15 +176,7 @@ def _rows() -> list[Arch]:
             tokenizer_class="RobertaTokenizerFast",
             front=("<s>", "<pad>", "</s>", "<unk>"),
             back=("<mask>",),
-            specials=dict(
-                bos_token="<s>",
-                eos_token="</s>",
-                sep_token="</s>",
-                cls_token="<s>",
-                unk_token="<unk>",
-                pad_token="<pad>",
-                mask_token="<mask>",
-            ),
+            specials=ROBERTA_SPECIALS,
             post="roberta",
             lora_targets=BERT_LORA,
             ia3_targets=BERT_IA3,
@@ -188,15 +192,7 @@ def _rows() -> list[Arch]:
             tokenizer_class="XLMRobertaTokenizerFast",
             front=("<s>", "<pad>", "</s>", "<unk>"),
             back=("<mask>",),
-            specials=dict(
-                bos_token="<s>",
-                eos_token="</s>",
-                sep_token="</s>",
-                cls_token="<s>",
-                unk_token="<unk>",
-                pad_token="<pad>",
-                mask_token="<mask>",
-            ),
+            specials=ROBERTA_SPECIALS,
             post="roberta",
             lora_targets=BERT_LORA,
             ia3_targets=BERT_IA3,
@@ -289,15 +285,7 @@ def _rows() -> list[Arch]:
             front=("<s>", "<pad>", "</s>", "<unk>"),
             back=("<mask>",),
             post="roberta",
-            specials=dict(
-                bos_token="<s>",
-                eos_token="</s>",
-                sep_token="</s>",
-                cls_token="<s>",
-                unk_token="<unk>",
-                pad_token="<pad>",
-                mask_token="<mask>",
-            ),
+            specials=ROBERTA_SPECIALS,
             lora_targets=("q", "k", "v", "o", "dense"),
             ia3_targets=("k", "v", "output.dense"),
             ia3_feedforward=("output.dense",),
@@ -341,15 +329,7 @@ def _rows() -> list[Arch]:
             tokenizer_class="CamembertTokenizerFast",
             front=("<s>", "<pad>", "</s>", "<unk>"),
             back=("<mask>",),
-            specials=dict(
-                bos_token="<s>",
-                eos_token="</s>",
-                sep_token="</s>",
-                cls_token="<s>",
-                unk_token="<unk>",
-                pad_token="<pad>",
-                mask_token="<mask>",
-            ),
+            specials=ROBERTA_SPECIALS,
             post="roberta",
             lora_targets=BERT_LORA,
             ia3_targets=BERT_IA3,

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from edgetune.core.errors import EdgetuneError
 from edgetune.engines.onnxfile import quiet
 
 # the fused and plain operators the report lists
@@ -52,5 +53,7 @@ def optimize_encoder(src: Path, dst: Path, config: Any) -> dict[str, int]:
     with quiet():
         model = optimize_model(str(src), "bert", heads, width, opt_level=1, optimization_options=options, use_gpu=False)
         model.save_model_to_file(str(dst), use_external_data_format=external, all_tensors_to_one_file=True)
+    if not dst.exists():
+        raise EdgetuneError(f"export: ONNX Runtime optimizer wrote no {dst.name} into {dst.parent}")
     ops = Counter(n.op_type for n in onnx.load(dst, load_external_data=False).graph.node)
     return {k: v for k, v in ops.items() if k in REPORTED}

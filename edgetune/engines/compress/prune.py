@@ -76,12 +76,13 @@ def ffn_importance(model: Any) -> list[Any]:
 
 
 def _ffn_paths(model: Any) -> tuple[str, str, str]:
-    """(in linear, out linear, config width field) of this model's FFN layers; ValueError if unknown."""
+    """(in linear, out linear, config width field) of this model's FFN layers; ValueError if unknown, or if a
+    layer holds several FFN blocks of that width."""
+    import torch
+
     holder, attr, _ = encoder_layers(model)
     layer = getattr(holder, attr)[0]
     _linears(layer, [f[:2] for f in _FFN], "prune_ffn")
-    import torch
-
     for names in _FFN:
         if _get(layer, names[0]) is not None and hasattr(model.config, names[2]):
             width = getattr(model.config, names[2])
