@@ -6,7 +6,8 @@ Usage: python benchmarks/int8_variants.py RECIPE [--out RUN_DIR] [--threads 2] [
 Needs a finished `edgetune build` of RECIPE (it reads merge/model). For each variant it prints export
 seconds, file size, p50 latency at batch 1 and the ratio to PyTorch, and top-1 agreement and minimum
 cosine against PyTorch on the recipe's held-out split. Variants:
-  torch.onnx.export vs optimum-onnx main_export (both fp32, unoptimized);
+  a plain torch.onnx.export vs edgetune's export_encoder (the export stage's exporter on the transformers 5 line:
+  TorchScript, eager attention; both fp32, unoptimized);
   ONNX Runtime transformer fusions with and without SkipLayerNormalization, sessions with and without the
   runtime SkipLayerNormFusion;
   int8 dynamic per-tensor vs per-channel.
@@ -55,12 +56,12 @@ def main() -> None:
     import onnxruntime as ort
     import torch
     from onnxruntime.quantization import QuantType, quantize_dynamic
-    from optimum.exporters.onnx import main_export
-    from optimum.onnxruntime import ORTOptimizer
-    from optimum.onnxruntime.configuration import OptimizationConfig
+    from transformers import AutoConfig
 
     from edgetune.core.recipe import load_recipe
     from edgetune.engines.bench.inputs import encoder_inputs
+    from edgetune.engines.encoder_export import export_encoder
+    from edgetune.engines.fusions import optimize_encoder
     from edgetune.engines.onnxfile import quiet
     from edgetune.pipeline import prepare
     from edgetune.runtime.ort import DISABLED_OPTIMIZERS
@@ -97,19 +98,15 @@ def main() -> None:
     )
     files["fp32 torch.onnx.export"] = (tmp / "torch_onnx.onnx", time.perf_counter() - t)
     t = time.perf_counter()
-    with quiet():
-        main_export(str(merged_dir), tmp / "optimum", task="text-classification", opset=17, do_validation=False)
-    files["fp32 optimum main_export"] = (tmp / "optimum" / "model.onnx", time.perf_counter() - t)
+    edgetune_model = task.load_model(merged_dir, p.data.labels)  # export_encoder switches it to eager attention
+    export_encoder(edgetune_model, list(tok.model_input_names), tmp / "edgetune.onnx", 17)
+    files["fp32 edgetune export_encoder"] = (tmp / "edgetune.onnx", time.perf_counter() - t)
+    config = AutoConfig.from_pretrained(merged_dir)
     for name, skip in (("fused, SkipLayerNorm fused", False), ("fused, SkipLayerNorm unfused", True)):
-        cfg = OptimizationConfig(
-            optimization_level=1, disable_skip_layer_norm_fusion=skip, disable_bias_skip_layer_norm_fusion=skip
-        )
         out = tmp / name.replace(" ", "_").replace(",", "")
+        out.mkdir()
         t = time.perf_counter()
-        with quiet():
-            ORTOptimizer.from_pretrained(tmp / "optimum", file_names=["model.onnx"]).optimize(
-                cfg, out, file_suffix=None
-            )
+        optimize_encoder(tmp / "edgetune.onnx", out / "model.onnx", config, skip_layer_norm=not skip)
         files[f"fp32 {name}"] = (out / "model.onnx", time.perf_counter() - t)
         for pc in (False, True):
             q = out / f"int8_pc{int(pc)}.onnx"

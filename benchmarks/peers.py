@@ -28,6 +28,10 @@ the timing: edgetune's noise probe (edgetune/runner.py, as `edgetune bench` uses
 before and after, the CPU time other processes took, the hypervisor's steal; one warning line with its reasons
 when it finds the machine busy (its limits: a row's spread over 20%, other processes over 0.3 cores).
 
+--compare RUN_DIR2 ...: more finished builds of the same recipe whose int8 ONNX is timed beside RUN_DIR's, each
+labelled with the exporter and transformers version its manifest records (issue 21: the default recipe built on
+each library line, both timed from one venv); --no-peers leaves out the optimum-cli and Olive builds.
+
 Prints a markdown table (for the README) and writes every figure to --out.
 
 --smoke: the same path on a tiny run in about a minute (CI runs it, tests/test_benchmarks.py): every build
@@ -148,6 +152,8 @@ def build_optimum(merged: Path, work: Path, preset: str | None, reuse: bool) -> 
         + [f"--{preset}", "-o", int8],
     ]
     rec = {"commands": [" ".join(map(str, c)) for c in cmds], "preset": preset, "path": str(model)}
+    if importlib.util.find_spec("optimum") is None or importlib.util.find_spec("optimum.exporters.onnx") is None:
+        return {"skipped": "optimum-onnx is not installed (it installs on the transformers 4.57 line)"}
     if preset is None:
         return {**rec, "error": "no optimum-cli quantize preset for this CPU (no avx512/avx2/arm64)"}
     if reuse and model.exists():
@@ -404,6 +410,15 @@ def markdown(cands: list[dict], rows: list[dict], seqs: list[int]) -> str:
     return "\n".join(lines)
 
 
+def exporter(run_dir: Path) -> str:
+    """The exporter and transformers version a run's export stage used, from its manifest."""
+    try:
+        entry = json.loads((run_dir / "manifest.json").read_text())["stages"]["export"]
+        return f"{entry['record']['notes']['exporter']}, transformers {entry['versions']['transformers']}"
+    except (OSError, KeyError, ValueError):
+        return "exporter not recorded"
+
+
 def size_mb(c: dict) -> float | None:
     p = Path(c["path"])
     if c["kind"] == "torch":
@@ -427,6 +442,15 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=None, help="JSON of every figure (default WORK/peers.json)")
     ap.add_argument("--no-torch-int8", action="store_true", help="leave out PyTorch dynamic int8")
     ap.add_argument("--reuse", action="store_true", help="reuse the peer builds already in --work")
+    ap.add_argument(
+        "--compare",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="more finished runs of the same recipe (e.g. built on the other library line) whose int8 ONNX is timed "
+        "beside RUN_DIR's, named by the exporter their export record names",
+    )
+    ap.add_argument("--no-peers", action="store_true", help="leave out the optimum-cli and Olive builds")
     ap.add_argument("--smoke", action="store_true", help="tiny settings, for CI: " + str(SMOKE))
     ap.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -454,17 +478,26 @@ def main() -> None:
     if not args.no_torch_int8:
         label = "PyTorch dynamic int8 (quantize_dynamic, nn.Linear)"
         cands.append({"name": "pytorch_int8", "label": label, "kind": "torch_int8", "path": str(merged)})
-    cands.append({"name": "edgetune_int8", "label": "edgetune int8", "kind": "edgetune", "path": str(ours)})
+    label = f"edgetune int8 ({exporter(args.run_dir)})" if args.compare else "edgetune int8"
+    cands.append({"name": "edgetune_int8", "label": label, "kind": "edgetune", "path": str(ours)})
+    for i, other in enumerate(args.compare):
+        path = other / "quantize" / "model_int8.onnx"
+        if not path.exists():
+            sys.exit(f"peers: {path} not found (--compare takes finished builds of a classification recipe)")
+        label = f"edgetune int8 ({exporter(other)})"
+        cands.append({"name": f"edgetune_int8_{i + 2}", "label": label, "kind": "edgetune", "path": str(path)})
     notes: list[str] = []
     print("build optimum ...", flush=True)
-    opt = build_optimum(merged, args.work, preset, args.reuse)
-    if "error" in opt:
+    opt = build_optimum(merged, args.work, preset, args.reuse) if not args.no_peers else {"skipped": "--no-peers"}
+    if "skipped" in opt:
+        notes.append(f"optimum skipped: {opt['skipped']}")
+    elif "error" in opt:
         notes.append(f"optimum build failed: {opt['error']}")
     else:
         label = f"optimum-cli export + `onnxruntime quantize --{preset}`"
         cands.append({"name": "optimum", "label": label, "kind": "onnx", "path": opt["path"], "build": opt})
     print("build Olive ...", flush=True)
-    olive = build_olive(merged, args.work, args.reuse)
+    olive = build_olive(merged, args.work, args.reuse) if not args.no_peers else {"skipped": "--no-peers"}
     if "skipped" in olive:
         notes.append(f"Olive skipped: {olive['skipped']}")
     elif "error" in olive:

@@ -38,14 +38,13 @@ class Chat:
     """A loaded model plus its tokenizer; `stream` yields text pieces of the assistant's reply."""
 
     def __init__(self, folder: Path, threads: int = 0) -> None:
-        from transformers import AutoTokenizer
-
+        from edgetune.core.lines import auto_tokenizer
         from edgetune.runtime.decoding import end_ids
         from edgetune.runtime.genai import GenaiLM
 
         self.model = GenaiLM(folder, threads)
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+            self.tokenizer = auto_tokenizer(folder)
         except Exception as e:
             raise EdgetuneError(f"{folder}: cannot load the tokenizer: {str(e).splitlines()[0][:160]}") from None
         self.eos = end_ids(self.tokenizer)

@@ -8,18 +8,15 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
+from edgetune.core.lines import OPTIMUM, encoder_exporter, release
 from edgetune.runtime.cpu import NATIVE_BF16, cpu_flags, int8_saturates
 
-# The combination CI runs; other versions may work, these are the ones known to work together.
+# The combinations CI runs, one per library line (core/lines.py); other versions may work, these are the ones
+# known to work together. None: must not be installed on that line.
+COMMON = {"torch": "2.13", "peft": "0.21", "onnx": "1.23", "onnxruntime": "1.32", "onnxruntime-extensions": "0.15"}
 TESTED = {
-    "torch": "2.13",
-    "transformers": "4.57",
-    "peft": "0.21",
-    "onnx": "1.23",
-    "onnxruntime": "1.32",
-    "optimum-onnx": "0.1",
-    "onnxruntime-genai": "0.15",
-    "onnxruntime-extensions": "0.15",
+    "transformers 5": {**COMMON, "transformers": "5.25", "onnxruntime-genai": "0.18"},
+    "transformers 4": {**COMMON, "transformers": "4.57", "onnxruntime-genai": "0.15", "optimum-onnx": "0.1"},
 }
 # Each of these installs its own `onnxruntime` Python module: two of them at once shadow each other.
 ORT_DISTRIBUTIONS = (
@@ -52,11 +49,25 @@ def _version(dist: str) -> str | None:
 
 
 def check_packages() -> list[Finding]:
-    out = []
-    for dist, tested in TESTED.items():
+    transformers_v = _version("transformers") or "0"
+    line = f"transformers {release(transformers_v)[0]}"
+    tested_line = TESTED.get(line, TESTED["transformers 5"])
+    install = "pip install -e ." if line != "transformers 4" else "pip install -e '.[optimum]'"
+    exporter = encoder_exporter()
+    out = [
+        Finding(
+            "ok" if line in TESTED else "warn",
+            "line",
+            f"{line} ({transformers_v}): encoders export with {exporter}"
+            + (" (optimum-onnx installed)" if exporter == OPTIMUM else " (torch's TorchScript exporter)")
+            + f", decoders with onnxruntime-genai {_version('onnxruntime-genai') or '(not installed)'}'s builder"
+            + ("" if line in TESTED else f"; edgetune is tested on {' and '.join(TESTED)}"),
+        )
+    ]
+    for dist, tested in tested_line.items():
         v = _version(dist)
         if v is None:
-            out.append(Finding("fail", dist, f"not installed: pip install -e . (tested with {tested}.x)"))
+            out.append(Finding("fail", dist, f"not installed: {install} (tested with {tested}.x)"))
         elif not v.startswith(tested):
             out.append(Finding("warn", dist, f"{v} installed; edgetune is tested with {tested}.x"))
         else:
@@ -70,13 +81,23 @@ def check_packages() -> list[Finding]:
                 f"{torch_v} is a CUDA build (GBs, unused on CPU): pip install torch==2.13.0 installs the CPU build",
             )
         )
-    transformers_v = _version("transformers") or "0"
-    if _version("optimum-onnx") and tuple(int(x) for x in transformers_v.split(".")[:2] if x.isdigit()) >= (4, 58):
+    if _version("optimum-onnx") and release(transformers_v) >= (4, 58):
         out.append(
             Finding(
                 "fail",
                 "transformers",
-                f"{transformers_v}: optimum-onnx 0.1 needs transformers < 4.58: pip install 'transformers<4.58'",
+                f"{transformers_v}: optimum-onnx 0.1 needs transformers < 4.58: pip uninstall optimum-onnx (the "
+                f"transformers 5 line exports with torch), or pip install 'transformers<4.58'",
+            )
+        )
+    genai = _version("onnxruntime-genai")
+    if genai and line == "transformers 4" and release(genai) > (0, 15):
+        out.append(
+            Finding(
+                "fail",
+                "onnxruntime-genai",
+                f"{genai}: its model builder needs transformers 5; on {transformers_v}: "
+                f"pip install onnxruntime-genai==0.15.2",
             )
         )
     ort = [d for d in ORT_DISTRIBUTIONS if _version(d)]

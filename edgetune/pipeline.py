@@ -31,8 +31,8 @@ STAGE_HELP = {
     "finetune": "Fine-tune the base model with LoRA on the recipe's data and evaluate it each epoch.",
     "merge": "Merge the adapter into the base weights; fail if merged outputs differ from the adapter model's.",
     "compress": "Make a smaller student from the merged model (the recipe's compress: section) and distill it.",
-    "export": "Export the merged model to ONNX: encoders with optimum-onnx (dynamic batch and sequence axes), "
-    "decoders with onnxruntime-genai's model builder (KV cache).",
+    "export": "Export the merged model to ONNX: encoders with torch's exporter, or optimum-onnx where installed "
+    "(dynamic batch and sequence axes), decoders with onnxruntime-genai's model builder (KV cache).",
     "quantize": "Quantize the exported model: int8 with ONNX Runtime (encoders); int4 and/or int8 weight-only "
     "(MatMulNBits) with onnxruntime-genai's model builder (decoders), as quantize.precisions says.",
     "verify": "Compare PyTorch and every ONNX model on the held-out split; exit 1 if a gate fails.",
@@ -44,7 +44,16 @@ STAGE_HELP = {
 STAGES = tuple(STAGE_HELP)
 RUN_RECIPE = "recipe.json"
 IDENTITY = "identity"  # recipe.json's record of the project a run directory was built for (see _identity)
-_PACKAGES = ("edgetune", "torch", "transformers", "peft", "optimum-onnx", "onnx", "onnxruntime")
+_PACKAGES = (
+    "edgetune",
+    "torch",
+    "transformers",
+    "peft",
+    "optimum-onnx",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-genai",
+)
 
 
 def _versions() -> dict[str, str]:
@@ -167,6 +176,10 @@ class _Runner:
                         f"{self.run.root}: the {name} stage was written by another edgetune "
                         f"version; run `edgetune build` to redo it"
                     )
+        moved = _moved(entry.versions, self.versions) if entry is not None and not forced else ""
+        if moved and entry is not None and entry.key_version == k.version:
+            # most often a run directory taken to the other library line (core/lines.py): say why it reruns
+            self.log(f"{name}: what it reads changed since it ran with {moved}: running it again")
         if entry is not None and entry.key_version != k.version and not self.said_older:
             self.said_older = True
             self.log(
@@ -204,6 +217,11 @@ class _Runner:
         self.log(f"{name}: done in {seconds:.1f} s, peak memory {peak.peak_mb / 1024:.1f} GiB")
         self.result.ran.append(name)
         return record
+
+
+def _moved(then: dict[str, str], now: dict[str, str]) -> str:
+    """The packages whose version differs between a stage's run and now, as 'transformers 4.57.6 (now 5.25.0)'."""
+    return ", ".join(f"{p} {v} (now {now.get(p, 'not installed')})" for p, v in then.items() if now.get(p, v) != v)
 
 
 def build(

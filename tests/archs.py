@@ -24,6 +24,7 @@ gemma2-sw32: local attention actually used; phi-eps: the builder's epsilon worka
 
 from __future__ import annotations
 
+import inspect
 import json
 import string
 from dataclasses import dataclass, field, replace
@@ -1045,19 +1046,54 @@ def _backend(arch: Arch, root: Path) -> Any:
         )
     elif arch.post == "roberta":
         cls, sep = s["cls_token"], s["sep_token"]
+        # sep and cls positionally: tokenizers 0.23 renamed the `cls` keyword to `cls_token`
         tk.post_processor = processors.RobertaProcessing(
-            sep=(sep, tk.token_to_id(sep)), cls=(cls, tk.token_to_id(cls)), add_prefix_space=False, trim_offsets=True
+            (sep, tk.token_to_id(sep)), (cls, tk.token_to_id(cls)), add_prefix_space=False, trim_offsets=True
         )
     elif arch.tokenizer == "bpe":
         tk.post_processor = processors.ByteLevel(trim_offsets=False)
     return tk
 
 
+def tokenizer_class(arch: Arch) -> type:
+    """transformers' class named arch.tokenizer_class, on either line.
+
+    transformers 5 has one (fast) class per model under the slow name, keeps "*Fast" aliases only for some, and
+    dropped the classes that only wrapped tokenizer.json (BloomTokenizerFast): the name without "Fast", else the
+    generic tokenizer.json class (PreTrainedTokenizerFast, an alias of TokenizersBackend there).
+    """
+    import transformers
+
+    name = arch.tokenizer_class
+    for candidate in (name, name.removesuffix("Fast")):
+        cls = getattr(transformers, candidate, None)
+        if cls is not None:
+            return cls
+    return transformers.PreTrainedTokenizerFast
+
+
+# the classes whose mask token takes the space before it in transformers 4.57's saved tokenizer.json
+LSTRIP_MASK = (
+    "RobertaTokenizerFast",
+    "XLMRobertaTokenizerFast",
+    "CamembertTokenizerFast",
+    "AlbertTokenizerFast",
+    "MPNetTokenizerFast",
+)
+
+
+def _mask(token: str) -> Any:
+    """The mask token as RoBERTa's: it takes the space before it (" <mask>")."""
+    from tokenizers import AddedToken
+
+    return AddedToken(token, lstrip=True, rstrip=False, special=True, normalized=False)
+
+
 def make_tokenizer(arch: Arch, folder: Path) -> Any:
     """The architecture's fast tokenizer class around a trained backend; saved into `folder`."""
     import transformers
 
-    cls = getattr(transformers, arch.tokenizer_class)
+    cls = tokenizer_class(arch)
     specials = {k: v for k, v in arch.specials.items() if v is not None}
     if arch.tokenizer == "wordpiece" and arch.tokenizer_class != "PreTrainedTokenizerFast":
         # the class builds its own backend (normalizer, post-processor) from vocab.txt, as on the hub
@@ -1065,19 +1101,34 @@ def make_tokenizer(arch: Arch, folder: Path) -> Any:
         vocab = sorted(tk.get_vocab().items(), key=lambda kv: kv[1])
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "vocab.txt").write_text("".join(f"{t}\n" for t, _ in vocab), encoding="utf-8")
-        tok = cls(vocab_file=str(folder / "vocab.txt"), do_lower_case=True, **specials)
+        tok = cls(str(folder / "vocab.txt"), do_lower_case=True, **specials)
     else:
         kwargs: dict[str, Any] = dict(specials)
         if arch.tokenizer_class in ("LlamaTokenizerFast", "GemmaTokenizerFast"):
             kwargs.update(add_bos_token=True, add_eos_token=False, legacy=False)
+        if hasattr(transformers, "TokenizersBackend"):  # transformers 5: write down what 4.57's classes implied
+            # AutoTokenizer may load the folder with the generic TokenizersBackend (for mistral, phi3, stablelm, ...),
+            # which pads right, has no token_type_ids and takes no pad token from a class default
+            kwargs.setdefault("pad_token", None)
+            if getattr(cls, "padding_side", "right") != "right":
+                kwargs["padding_side"] = cls.padding_side
+            if arch.tokenizer_class == "PreTrainedTokenizerFast":
+                kwargs["model_input_names"] = ["input_ids", "token_type_ids", "attention_mask"]  # 4.57's default
         tok = cls(tokenizer_object=_backend(arch, folder), **kwargs)
     if specials.get("mask_token") and hasattr(tok, "mask_token"):
-        from tokenizers import AddedToken
-
-        tok.mask_token = AddedToken(specials["mask_token"], lstrip=True, rstrip=False, special=True, normalized=False)
+        tok.mask_token = _mask(specials["mask_token"])
+        # transformers 5's setter leaves the backend's token as it was; 4.57's RoBERTa-like classes made it lstrip
+        if hasattr(transformers, "TokenizersBackend") and arch.tokenizer_class in LSTRIP_MASK:
+            tok.backend_tokenizer.add_special_tokens([_mask(specials["mask_token"])])
     extra = [t for t in (*arch.front, *arch.back) if t not in specials.values()]
     if extra:
-        tok.add_special_tokens({"additional_special_tokens": extra}, replace_additional_special_tokens=False)
+        # append, not replace: transformers 5 renamed the keyword (replace_extra_special_tokens)
+        keep = (
+            "replace_additional_special_tokens"
+            if "replace_additional_special_tokens" in inspect.signature(tok.add_special_tokens).parameters
+            else "replace_extra_special_tokens"
+        )
+        tok.add_special_tokens({"additional_special_tokens": extra}, **{keep: False})
     if arch.template:
         tok.chat_template = arch.template
     tok.save_pretrained(folder)

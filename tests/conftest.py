@@ -88,7 +88,7 @@ def tiny_bert(tmp_path_factory) -> Path:
     root.mkdir()
     words = sorted({w for ws in WORDS.values() for w in ws.split()})
     (root / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]) + "\n")
-    tok = BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
+    tok = BertTokenizerFast.from_pretrained(root)  # transformers 5 ignores a vocab_file= argument
     tok.save_pretrained(root)
     torch.manual_seed(0)
     cfg = BertConfig(

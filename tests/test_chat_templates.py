@@ -167,7 +167,8 @@ def test_prompt_completion_raw_template_starts_with_bos_where_the_tokenizer_does
     tok = CausalLMTask().load_tokenizer(folder)
     assert _starts_with_bos(tok)
     tok.chat_template = completion_template(bos=True)
-    ids = tok.apply_chat_template([{"role": "user", "content": "turn on"}], tokenize=True, add_generation_prompt=True)
+    text = tok.apply_chat_template([{"role": "user", "content": "turn on"}], tokenize=False, add_generation_prompt=True)
+    ids = tok(text, add_special_tokens=False)["input_ids"]  # what prompt_ids does (a list on either line)
     assert ids[0] == tok.bos_token_id and tok.decode(ids[1:]) == "turn on"
 
 

@@ -61,22 +61,32 @@ def test_the_allow_list_is_short_and_says_why():
         assert path.is_file() and node.strip().split("::")[1].split("[")[0] in path.read_text()
 
 
+def _pins(lock: str) -> dict[str, str]:
+    text = (REPO / lock).read_text()
+    return {m[1].lower(): m[2] for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", text, re.M)}
+
+
 def test_ci_installs_the_system_tools_and_follows_the_lock():
     ci = (REPO / ".ci" / "run").read_text()
     readme = (REPO / "README.md").read_text()
     assert "tests/system-tools.sh" in re.search(r"\*\*2\. Run the tests\*\*.*?```bash\n(.*?)\n```", readme, re.S)[1]
-    for install in re.findall(r"^pip install .*$", ci, re.M):
-        assert "-c constraints.txt" in install, install
-    pins = {
-        m[1].lower(): m[2]
-        for m in re.finditer(r"^([A-Za-z0-9_.-]+)==(\S+)", (REPO / "constraints.txt").read_text(), re.M)
-    }
-    for dist in ("torch", "transformers", "onnxruntime", "onnx", "peft", "optimum-onnx", "numpy", "pytest", "ruff"):
-        assert dist in pins, f"constraints.txt does not pin {dist}"
+    installs = re.findall(r"^\s*(?:\S*/)?pip install .*$", ci, re.M)
+    assert len(installs) == 6, installs  # three per library line
+    for install in installs:
+        assert "-c constraints.txt" in install or "-c constraints-transformers4.txt" in install, install
+    common = ("torch", "transformers", "onnxruntime", "onnx", "peft", "onnxruntime-genai", "numpy", "pytest", "ruff")
+    for lock, line in (("constraints.txt", ()), ("constraints-transformers4.txt", ("optimum-onnx",))):
+        pins = _pins(lock)
+        for dist in common + line:
+            assert dist in pins, f"{lock} does not pin {dist}"
+        assert pins["transformers"].startswith("5." if lock == "constraints.txt" else "4.57."), (lock, pins)
+    assert "optimum-onnx" not in _pins("constraints.txt")  # the default line exports without it
     from importlib.metadata import version
 
-    for dist in ("onnxruntime", "transformers", "torch"):  # this venv was installed from it, as CI's is
-        assert version(dist) == pins[dist], (dist, version(dist), pins[dist])
+    lock = "constraints.txt" if version("transformers").startswith("5.") else "constraints-transformers4.txt"
+    pins = _pins(lock)
+    for dist in ("onnxruntime", "transformers", "torch", "onnxruntime-genai"):  # this venv came from its lock
+        assert version(dist) == pins[dist], (lock, dist, version(dist), pins[dist])
 
 
 def test_system_tools_script_names_what_it_installs(tmp_path):

@@ -2,10 +2,13 @@
 
 from collections import namedtuple
 
+import pytest
 from click.testing import CliRunner
 
 import edgetune.doctor as doctor
 from edgetune.cli import cli
+
+pytestmark = pytest.mark.both_lines
 
 
 def test_healthy_environment_exits_0(tiny_recipe):
@@ -24,13 +27,37 @@ def test_two_onnxruntime_packages_must_be_fixed(monkeypatch):
 
 
 def test_untested_and_incompatible_versions(monkeypatch):
-    versions = {"transformers": "4.60.0", "torch": "2.13.0+cu128"}
+    versions = {
+        "transformers": "4.60.0",
+        "torch": "2.13.0+cu128",
+        "optimum-onnx": "0.1.0",
+        "onnxruntime-genai": "0.18.0",
+    }
     real = doctor._version
     monkeypatch.setattr(doctor, "_version", lambda d: versions.get(d, real(d)))
     found = {(f.level, f.topic): f.message for f in doctor.check_packages()}
     assert "optimum-onnx 0.1 needs transformers < 4.58" in found["fail", "transformers"]
     assert "tested with 4.57.x" in found["warn", "transformers"]
     assert "CUDA build" in found["warn", "torch"]
+    assert "needs transformers 5" in found["fail", "onnxruntime-genai"]  # the 0.18 builder on the 4.x line
+
+
+@pytest.mark.parametrize(
+    "versions, line, tested",
+    [
+        ({"transformers": "5.25.0", "onnxruntime-genai": "0.18.0", "optimum-onnx": None}, "transformers 5", "5.25"),
+        ({"transformers": "4.57.6", "onnxruntime-genai": "0.15.2", "optimum-onnx": "0.1.0"}, "transformers 4", "4.57"),
+    ],
+)
+def test_doctor_names_the_line_and_its_exporters(monkeypatch, versions, line, tested):
+    real = doctor._version
+    monkeypatch.setattr(doctor, "_version", lambda d: versions.get(d, real(d)))
+    found = {f.topic: f for f in doctor.check_packages()}
+    assert found["line"].message.startswith(f"{line} ({versions['transformers']}): encoders export with ")
+    assert f"onnxruntime-genai {versions['onnxruntime-genai']}'s builder" in found["line"].message
+    assert found["transformers"].level == "ok" and found["transformers"].message == versions["transformers"]
+    assert ("optimum-onnx" in found) == (line == "transformers 4")  # asked for on the 4.57 line only
+    assert tested in found["transformers"].message
 
 
 def test_cpu_features():

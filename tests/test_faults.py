@@ -21,6 +21,7 @@ from conftest import tiny_classifier_recipe
 from test_resume import _edgetune, _no_partial_files_under_final_names
 
 from edgetune.cli import cli
+from edgetune.core.lines import OPTIMUM, encoder_exporter
 
 FAULT_SEEDS = int(os.environ.get("EDGETUNE_FAULT_SEEDS", "3"))
 
@@ -162,7 +163,8 @@ def test_disk_full_keeps_earlier_artifacts(reference, tmp_path, monkeypatch, sta
         raise OSError(errno.ENOSPC, "No space left on device", str(partial))
 
     # the function that does the classification task's work in each stage module
-    work = {"export": "export_optimum", "quantize": "quantize_int8"}.get(stage, stage)
+    exporter = "export_optimum" if encoder_exporter() == OPTIMUM else "export_torch"  # the line's exporter
+    work = {"export": exporter, "quantize": "quantize_int8"}.get(stage, stage)
     monkeypatch.setattr(importlib.import_module(f"edgetune.stages.{stage}"), work, full)
     r = CliRunner().invoke(cli, ["build", str(recipe), "--out", str(run), "--no-progress"])
     assert r.exit_code == 1, (r.output, r.exception)

@@ -152,3 +152,56 @@ def test_int4_aware_recipe_errors(tiny_chat_recipe, training, quantize, fragment
     edit_recipe(tiny_chat_recipe, training=training, quantize=quantize)
     r = CliRunner().invoke(cli, ["build", str(tiny_chat_recipe), "--no-progress"])
     assert_one_line_error(r, 2, "training.int4_aware_epochs", fragment)
+
+
+@pytest.mark.both_lines
+@pytest.mark.parametrize("block", [16, 32])
+def test_fake_int4_is_the_builders_int4_weights_bit_for_bit(tiny_llama, tmp_path, block):
+    """The rounding int4-aware training uses is what the installed model builder writes (0.18 on the default
+    line, 0.15.2 on the 4.57 line): every MatMulNBits weight of its int4 export, dequantized, is fake_int4 of the
+    model's linear weights exactly (the builder fuses q/k/v and gate/up: rows of several linears), and every
+    linear, the tied lm_head included, is in one of them."""
+    import onnx
+    from onnx import numpy_helper
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.engines.builder import MODEL_NAME, build_genai
+
+    build_genai(tiny_llama, tmp_path, "int4", {"block_size": block, "accuracy_level": 4})
+    graph = onnx.load(tmp_path / MODEL_NAME).graph
+    init = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama).eval()
+    rounded = {
+        name: fake_int4(m.weight.detach(), block).numpy()
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear)
+    }
+    unmatched = set(rounded)
+    for node in (n for n in graph.node if n.op_type == "MatMulNBits"):
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        n, k = attrs["N"], attrs["K"]
+        assert attrs["bits"] == 4 and attrs["block_size"] == block
+        packed = init[node.input[1]].reshape(n, -1)
+        scales = init[node.input[2]].reshape(n, -1).astype(np.float32)
+        zero = np.full(scales.shape, 8, np.float32)  # symmetric: no zero point input, 8 implied
+        if len(node.input) > 3 and node.input[3]:
+            zp = init[node.input[3]].reshape(n, -1)
+            zero = np.stack([zp & 15, zp >> 4], -1).reshape(n, -1)[:, : scales.shape[1]].astype(np.float32)
+        q = np.stack([packed & 15, packed >> 4], -1).reshape(n, -1).astype(np.float32)
+        blocks = scales.shape[1]
+        w = ((q[:, : blocks * block].reshape(n, blocks, block) - zero[..., None]) * scales[..., None]).reshape(n, -1)
+        w = w[:, :k]
+        row = 0
+        while row < n:  # the node's rows, linear by linear
+            hit = next(
+                (
+                    m
+                    for m in sorted(unmatched)
+                    if rounded[m].shape[1] == k and np.array_equal(w[row : row + rounded[m].shape[0]], rounded[m])
+                ),
+                None,
+            )
+            assert hit is not None, f"{node.name}: rows {row}.. are no linear's weights rounded by fake_int4"
+            unmatched.discard(hit)
+            row += rounded[hit].shape[0]
+    assert not unmatched, f"linears in no MatMulNBits node: {sorted(unmatched)}"

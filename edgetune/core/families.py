@@ -2,8 +2,10 @@
 
 - Adapter targets where peft has no default (or none for a method): LoRA, DoRA and AdaLoRA adapt the same
   linears; IA3 scales `ia3` modules, feeding the `ia3_feedforward` ones a scaled input.
-- Which architectures each task's exporter handles: decoders go through onnxruntime-genai's model builder, whose
-  0.15.2 release knows the text architectures in GENAI_BUILDER; encoders through optimum-onnx, asked directly.
+- Which architectures each task's exporter handles, per library line (core/lines.py): decoders go through
+  onnxruntime-genai's model builder, whose releases know the text architectures in GENAI_BUILDERS; encoders
+  through optimum-onnx (asked directly) on the transformers 4.57 line, through torch's exporter on the
+  transformers 5 line, where TORCH_EXPORT_REFUSED lists what the architecture matrix found it cannot export.
 
 A model outside this knowledge is refused by `recipe validate` and `build` in one line, naming the architecture
 and the reason, before any work starts.
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.core.errors import RecipeError
+from edgetune.core.lines import OPTIMUM, genai_builder_line, release, version
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,10 @@ TARGETS: dict[str, Targets] = {
     "gpt_oss": Targets(("q_proj", "v_proj"), ("k_proj", "v_proj"), ()),
 }
 
-# The text-only decoder classes onnxruntime-genai 0.15.2's model builder exports (its builder.py dispatches on
-# config.architectures[0]); anything else ends in its NotImplementedError.
-GENAI_BUILDER = frozenset(
+# The text-only decoder classes each onnxruntime-genai release line's model builder exports (its builder.py
+# dispatches on config.architectures[0]); anything else ends in its NotImplementedError. 0.18 dropped ERNIE 4.5 and
+# added the hybrid Granite and LFM2 mixtures of experts.
+_GENAI_0_15 = frozenset(
     {
         "ChatGLMForConditionalGeneration",
         "ChatGLMModel",
@@ -80,6 +84,19 @@ GENAI_BUILDER = frozenset(
         "SmolLM3ForCausalLM",
     }
 )
+GENAI_BUILDERS = {
+    "0.15": _GENAI_0_15,
+    "0.18": (_GENAI_0_15 - {"Ernie4_5ForCausalLM"}) | {"GraniteMoeHybridForCausalLM", "Lfm2MoeForCausalLM"},
+}
+
+
+def genai_builder() -> frozenset[str]:
+    """The decoder classes the installed onnxruntime-genai's builder exports (the newest table known for a
+    release edgetune has no table of)."""
+    line = genai_builder_line()
+    if line in GENAI_BUILDERS:
+        return GENAI_BUILDERS[line]
+    return GENAI_BUILDERS[max(GENAI_BUILDERS, key=release)]
 
 
 # Architectures the builder dispatches on but whose export cannot pass edgetune's parity gate, or cannot run
@@ -168,30 +185,45 @@ def check_genai_exportable(info: ModelInfo) -> None:
             f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
             f"exported: {GENAI_REFUSED[info.architecture]}"
         )
-    if info.architecture not in GENAI_BUILDER:
-        usable = sorted(a.removesuffix("ForCausalLM") for a in GENAI_BUILDER - GENAI_REFUSED.keys())
+    known = genai_builder()
+    if info.architecture not in known:
+        usable = sorted(a.removesuffix("ForCausalLM") for a in known - GENAI_REFUSED.keys())
+        older = [line for line, archs in GENAI_BUILDERS.items() if info.architecture in archs]
         raise RecipeError(
             f"model.source: architecture '{info.model_type}' ({info.architecture}) cannot be "
-            f"exported: onnxruntime-genai's model builder does not support it (it supports "
-            f"{', '.join(usable)})"
+            f"exported: onnxruntime-genai {version('onnxruntime-genai')}'s model builder does not support it"
+            + (f" (its {older[0]} release does)" if older else "")
+            + f" (it supports {', '.join(usable)})"
         )
 
 
-def check_optimum_exportable(info: ModelInfo, onnx_task: str) -> None:
-    """RecipeError when optimum-onnx's registry has no ONNX export of the architecture for `onnx_task`."""
-    import optimum.exporters.onnx.model_configs  # noqa: F401  (fills the registry asked below)
-    from optimum.exporters.tasks import TasksManager
+# Encoder families torch's exporter (as edgetune calls it, engines/encoder_export.py) cannot export on the
+# transformers 5 line, with the reason, found by the architecture matrix (tests/archs.py).
+TORCH_EXPORT_REFUSED: dict[str, str] = {}
 
-    try:
-        tasks = TasksManager.get_supported_tasks_for_model_type(
-            info.model_type, exporter="onnx", library_name="transformers"
-        )
-    except (KeyError, ValueError):
-        tasks = {}
-    if onnx_task not in tasks:
+
+def check_encoder_exportable(info: ModelInfo, onnx_task: str, exporter: str) -> None:
+    """RecipeError when `exporter` (core/lines.py's OPTIMUM or TORCH) cannot export the architecture for
+    `onnx_task`: optimum-onnx's registry is asked directly; for torch's exporter, what the matrix found."""
+    if exporter == OPTIMUM:
+        import optimum.exporters.onnx.model_configs  # noqa: F401  (fills the registry asked below)
+        from optimum.exporters.tasks import TasksManager
+
+        try:
+            tasks = TasksManager.get_supported_tasks_for_model_type(
+                info.model_type, exporter="onnx", library_name="transformers"
+            )
+        except (KeyError, ValueError):
+            tasks = {}
+        if onnx_task not in tasks:
+            raise RecipeError(
+                f"model.source: architecture '{info.model_type}' cannot be exported: optimum-onnx has no "
+                f"ONNX export for it as {onnx_task}"
+            )
+    elif info.model_type in TORCH_EXPORT_REFUSED:
         raise RecipeError(
-            f"model.source: architecture '{info.model_type}' cannot be exported: optimum-onnx has no "
-            f"ONNX export for it as {onnx_task}"
+            f"model.source: architecture '{info.model_type}' cannot be exported on the transformers "
+            f"{version('transformers')} line: {TORCH_EXPORT_REFUSED[info.model_type]}"
         )
 
 

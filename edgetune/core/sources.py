@@ -124,10 +124,17 @@ def _hub_unreachable(error: BaseException) -> str | None:
             return "no answer in time"
         if isinstance(seen, (requests.exceptions.ConnectionError, ConnectionError)):
             return _connection_problem(seen)
+        name = type(seen).__name__  # huggingface_hub 1.x+ (the transformers 5 line) speaks httpx, not requests
+        if name.endswith("Timeout") or name == "TimeoutException":
+            return "no answer in time"
+        if name in ("ConnectError", "ProxyError", "NetworkError"):
+            return _connection_problem(seen)
         response = getattr(seen, "response", None)
         status = getattr(response, "status_code", None)
-        if isinstance(seen, requests.HTTPError) and status is not None and (gave_up or status >= 500 or status == 407):
-            return f"HTTP {status}" + (f" {response.reason}" if getattr(response, "reason", None) else "")
+        http_error = isinstance(seen, requests.HTTPError) or name in ("HTTPStatusError", "HfHubHTTPError")
+        if http_error and isinstance(status, int) and (gave_up or status >= 500 or status == 407):
+            reason = getattr(response, "reason", None) or getattr(response, "reason_phrase", None)
+            return f"HTTP {status}" + (f" {reason}" if reason else "")
         seen = seen.__cause__ or seen.__context__
     return "no usable answer" if gave_up else None
 

@@ -40,6 +40,36 @@ def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = No
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
         raise EdgetuneError(f"onnxruntime-genai model builder failed ({precision}): {tail[:400]}")
     stop_at_turn_end(out)
+    window_within_context(out)
+
+
+def window_within_context(folder: Path) -> bool:
+    """Drop a sliding window no shorter than the context (Gemma 2's 4096 in a model of 256 positions): it
+    changes nothing any sequence can see, and the 0.18 builder writes it into GroupQueryAttention, whose KV cache
+    onnxruntime then refuses to make shorter than the window ("KV cache capacity (50) must be at least
+    local_window_size (4096)"). True when it did; a window inside the context stays."""
+    import json
+
+    import onnx
+
+    path = folder / "genai_config.json"
+    cfg = json.loads(path.read_text())
+    decoder = cfg["model"]["decoder"]
+    window = (decoder.get("sliding_window") or {}).get("window_size")
+    context = cfg["model"].get("context_length")
+    if not window or not context or window < context:
+        return False
+    model = onnx.load(folder / MODEL_NAME, load_external_data=False)  # the weights stay where they are
+    for node in (n for n in model.graph.node if n.op_type == "GroupQueryAttention"):
+        for a in list(node.attribute):
+            if a.name == "local_window_size":
+                a.i = -1
+            elif a.name == "sliding_window_cache":  # a cache sized to the window: none without one
+                node.attribute.remove(a)
+    onnx.save(model, folder / MODEL_NAME)
+    del decoder["sliding_window"]
+    path.write_text(json.dumps(cfg, indent=4))
+    return True
 
 
 def stop_at_turn_end(folder: Path) -> None:
@@ -49,15 +79,14 @@ def stop_at_turn_end(folder: Path) -> None:
     which a base model given a chat template (dataset.chat_template: gemma, llama3) never emits after a turn."""
     import json
 
-    from transformers import AutoTokenizer
-
+    from edgetune.core.lines import auto_tokenizer
     from edgetune.runtime.decoding import end_ids
 
     path = folder / "genai_config.json"
     cfg = json.loads(path.read_text())
     eos = cfg["model"].get("eos_token_id")
     have = [*eos] if isinstance(eos, list) else [eos] if eos is not None else []
-    more = sorted(end_ids(AutoTokenizer.from_pretrained(folder)) - set(have))
+    more = sorted(end_ids(auto_tokenizer(folder)) - set(have))
     if more:
         cfg["model"]["eos_token_id"] = have + more
         path.write_text(json.dumps(cfg, indent=4))
@@ -101,6 +130,24 @@ def _one_copy_of_the_weights() -> None:
     base.Model.to_nbits = streamed
 
 
+def _tokenizers_of_either_line() -> None:
+    """Let the builder of the transformers 4.57 line (0.15.2) read a tokenizer that transformers 5 saved, as
+    edgetune does (core/lines.py): a merged model from a run directory built on the other line."""
+    import transformers
+
+    from edgetune.core.lines import fast_tokenizer_kwargs
+
+    original = transformers.AutoTokenizer.from_pretrained
+
+    def load(path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        fast = fast_tokenizer_kwargs(path) if isinstance(path, (str, Path)) and not args else None
+        if fast is None:
+            return original(path, *args, **kwargs)
+        return transformers.PreTrainedTokenizerFast.from_pretrained(path, **{**fast, **kwargs})
+
+    transformers.AutoTokenizer.from_pretrained = load
+
+
 def half_embeddings(path: Path) -> bool:
     """Store a decoder's float32 token-embedding table (the Gather on `input_ids`) in float16, with a Cast back
     to float32 after the lookup. Halves the table (113 MB -> 57 MB for SmolLM2-135M); held-out JSON exact match
@@ -140,4 +187,5 @@ if __name__ == "__main__":  # build_genai's subprocess: the builder's command li
     import runpy
 
     _one_copy_of_the_weights()
+    _tokenizers_of_either_line()
     runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)

@@ -2,8 +2,9 @@
 (`dynamo=False`), as optimum-onnx 0.1.0 calls it, with dynamic batch and sequence axes. The TorchScript graph is
 kept because ONNX Runtime's transformer optimizer fuses Attention on it but not on the dynamo exporter's graph
 (measured on all-MiniLM-L6-v2 in a transformers 5.25 / torch 2.13 venv: Attention x6 from TorchScript with eager
-attention, x0 from dynamo). Not yet the export stage's exporter: tests/test_encoder_export.py holds it to
-optimum-onnx's graph until the stage switches over (issue 21)."""
+attention, x0 from dynamo; and x0 from TorchScript with transformers 5's default SDPA attention, so the model is
+switched to eager attention first). The export stage's exporter where optimum-onnx is not installed
+(core/lines.py); tests/test_encoder_export.py holds it to optimum-onnx's graph."""
 
 from __future__ import annotations
 
@@ -42,6 +43,10 @@ def export_encoder(model: Any, input_names: list[str], out: Path, opset: int) ->
             return self.model(**dict(zip(input_names, tensors))).logits
 
     with quiet(), torch.no_grad():
+        try:  # transformers 5: SDPA attention traces into a graph ONNX Runtime's optimizer does not fuse
+            model.set_attn_implementation("eager")
+        except (ValueError, AttributeError, NotImplementedError):
+            pass  # transformers 4.57's BERT-style classes trace their SDPA path as the fusions expect
         torch.onnx.export(
             Logits().eval(),
             tuple(args.values()),

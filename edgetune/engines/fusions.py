@@ -37,16 +37,17 @@ def attention_shape(config: Any) -> tuple[int, int]:
     return int(heads), int(width or 0)
 
 
-def optimize_encoder(src: Path, dst: Path, config: Any) -> dict[str, int]:
-    """Fuse the encoder graph `src` into `dst`; the count of each reported operator in the result."""
+def optimize_encoder(src: Path, dst: Path, config: Any, skip_layer_norm: bool = False) -> dict[str, int]:
+    """Fuse the encoder graph `src` into `dst`; the count of each reported operator in the result.
+    `skip_layer_norm`: fuse SkipLayerNormalization too (benchmarks/int8_variants.py measures both)."""
     import onnx
     from onnx.external_data_helper import uses_external_data
     from onnxruntime.transformers.fusion_options import FusionOptions
     from onnxruntime.transformers.optimizer import optimize_model
 
     options = FusionOptions("bert")
-    options.enable_skip_layer_norm = False
-    options.enable_bias_skip_layer_norm = False
+    options.enable_skip_layer_norm = skip_layer_norm
+    options.enable_bias_skip_layer_norm = skip_layer_norm
     options.enable_embed_layer_norm = False
     heads, width = attention_shape(config)
     external = any(uses_external_data(t) for t in onnx.load(src, load_external_data=False).graph.initializer)

@@ -10,6 +10,16 @@ from typing import Any
 import numpy as np
 
 
+def _window(folder: Path) -> int:
+    """The decoder's sliding window (at most its context length) from genai_config.json; 0 when it has none."""
+    try:
+        model = json.loads((folder / "genai_config.json").read_text())["model"]
+    except (OSError, ValueError, KeyError):
+        return 0
+    window = (model.get("decoder", {}).get("sliding_window") or {}).get("window_size") or 0
+    return min(int(window), int(model.get("context_length") or window))
+
+
 class GenaiLM:
     """An onnxruntime-genai model folder (genai_config.json beside model.onnx) with greedy decoding."""
 
@@ -19,6 +29,8 @@ class GenaiLM:
         from edgetune.core.errors import EdgetuneError
 
         self.og, self.folder = og, Path(folder)
+        # onnxruntime (1.32, with the 0.18 builder's graphs) makes no KV cache shorter than a sliding window
+        self.min_length = _window(self.folder)
         try:
             cfg = og.Config(str(folder))
             cfg.clear_providers()
@@ -49,7 +61,7 @@ class GenaiLM:
     def _generator(self, ids: list[int], max_length: int) -> Any:
         try:
             params = self.og.GeneratorParams(self.model)
-            params.set_search_options(do_sample=False, max_length=max_length)
+            params.set_search_options(do_sample=False, max_length=max(max_length, self.min_length))
             gen = self.og.Generator(self.model, params)
             gen.append_tokens([ids])
         except RuntimeError as e:

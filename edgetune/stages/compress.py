@@ -9,6 +9,10 @@ from pathlib import Path
 
 from edgetune.build import BaseStage, BuildContext, Key
 from edgetune.core.artifacts import Student
+from edgetune.core.errors import RecipeError
+from edgetune.core.families import ModelInfo
+from edgetune.core.lines import release, version
+from edgetune.core.recipe import Recipe
 from edgetune.engines.int8 import reduce_range
 
 
@@ -21,6 +25,15 @@ class Compress(BaseStage):
         if ctx.recipe.compress is None:  # not asked for: say nothing, unless asked by `edgetune compress`
             return "the recipe has no compress: section" if ctx.until == self.name else ""
         return None
+
+    def check(self, recipe: Recipe, info: ModelInfo) -> None:
+        c = recipe.compress
+        if c is not None and c.prune_heads and release(version("transformers")) >= (5, 0):
+            raise RecipeError(
+                f"compress.prune_heads: transformers {version('transformers')} has no head pruning (transformers 5 "
+                f"removed prune_heads and config.pruned_heads, which reload a pruned model); drop it, prune FFN "
+                f"neurons (compress.prune_ffn) instead, or build on the transformers 4.57 line"
+            )
 
     def key(self, ctx: BuildContext) -> Key:
         c = ctx.recipe.compress

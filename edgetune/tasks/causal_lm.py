@@ -17,6 +17,7 @@ from edgetune.build import TaskData
 from edgetune.core.data import Row, data_fingerprint, file_sha256, load_splits
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import for_genai_builder
+from edgetune.core.lines import auto_tokenizer
 from edgetune.core.templates import TOKENS, completion_template, read_template
 from edgetune.runtime.decoding import _all_logits, _ids, _logsumexp, _padded, end_ids, greedy_torch
 from edgetune.runtime.genai import GenaiLM
@@ -286,7 +287,16 @@ class CausalLMTask:
         torch_dtype = torch.float32 if dtype == "float32" or gguf else "auto" if dtype == "auto" else dtype
         kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "dtype": torch_dtype}
         if gguf:
+            import transformers
+
+            if hasattr(transformers, "GgufConfig"):  # transformers 5 keeps GGUF blocks packed where it has kernels
+                kwargs["quantization_config"] = transformers.GgufConfig(dequantize=True)
             model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, **kwargs)
+            # dequantized: a plain float model, which save_pretrained writes (transformers 5 refuses while the
+            # GGUF quantizer is attached) and whose config claims no quantization
+            model.hf_quantizer = None  # type: ignore[assignment]
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
         else:
             model = AutoModelForCausalLM.from_pretrained(
                 path, use_safetensors=any(path.glob("*.safetensors")), **kwargs
@@ -298,13 +308,11 @@ class CausalLMTask:
     def load_tokenizer(self, path: Path, trust_remote_code: bool = False, chat_template: str | None = None) -> Any:
         """The model's tokenizer; with `chat_template` (TaskData.chat_template), carrying that template instead of
         its own, so that saving it writes the template."""
-        from transformers import AutoTokenizer
-
         path = Path(path)
         if path.is_file() and path.suffix == ".gguf":
             tok = _gguf_tokenizer(path)
         else:
-            tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+            tok = auto_tokenizer(path, trust_remote_code=trust_remote_code)
         if tok.pad_token_id is None:
             tok.pad_token = tok.eos_token
         return tok if chat_template is None else _with_template(tok, chat_template)

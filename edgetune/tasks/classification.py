@@ -12,6 +12,7 @@ import numpy as np
 from edgetune.build import TaskData
 from edgetune.core.data import Row, data_fingerprint, load_splits
 from edgetune.core.errors import RecipeError
+from edgetune.core.lines import auto_tokenizer
 from edgetune.packaging.graph import EMBEDDABLE_TOKENIZERS
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ class ClassificationTask:
     def stages(self) -> list[Stage]:
         from edgetune.stages.bench import EncoderBench
         from edgetune.stages.compress import Compress
-        from edgetune.stages.export import OptimumExport
+        from edgetune.stages.export import EncoderExport
         from edgetune.stages.finetune import Finetune
         from edgetune.stages.merge import Merge
         from edgetune.stages.package import ClassifierPackage
@@ -68,7 +69,7 @@ class ClassificationTask:
             Finetune(),
             Merge(),
             Compress(),
-            OptimumExport("text-classification"),
+            EncoderExport("text-classification"),
             OrtInt8(),
             Verify(deployed_batch=True),
             ClassifierPackage(),
@@ -168,9 +169,7 @@ class ClassificationTask:
         """The model's tokenizer (`chat_template`: always None here, a classifier's data has no chat), giving
         only the inputs the model's forward takes (a BERT tokenizer paired with DistilBERT or MPNet would add
         token_type_ids, which their forward refuses)."""
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+        tokenizer = auto_tokenizer(path, trust_remote_code=trust_remote_code)
         taken = _forward_inputs(path, trust_remote_code)
         if taken is not None:
             tokenizer.model_input_names = [n for n in tokenizer.model_input_names if n in taken]

@@ -32,6 +32,7 @@ import contextlib
 import dataclasses
 import fcntl
 import hashlib
+import importlib.metadata
 import json
 import os
 import pwd
@@ -65,8 +66,14 @@ QEMU_BINARIES = ("qemu-aarch64", "qemu-x86_64")
 # libstdc++, libgcc_s, libm, libc, libdl, librt, libpthread, libutil and ld-linux; numpy's OpenBLAS is vendored.
 ROOT_PACKAGES = ("python3-minimal", "python3.11-minimal", "libpython3.11-stdlib", "libstdc++6", "libgcc-s1")
 SSHD_PACKAGES = ("openssh-server", "openssh-sftp-server")
-# Same versions as the host's venv.
-WHEELS = ("onnxruntime==1.32.0", "onnxruntime-genai==0.15.2", "onnxruntime-extensions==0.15.2", "numpy==2.4.6")
+# Same versions as the host's venv: onnxruntime-genai follows the library line (0.18 by default, 0.15.2 beside
+# transformers 4.57), since the board runs what the host's builder exported.
+WHEELS = (
+    "onnxruntime==1.32.0",
+    f"onnxruntime-genai=={importlib.metadata.version('onnxruntime-genai')}",
+    "onnxruntime-extensions==0.15.2",
+    "numpy==2.4.6",
+)
 SITE = "opt/edgetune-site"  # inside the board root
 DEFAULT_CPU = "max"
 

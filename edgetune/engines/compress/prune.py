@@ -58,6 +58,8 @@ def _prune_heads(model: Any, fraction: float) -> None:
         return
     if drop >= heads:
         raise ValueError(f"prune_heads: {fraction} would remove all {heads} heads")
+    if not hasattr(model, "prune_heads"):  # transformers 5 removed it (and config.pruned_heads, which reloads it)
+        raise ValueError(f"prune_heads: {type(model).__name__} cannot prune heads (transformers 5 has no head pruning)")
     plan = {i: sorted(score.argsort()[:drop].tolist()) for i, score in enumerate(head_importance(model))}
     try:
         model.prune_heads(plan)

@@ -1,0 +1,97 @@
+"""The library line this environment is on, and the exporters that follow from it.
+
+edgetune installs on two lines of the Hugging Face stack:
+- **transformers 5** (the default of `pip install -e .`): onnxruntime-genai 0.18's model builder for decoders, and
+  torch's own ONNX exporter plus ONNX Runtime's transformer optimizer for encoders (optimum-onnx 0.1, its newest
+  release, pins transformers < 4.58).
+- **transformers 4.57** (`pip install 'transformers<4.58' -e '.[optimum]'`): optimum-onnx for encoders, and
+  onnxruntime-genai 0.15.2, the last builder that runs without transformers 5.
+
+What is installed decides; nothing is configured. The names below go into stage keys, so that a run directory
+built on one line rebuilds on the other only the stages whose tool changed.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import metadata, util
+from pathlib import Path
+from typing import Any
+
+OPTIMUM = "optimum-onnx"
+TORCH = "torch.onnx"  # torch's TorchScript exporter, called by edgetune (engines/encoder_export.py)
+
+
+def version(dist: str) -> str | None:
+    """The installed version of a distribution, or None."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def release(v: str | None) -> tuple[int, int]:
+    """(major, minor) of a version string; (0, 0) when there is none."""
+    parts = []
+    for x in (v or "0").split(".")[:2]:
+        digits = "".join(c for c in x if c.isdigit())
+        parts.append(int(digits or 0))
+    return (parts + [0])[0], (parts + [0, 0])[1]
+
+
+@cache
+def transformers_line() -> str:
+    """'transformers 5' or 'transformers 4' (the major version installed)."""
+    return f"transformers {release(version('transformers'))[0]}"
+
+
+@cache
+def encoder_exporter() -> str:
+    """OPTIMUM where optimum-onnx is installed beside a transformers it supports (< 4.58), else TORCH."""
+    if release(version("transformers")) < (4, 58) and util.find_spec("optimum") is not None:
+        if util.find_spec("optimum.exporters.onnx") is not None:
+            return OPTIMUM
+    return TORCH
+
+
+def exporter_id(name: str) -> str:
+    """`name` with the version of the tool behind it, as stage keys and records name it."""
+    dist = {OPTIMUM: "optimum-onnx", TORCH: "torch"}.get(name, name)
+    return f"{name} {version(dist) or '?'}"
+
+
+def genai_builder_line() -> str:
+    """The onnxruntime-genai release line installed, e.g. '0.18' ('0.0' when none is)."""
+    major, minor = release(version("onnxruntime-genai"))
+    return f"{major}.{minor}"
+
+
+def auto_tokenizer(path: str | Path, **kwargs: Any) -> Any:
+    """`AutoTokenizer.from_pretrained(path)`, also for a folder transformers 5 saved when 4.x loads it (see
+    fast_tokenizer_kwargs), so that a run directory built on one line loads on the other."""
+    import transformers
+
+    fast = fast_tokenizer_kwargs(path)
+    if fast is not None:
+        return transformers.PreTrainedTokenizerFast.from_pretrained(path, **{**fast, **kwargs})
+    return transformers.AutoTokenizer.from_pretrained(path, **kwargs)
+
+
+def fast_tokenizer_kwargs(path: str | Path) -> dict[str, Any] | None:
+    """On transformers 4.x, for a tokenizer folder transformers 5 saved: the keyword arguments with which
+    PreTrainedTokenizerFast loads it (its tokenizer_config.json names the class TokenizersBackend, which 4.x lacks,
+    and lists extra_special_tokens, 4.x's additional_special_tokens; tokenizer.json is the same). None otherwise."""
+    import transformers
+
+    folder = Path(path)
+    if hasattr(transformers, "TokenizersBackend") or not (folder / "tokenizer.json").is_file():
+        return None
+    try:
+        saved = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(saved, dict) or saved.get("tokenizer_class") != "TokenizersBackend":
+        return None
+    extra = saved.get("extra_special_tokens")
+    return {"additional_special_tokens": extra, "extra_special_tokens": {}} if isinstance(extra, list) else {}
