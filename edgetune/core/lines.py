@@ -56,7 +56,8 @@ def encoder_exporter() -> str:
 
 
 def exporter_id(name: str) -> str:
-    """`name` with the version of the tool behind it, as stage keys and records name it."""
+    """`name` with the version of the tool behind it, as the export record names it (the key has the name only:
+    a patch release of the tool does not redo exports)."""
     dist = {OPTIMUM: "optimum-onnx", TORCH: "torch"}.get(name, name)
     return f"{name} {version(dist) or '?'}"
 
