@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from edgetune.core.lines import OPTIMUM, encoder_exporter, release
+from edgetune.core.lines import OPTIMUM, encoder_exporter, release, transformers_line
 from edgetune.runtime.cpu import NATIVE_BF16, cpu_flags, int8_saturates
 
 # The combinations CI runs, one per library line (core/lines.py); other versions may work, these are the ones
-# known to work together. None: must not be installed on that line.
+# known to work together.
 COMMON = {"torch": "2.13", "peft": "0.21", "onnx": "1.23", "onnxruntime": "1.32", "onnxruntime-extensions": "0.15"}
 TESTED = {
     "transformers 5": {**COMMON, "transformers": "5.25", "onnxruntime-genai": "0.18"},
@@ -50,7 +50,7 @@ def _version(dist: str) -> str | None:
 
 def check_packages() -> list[Finding]:
     transformers_v = _version("transformers") or "0"
-    line = f"transformers {release(transformers_v)[0]}"
+    line = transformers_line(transformers_v)
     tested_line = TESTED.get(line, TESTED["transformers 5"])
     install = "pip install -e ." if line != "transformers 4" else "pip install -e '.[optimum]'"
     exporter = encoder_exporter()

@@ -40,10 +40,9 @@ def release(v: str | None) -> tuple[int, int]:
     return (parts + [0])[0], (parts + [0, 0])[1]
 
 
-@cache
-def transformers_line() -> str:
-    """'transformers 5' or 'transformers 4' (the major version installed)."""
-    return f"transformers {release(version('transformers'))[0]}"
+def transformers_line(installed: str | None = None) -> str:
+    """'transformers 5' or 'transformers 4': the line of transformers `installed` (default: the one installed)."""
+    return f"transformers {release(installed or version('transformers'))[0]}"
 
 
 @cache
