@@ -19,6 +19,7 @@ from edgetune.core.artifacts import Benchmark, Package, Quantized, Report, Verif
 from edgetune.core.errors import CheckFailed, EdgetuneError, RecipeError
 from edgetune.core.families import AdapterPlan, ModelInfo, model_info, plan_adapter
 from edgetune.core.memory import TreePeak, release_memory
+from edgetune.core.progress import on_terminal, quiet_library_bars
 from edgetune.core.recipe import Recipe, parse_recipe
 from edgetune.core.rundir import RunDir, StageEntry, config_key
 from edgetune.core.sources import ModelSource, resolve_model_source
@@ -243,6 +244,8 @@ def build(
             raise EdgetuneError(f"unknown stage '{s}' (stages: {', '.join(STAGES)})")
     p = prepare(recipe)
     out = Path(out) if out is not None else Path("runs") / recipe.name
+    if not (progress and on_terminal()):
+        quiet_library_bars()
     stages = p.task.stages()
     team = Team(recipe.training.device)
     if not team.is_main:

@@ -15,6 +15,16 @@ def on_terminal() -> bool:
     return bool(isatty and isatty())
 
 
+def quiet_library_bars() -> None:
+    """Turn off the bars transformers and huggingface_hub draw themselves ("Loading weights", downloads): where
+    edgetune shows no bar of its own (--no-progress, or output not a terminal) they would only fill the log."""
+    import huggingface_hub.utils
+    import transformers.utils.logging
+
+    transformers.utils.logging.disable_progress_bar()
+    huggingface_hub.utils.disable_progress_bars()
+
+
 def duration(seconds: float) -> str:
     """45s, 12m05s, 3h07m."""
     s = round(seconds)
