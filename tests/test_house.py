@@ -140,8 +140,8 @@ def test_response_format_decides_json_scoring(tiny_chat_recipe, fmt):
         def __init__(self):
             self.i = 0
 
-        def logits(self, ids):
-            return np.zeros((len(ids), len(tok)), dtype=np.float32)
+        def logits(self, ids, first=0):
+            return np.zeros((len(ids) - first, len(tok)), dtype=np.float32)
 
         def greedy(self, prompt, budget, eos):
             ex = examples[self.i]

@@ -138,6 +138,9 @@ def test_int4_aware_build_exports_the_model_it_trained(tiny_chat_recipe, tmp_pat
         worst_plain = max(worst_plain, float(np.abs(got - plain).max()))
     assert worst_rounded < 1e-3, worst_rounded
     assert worst_plain > 10 * worst_rounded, (worst_plain, worst_rounded)
+    # built with the lm_head pruned (engines/builder.py BUILD_OPTIONS): prefill gave the last position's logits
+    # only, and the other rows above came one decoding step each, equal to PyTorch's all the same
+    assert onnx.pruned
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,17 @@ from edgetune.core.errors import EdgetuneError
 MODEL_NAME = "model.onnx"  # the builder's output file name
 
 
-def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = None) -> None:
-    """Run onnxruntime-genai's model builder on a transformers folder; raise EdgetuneError with its last words."""
+# What edgetune asks of every build (and stage keys include, so a change rebuilds):
+# - prune_lm_head: prefill computes the lm_head for the last prompt position only (as llama.cpp does), not a
+#   [prompt length, vocab] matrix of which generation reads one row. The tied 49152x576 head of SmolLM2-135M is
+#   a fifth of its weights, so this is about a fifth of prefill's work. Logits at every position (verify's
+#   perplexity) then come one decoding step each (edgetune.runtime.genai.GenaiLM.logits).
+BUILD_OPTIONS = {"prune_lm_head": "true"}
+
+
+def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = None, plain: bool = False) -> None:
+    """Run onnxruntime-genai's model builder on a transformers folder; raise EdgetuneError with its last words.
+    `extra`: builder options on top of BUILD_OPTIONS (`plain`: none but `extra`, for comparisons)."""
     import subprocess
     import sys
     import tempfile
@@ -33,8 +42,9 @@ def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = No
             "-c",
             cache,
         ]
-        if extra:
-            cmd += ["--extra_options", *[f"{k}={v}" for k, v in extra.items()]]
+        options = {**({} if plain else BUILD_OPTIONS), **(extra or {})}
+        if options:
+            cmd += ["--extra_options", *[f"{k}={v}" for k, v in options.items()]]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not (out / MODEL_NAME).exists():
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])

@@ -33,14 +33,19 @@ def _padded(seqs: list[list[int]], value: int, left: bool = False) -> tuple[Any,
     return torch.tensor(ids, dtype=torch.long), torch.tensor(mask, dtype=torch.long)
 
 
-def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[np.ndarray]:
-    """Logits at every position of each sequence: [len(seq), vocab], float64 for a float64 model.
+def _all_logits(
+    model: Any, seqs: list[list[int]], batch_size: int, firsts: list[int] | None = None
+) -> Iterator[np.ndarray]:
+    """Logits at positions firsts[i]..len-1 of each sequence (default: every position): [len(seq) - first,
+    vocab], float64 for a float64 model.
 
     A PyTorch model runs `batch_size` sequences at a time, right-padded (causal attention: padding after a
-    sequence cannot change its logits); an ONNX runner takes them one by one."""
+    sequence cannot change its logits); an ONNX runner takes them one by one (and, where prefill computes the
+    last position's logits only, steps through the positions from `first`)."""
+    firsts = firsts if firsts is not None else [0] * len(seqs)
     if hasattr(model, "logits") and not hasattr(model, "config"):
-        for ids in seqs:
-            yield np.asarray(model.logits(ids), dtype=np.float32)
+        for ids, first in zip(seqs, firsts):
+            yield np.asarray(model.logits(ids, first), dtype=np.float32)
         return
     import torch
 
@@ -52,7 +57,7 @@ def _all_logits(model: Any, seqs: list[list[int]], batch_size: int) -> Iterator[
             out = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
         out = (out if out.dtype == torch.float64 else out.float()).cpu()
         for j, s in enumerate(chunk):  # one batch in memory at a time: vocabulary-wide logits are large
-            yield out[j, : len(s)].numpy()
+            yield out[j, firsts[at + j] : len(s)].numpy()
 
 
 def prompt_ids(tokenizer: Any, example: dict) -> list[int]:

@@ -31,6 +31,7 @@ class GenaiLM:
         self.og, self.folder = og, Path(folder)
         # onnxruntime (1.32, with the 0.18 builder's graphs) makes no KV cache shorter than a sliding window
         self.min_length = _window(self.folder)
+        self.pruned = False  # found on the first `logits` call: prefill gives the last position's logits only
         try:
             cfg = og.Config(str(folder))
             cfg.clear_providers()
@@ -68,8 +69,27 @@ class GenaiLM:
             raise self._failed(e) from None
         return gen
 
-    def logits(self, ids: list[int]) -> np.ndarray:
-        return np.asarray(self._generator(ids, len(ids) + 1).get_output("logits"))[0]
+    def logits(self, ids: list[int], first: int = 0) -> np.ndarray:
+        """Next-token logits at positions `first`..len(ids)-1 of `ids`: [len(ids) - first, vocab].
+
+        A model built with the lm_head pruned (the builder's prune_lm_head: prefill computes the last position's
+        logits only, as llama.cpp does) gives the later positions one decoding step each."""
+        first = max(0, min(first, len(ids) - 1))
+        gen = self._generator(ids[: first + 1] if self.pruned else ids, len(ids) + 1)
+        out = np.asarray(gen.get_output("logits"))[0]
+        if out.shape[0] == len(ids) or (self.pruned and out.shape[0] == 1):
+            rows = [out[first:]] if not self.pruned else [out[-1:]]
+        else:  # the first call on a pruned model: its one row is the last position's
+            self.pruned = True
+            return self.logits(ids, first)
+        if self.pruned:
+            try:
+                for t in ids[first + 1 :]:
+                    gen.append_tokens([[t]])
+                    rows.append(np.asarray(gen.get_output("logits"))[0][-1:])
+            except RuntimeError as e:
+                raise self._failed(e) from None
+        return np.concatenate(rows)
 
     def tokens(self, ids: list[int], max_new_tokens: int) -> Iterator[int]:
         """Greedy new tokens after `ids`, one at a time as they are decoded."""

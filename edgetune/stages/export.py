@@ -13,7 +13,7 @@ from edgetune.core.errors import EdgetuneError
 from edgetune.core.families import ModelInfo, check_encoder_exportable, check_genai_exportable
 from edgetune.core.lines import OPTIMUM, TORCH, encoder_exporter, exporter_id, genai_builder_line, version
 from edgetune.core.recipe import ExportConfig, Recipe
-from edgetune.engines.builder import MODEL_NAME, build_genai
+from edgetune.engines.builder import BUILD_OPTIONS, MODEL_NAME, build_genai
 from edgetune.engines.encoder_export import export_encoder
 from edgetune.engines.fusions import optimize_encoder
 from edgetune.engines.onnxfile import describe_onnx, quiet
@@ -61,7 +61,7 @@ class GenaiExport(BaseStage):
 
     def key(self, ctx: BuildContext) -> Key:
         # the builder's release line: a run directory moved to the other line exports again
-        return Key({**ctx.recipe.export.model_dump(), "builder": genai_builder_line()})
+        return Key({**ctx.recipe.export.model_dump(), "builder": genai_builder_line(), "options": BUILD_OPTIONS})
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> OnnxModel:
         merged: MergedModel = trained_model(inputs)

@@ -9,6 +9,7 @@ import functools
 import itertools
 import os
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -161,7 +162,10 @@ def finetune(
         plan = dataclasses.replace(plan, modules_to_save=[*(plan.modules_to_save or []), *new])
     if training.gradient_checkpointing and not enable_gradient_checkpointing(model):
         log(f"finetune: {type(model).__name__} does not support gradient checkpointing; training without it")
-    model = get_peft_model(model, peft_config(plan, lora, task.peft_task_type, total_steps))
+    with warnings.catch_warnings():
+        # peft 0.21 reads `is_gradient_checkpointing`, which transformers 5 renamed (a FutureWarning per build)
+        warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
+        model = get_peft_model(model, peft_config(plan, lora, task.peft_task_type, total_steps))
     if int4_block:
         rounded = round_frozen_for_int4(model, int4_block)
         log(

@@ -77,6 +77,8 @@ def merge(
             # peft 0.21 checks an AdaLoRA rank_pattern (keys of lora_E parameters) as if it named modules and warns
             # that it matched none; AdaLoRA then applies it itself (resize_modules_by_rank_pattern).
             warnings.filterwarnings("ignore", "The following rank_pattern keys did not match", RuntimeWarning)
+            # peft 0.21 reads `is_gradient_checkpointing`, which transformers 5 renamed
+            warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
             peft_model = PeftModel.from_pretrained(model, adapter.path)
     except Exception as e:  # a mismatched adapter surfaces as shape or key errors deep in peft
         raise EdgetuneError(

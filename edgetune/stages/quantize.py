@@ -13,6 +13,7 @@ from edgetune.core.families import ModelInfo
 from edgetune.core.recipe import Recipe
 from edgetune.engines.autoquant import SELECT_COPIES, SELECT_SEED, SEQ, Selection, search, selection_split
 from edgetune.engines.bench.inputs import encoder_inputs
+from edgetune.engines.builder import BUILD_OPTIONS
 from edgetune.engines.int8 import reduce_range
 from edgetune.engines.quantize import calibration_feeds, quantize_genai, quantize_int8
 
@@ -69,7 +70,7 @@ class GenaiQuantize(BaseStage):
     record = Quantized
 
     def key(self, ctx: BuildContext) -> Key:
-        return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint])
+        return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint, BUILD_OPTIONS])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
         return quantize_genai(trained_model(inputs), ctx.recipe.quantize, out)

@@ -360,13 +360,15 @@ class CausalLMTask:
         """
         first, logps, gens, texts, prompts, budgets = [], [], [], [], [], []
         eos = end_ids(tokenizer)
-        all_logits = _all_logits(model, [ex["ids"][:max_length] for ex in examples], batch_size)
-        for ex, logits in zip(examples, all_logits):
-            ids, labels = ex["ids"][:max_length], ex["labels"][:max_length]
-            start = next(i for i, lab in enumerate(labels) if lab != IGNORE)
-            first.append(logits[start - 1])
+        seqs = [ex["ids"][:max_length] for ex in examples]
+        # the first response token's position: logits before it are not needed (a pruned lm_head computes none)
+        starts = [next(i for i, lab in enumerate(ex["labels"][:max_length]) if lab != IGNORE) for ex in examples]
+        all_logits = _all_logits(model, seqs, batch_size, [s - 1 for s in starts])
+        for ex, ids, start, logits in zip(examples, seqs, starts, all_logits):
+            labels = ex["labels"][:max_length]
+            first.append(logits[0])  # after the prompt
             lp = logits[:-1] - _logsumexp(logits[:-1])
-            target = np.array(labels[1:])
+            target = np.array(labels[start:])
             keep = target != IGNORE
             logps.append(lp[np.arange(len(target))[keep], target[keep]])
             if generate:
