@@ -32,6 +32,9 @@ class GenaiLM:
         # onnxruntime (1.32, with the 0.18 builder's graphs) makes no KV cache shorter than a sliding window
         self.min_length = _window(self.folder)
         self.pruned = False  # found on the first `logits` call: prefill gives the last position's logits only
+        self.adapters: Any = None  # og.Adapters, made by the first load_adapter
+        self.loaded: set[str] = set()
+        self.active: str | None = None
         try:
             cfg = og.Config(str(folder))
             cfg.clear_providers()
@@ -54,6 +57,31 @@ class GenaiLM:
     def eval(self) -> GenaiLM:
         return self
 
+    def load_adapter(self, name: str, path: Path) -> None:
+        """Load an `.onnx_adapter` file (edgetune.engines.adapters) under `name`, beside the base model: every
+        adapter shares the one og.Model; `use_adapter` picks which one later generations run with."""
+        from edgetune.core.errors import EdgetuneError
+
+        if self.adapters is None:
+            self.adapters = self.og.Adapters(self.model)
+        try:
+            self.adapters.load(str(path), name)
+            self.loaded.add(name)
+        except Exception as e:
+            raise EdgetuneError(
+                f"onnxruntime-genai cannot load adapter {path}: {str(e).splitlines()[0][:200]}"
+            ) from None
+
+    def use_adapter(self, name: str | None) -> None:
+        """Run the next generations with adapter `name` (loaded with load_adapter), or the bare base (None)."""
+        from edgetune.core.errors import EdgetuneError
+
+        if name is not None and (self.adapters is None or name not in self.loaded):
+            raise EdgetuneError(
+                f"no adapter named '{name}' loaded (loaded: {', '.join(sorted(self.loaded)) or 'none'})"
+            )
+        self.active = name
+
     def _failed(self, e: Exception) -> Exception:
         from edgetune.core.errors import EdgetuneError
 
@@ -64,6 +92,8 @@ class GenaiLM:
             params = self.og.GeneratorParams(self.model)
             params.set_search_options(do_sample=False, max_length=max(max_length, self.min_length))
             gen = self.og.Generator(self.model, params)
+            if self.active is not None:
+                gen.set_active_adapter(self.adapters, self.active)
             gen.append_tokens([ids])
         except RuntimeError as e:
             raise self._failed(e) from None
