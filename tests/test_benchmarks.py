@@ -164,6 +164,20 @@ def test_llama_cpp_worker(chat_run, tmp_path):
     assert again == [gens[0][:2]]  # greedy is deterministic and stops at (and keeps) the first end token
 
 
+def test_adapter_switch(chat_run, tmp_path):
+    """The run's adapter unmerged over its int4 base: sizes, memory, switching, speed and accuracy figures."""
+    _, run = chat_run
+    out = smoke("adapter_switch", run, "--work", tmp_path, cwd=tmp_path)
+    for n in (1, 2, 4):
+        assert re.search(rf"{n} task\(s\): merged {NUM} MB, base \+ adapters {NUM} MB", out), out
+    assert re.search(rf"growth per adapter load: {NUM}, {NUM}, {NUM}, {NUM} MB", out.replace("-", "")), out
+    figures = json.loads(out.strip().splitlines()[-1])
+    assert set(figures["speed"]) == {"merged-int4", "base+adapter"}, figures
+    assert all(v["prefill_ms"] > 0 and v["decode_tokens_per_s"] > 0 for v in figures["speed"].values()), figures
+    acc = figures["accuracy"]["base_plus_adapter"]
+    assert 0 <= acc["json_exact_match"] <= 1 and acc["perplexity"] > 1, figures
+
+
 def test_int8_isa(classifier_run, tmp_path):
     """This CPU and the emulated AVX2 (tests/board's qemu-x86_64, as in test_int8.py); with
     EDGETUNE_SKIP_BOARD=1 an unavailable emulator leaves this CPU's part, which the script says it ran alone."""
