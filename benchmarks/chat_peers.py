@@ -53,10 +53,9 @@ LLAMA_PY = (
 
 def genai_worker(job: dict) -> dict:
     """`time` and `greedy` for an onnxruntime-genai folder, in this (fresh) process: llama_cpp_worker.py's protocol."""
-    import resource
     import time
 
-    from edgetune.runner import genai_stamps
+    from edgetune.runner import genai_stamps, peak_rss_mb
     from edgetune.runtime.genai import GenaiLM
 
     t0 = time.perf_counter()
@@ -71,8 +70,7 @@ def genai_worker(job: dict) -> dict:
     for _ in range(job["runs"]):
         st = genai_stamps(lm.og, lm.model, job["prompt"], job["new"])
         runs.append({"prefill_ms": (st[1] - st[0]) * 1000, "decode_tokens_per_s": (len(st) - 2) / (st[-1] - st[1])})
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"load_s": load_s, "peak_rss_mb": rss, "runs": runs}
+    return {"load_s": load_s, "peak_rss_mb": peak_rss_mb(), "runs": runs}
 
 
 def run_worker(kind: str, job: dict, llama_py: Path) -> dict:
@@ -105,9 +103,10 @@ def gguf_q4_0(merged: Path, work: Path, llama_py: Path) -> Path:
     if done.returncode != 0:
         sys.exit(f"convert_hf_to_gguf.py failed: {done.stderr.strip()[-800:]}")
     tmp = out.with_suffix(".tmp")
-    subprocess.run(
-        [str(llama_py), str(HERE / "llama_cpp_worker.py"), "quantize", str(f16), str(tmp), "Q4_0"], check=True
-    )
+    cmd = [str(llama_py), str(HERE / "llama_cpp_worker.py"), "quantize", str(f16), str(tmp), "Q4_0"]
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode != 0:
+        sys.exit(f"llama.cpp's quantizer failed: {(done.stderr or done.stdout).strip()[-800:]}")
     tmp.rename(out)
     f16.unlink()
     return out

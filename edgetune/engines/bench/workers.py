@@ -98,6 +98,9 @@ def _llm_worker(job: dict) -> dict:
 def _child(job: dict, conn: Any) -> None:
     """Process entry point: run the job's worker and send its result, or a one-line error, to the parent."""
     try:
+        from edgetune.core.progress import quiet_library_bars
+
+        quiet_library_bars()  # a worker's "Loading checkpoint shards" would only fill the build's log
         conn.send({"ok": True, **(_llm_worker if job.get("llm") else _worker)(job)})
     except Exception as e:  # the parent raises it as a one-line error
         conn.send({"ok": False, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"})
