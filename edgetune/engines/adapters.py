@@ -129,7 +129,9 @@ def add_lora_inputs(src: Path, dst: Path, linears: dict[str, tuple[int, int]], t
     return slots
 
 
-def adapter_values(slots: list[Slot], state: dict[str, np.ndarray], scaling: dict[str, float]) -> dict[str, np.ndarray]:
+def adapter_values(
+    slots: list[Slot], state: dict[str, tuple[np.ndarray, np.ndarray]], scaling: dict[str, float]
+) -> dict[str, np.ndarray]:
     """One adapter's values for the graph's LoRA inputs. `state`: {module: (A [r, in], B [out, r])} of the
     linears it trains (float arrays); `scaling`: {module: peft's scale}. A branch none of whose linears this
     adapter trains is left out (its empty default applies)."""
