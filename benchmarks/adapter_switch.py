@@ -33,6 +33,8 @@ import time
 from pathlib import Path
 from statistics import median
 
+from chat_peers import edgetune_int4_options, folder_size  # benchmarks/chat_peers.py, beside this script
+
 SMOKE = {"threads": 1, "rounds": 1, "runs": 1, "prompt": 16, "new": 8, "switches": 2, "examples": 2}
 
 
@@ -71,23 +73,9 @@ def worker(job: dict) -> dict:
     if job.get("adapter"):
         lm.load_adapter("task", Path(job["adapter"]))
         lm.use_adapter("task")
-    og, model = lm.og, lm.model
     runs = []
     for i in range(job["runs"] + 1):
-        if lm.active:  # genai_stamps makes its own generator: activate the adapter on it
-            params = og.GeneratorParams(model)
-            n = len(job["prompt"]) + job["new"]
-            params.set_search_options(do_sample=False, max_length=n, min_length=n)
-            gen = og.Generator(model, params)
-            gen.set_active_adapter(lm.adapters, lm.active)
-            st = [time.perf_counter()]
-            gen.append_tokens([job["prompt"]])
-            while not gen.is_done():
-                gen.generate_next_token()
-                gen.get_next_tokens()
-                st.append(time.perf_counter())
-        else:
-            st = genai_stamps(og, model, job["prompt"], job["new"])
+        st = genai_stamps(lm.og, lm.model, job["prompt"], job["new"], lm.adapters, lm.active)
         if i:  # the first is a warmup
             runs.append({"prefill_ms": (st[1] - st[0]) * 1000, "decode": (len(st) - 2) / (st[-1] - st[1])})
     return {"runs": runs}
@@ -110,9 +98,7 @@ def build_base(run_dir: Path, work: Path) -> tuple[Path, Path]:
     folder, adapter = work / "base-int4", work / "task.onnx_adapter"
     if (folder / "model.onnx").exists() and adapter.exists():
         return folder, adapter
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    (int4,) = [m for m in manifest["stages"]["quantize"]["record"]["models"] if m["precision"] == "int4"]
-    options = {k: v for k, v in int4.get("notes", {}).items() if k not in ("quantizer", "embeddings")}
+    options = edgetune_int4_options(run_dir)
     built = work / "built"
     shutil.rmtree(built, ignore_errors=True)
     built.mkdir(parents=True)
@@ -159,12 +145,6 @@ def _linears(cfg) -> dict[str, tuple[int, int]]:  # noqa: ANN001
     return {f"model.layers.{i}.{k}": v for i in range(cfg.num_hidden_layers) for k, v in shapes.items()}
 
 
-def size(path: Path) -> int:
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.iterdir() if f.name.startswith("model.onnx"))
-
-
 def main() -> None:
     if sys.argv[1:] == ["--worker"]:
         print(json.dumps(worker(json.load(sys.stdin))))
@@ -190,13 +170,13 @@ def main() -> None:
     merged = run_dir / "quantize" / "int4"
     sizes = {
         n: {
-            "merged_MB": round(n * size(merged) / 1e6, 1),
-            "base_plus_adapters_MB": round((size(base) + n * size(adapter)) / 1e6, 1),
+            "merged_MB": round(n * folder_size(merged) / 1e6, 1),
+            "base_plus_adapters_MB": round((folder_size(base) + n * folder_size(adapter)) / 1e6, 1),
         }
         for n in (1, 2, 4)
     }
     print(
-        f"adapter file: {size(adapter) / 1e6:.2f} MB; base: {size(base) / 1e6:.1f} MB; merged int4: {size(merged) / 1e6:.1f} MB"
+        f"adapter file: {folder_size(adapter) / 1e6:.2f} MB; base: {folder_size(base) / 1e6:.1f} MB; merged int4: {folder_size(merged) / 1e6:.1f} MB"
     )
     for n, s in sizes.items():
         print(f"{n} task(s): merged {s['merged_MB']} MB, base + adapters {s['base_plus_adapters_MB']} MB")
@@ -239,7 +219,7 @@ def main() -> None:
         "sizes": sizes,
         "memory": mem,
         "growth_mb": growth,
-        "adapter_mb": size(adapter) / 1e6,
+        "adapter_mb": folder_size(adapter) / 1e6,
         "speed": speed,
         "accuracy": accuracy,
     }

@@ -345,12 +345,15 @@ def peak_rss_mb() -> float | None:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def genai_stamps(og, model, prompt: list, new: int) -> list:
+def genai_stamps(og, model, prompt: list, new: int, adapters=None, adapter: str | None = None) -> list:
     """One greedy onnxruntime-genai generation of exactly `new` tokens after `prompt` (min_length = max_length:
-    an end token does not stop it): the time before the prompt, then after each token."""
+    an end token does not stop it): the time before the prompt, then after each token. With `adapter`, that
+    adapter of `adapters` (og.Adapters) is active."""
     params = og.GeneratorParams(model)
     params.set_search_options(do_sample=False, max_length=len(prompt) + new, min_length=len(prompt) + new)
     gen = og.Generator(model, params)
+    if adapter is not None:
+        gen.set_active_adapter(adapters, adapter)
     stamps = [time.perf_counter()]
     gen.append_tokens([prompt])
     while not gen.is_done():
