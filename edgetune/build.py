@@ -128,6 +128,8 @@ class BuildContext:
     progress: bool = True
     until: str | None = None  # the stage `edgetune <stage>` asked for, if any
     stopped: tuple[str, str] | None = None  # (stage, error) when a stage of this build failed
+    # the recipe's adapters: entries with a dataset of their own, by name: their validated data
+    adapter_data: dict[str, TaskData] = field(default_factory=dict)
 
 
 class Stage(Protocol):

@@ -37,6 +37,8 @@ STAGE_HELP = {
     "quantize": "Quantize the exported model: int8 with ONNX Runtime (encoders); int4 and/or int8 weight-only "
     "(MatMulNBits) with onnxruntime-genai's model builder (decoders), as quantize.precisions says.",
     "verify": "Compare PyTorch and every ONNX model on the held-out split; exit 1 if a gate fails.",
+    "adapters": "causal-lm with an adapters: list: build the base model once (int4) and each task as an "
+    ".onnx_adapter over it; verify each against its own PyTorch model (exit 1 if a gate fails).",
     "package": "Package the quantized model for the Android demo app (package.android) and Linux boards "
     "(package.linux), checked in ONNX Runtime.",
     "bench": "Benchmark PyTorch eager fp32 and every ONNX model on this CPU, in interleaved rounds.",
@@ -89,6 +91,7 @@ class Prepared:
     source: ModelSource
     info: ModelInfo
     adapter: AdapterPlan
+    adapter_data: dict[str, TaskData] = field(default_factory=dict)  # adapters: entries' own data, by name
 
     def context(self, run: RunDir, base: Callable[[], ModelSource], **rest: Any) -> BuildContext:
         """The build's context in `run` (`rest`: log, progress, until)."""
@@ -99,6 +102,7 @@ class Prepared:
             source=self.source,
             info=self.info,
             adapter=self.adapter,
+            adapter_data=self.adapter_data,
             run=run,
             base=base,
             **rest,
@@ -135,7 +139,23 @@ def prepare(recipe: Recipe) -> Prepared:
     adapter = plan_adapter(info, recipe.task, recipe.lora, remote)
     data = task.load_data(recipe.dataset, recipe.base_dir, source, tr.max_length)
     data = dataclasses.replace(data, warnings=[*data.warnings, *task.check_model(info, source, recipe.package, remote)])
-    return Prepared(recipe, task, data, source, info, adapter)
+    extra = {}
+    for i, a in enumerate(recipe.adapters):
+        if a.dataset is not None:
+            try:
+                extra[a.name] = task.load_data(a.dataset, recipe.base_dir, source, tr.max_length)
+            except RecipeError as e:
+                raise RecipeError(f"adapters[{i}] ({a.name}): {e.message}") from None
+            if extra[a.name].chat_template != data.chat_template:
+                raise RecipeError(
+                    f"adapters[{i}].dataset ({a.name}): its rows are encoded with another chat format than the "
+                    f"recipe's dataset, and every adapter shares the base's tokenizer; use the same kind of rows "
+                    f"and dataset.chat_template"
+                )
+            data = dataclasses.replace(
+                data, warnings=[*data.warnings, *(f"{a.name}: {w}" for w in extra[a.name].warnings)]
+            )
+    return Prepared(recipe, task, data, source, info, adapter, extra)
 
 
 class _Runner:
@@ -330,14 +350,24 @@ def _lead(
                 continue
             if st.name in _RESULT_FIELDS:
                 setattr(runner.result, _RESULT_FIELDS[st.name], record)
-            if isinstance(record, Verification) and not record.passed and until == st.name:
-                raise _gate_error(record)
+            gate = _gates(record)
+            if gate is not None and not gate.passed and until == st.name:
+                raise _gate_error(gate)
         if failure is not None:
             raise _after_failure(failure, records.get("report"))
-        verification = records.get("verify")
-        if verification is not None and not verification.passed and "report" in records:
-            raise _gate_error(verification, records["report"])
+        for name in ("verify", "adapters"):
+            gate = _gates(records.get(name))
+            if gate is not None and not gate.passed and "report" in records:
+                raise _gate_error(gate, records["report"])
         return runner.result
+
+
+def _gates(record: Any) -> Verification | None:
+    """The verification a stage's record holds (verify's record is one; adapters' carries one), or None."""
+    if isinstance(record, Verification):
+        return record
+    inner = getattr(record, "verification", None)
+    return inner if isinstance(inner, Verification) else None
 
 
 class _Lead:

@@ -24,6 +24,11 @@ class Adapter:
     # set when trained int4-aware: the base's untrained linears were rounded to int4 blocks of this size, and
     # merge must round them the same way
     int4_block_size: int | None = None
+    # with the recipe's adapters: section: the adapter's name, and (on the finetune stage's own record) every
+    # adapter shipped apart from the base, in the recipe's order, each trained for that (see stages/finetune.py)
+    name: str = ""
+    tasks: list[Adapter] = field(default_factory=list)
+    int4_base: bool = False  # trained against the int4-rounded base, as the unmerged path computes
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,26 @@ class Verification:
 
 
 @dataclass(frozen=True)
+class ShippedAdapter:
+    """One task's `.onnx_adapter` file over the shared base."""
+
+    name: str
+    path: Path
+    size_bytes: int = 0
+    int4_base: bool = False  # trained against the int4 base (see Adapter.int4_base)
+
+
+@dataclass(frozen=True)
+class AdapterSet:
+    """The int4 base model (with a LoRA input at each adapted projection) and every task's adapter over it,
+    each verified against its own PyTorch model (base + that adapter, merged in float)."""
+
+    model: OnnxModel
+    adapters: list[ShippedAdapter]
+    verification: Verification
+
+
+@dataclass(frozen=True)
 class Benchmark:
     """Latency of every model at each sequence length, with ratios to the PyTorch baseline.
 
@@ -137,7 +162,9 @@ class Report:
     plot_path: Path | None = None
 
 
-Record = Adapter | MergedModel | Student | OnnxModel | Quantized | Verification | Benchmark | Package | Report
+Record = (
+    Adapter | MergedModel | Student | OnnxModel | Quantized | Verification | AdapterSet | Benchmark | Package | Report
+)
 
 
 def to_json(record: Any, root: Path) -> dict:

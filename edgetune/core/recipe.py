@@ -281,6 +281,19 @@ class PackageConfig(Section):
     )
 
 
+class AdapterTask(Section):
+    """One task shipped as a LoRA adapter over the shared int4 base (the recipe's adapters: list)."""
+
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")] = Field(
+        description="The adapter's name: its file (NAME.onnx_adapter), `edgetune chat --adapter NAME`, the app's picker."
+    )
+    dataset: DatasetConfig | None = Field(
+        None,
+        description="This task's data (the recipe's lora and training settings train it). None: the recipe's own "
+        "dataset, i.e. the adapter the finetune stage trains; exactly one entry has none.",
+    )
+
+
 class Recipe(Section):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
     task: Literal["classification", "causal-lm"]
@@ -294,6 +307,11 @@ class Recipe(Section):
     verify: VerifyConfig = VerifyConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
     package: PackageConfig = PackageConfig()
+    adapters: list[AdapterTask] = Field(
+        [],
+        description="causal-lm: also ship the base model once (int4) and each task as an .onnx_adapter that the "
+        "runtime switches between (the adapters stage), instead of only a merged model per task.",
+    )
     # Not part of the YAML: the folder the recipe's relative paths are resolved against.
     base_dir: Path = Field(Path("."), exclude=True)
 
@@ -303,6 +321,34 @@ class Recipe(Section):
         if isinstance(data, dict) and "base_dir" in data:
             raise ValueError("'base_dir' is not a recipe key")
         return data
+
+    @model_validator(mode="after")
+    def _adapters(self) -> Recipe:
+        if not self.adapters:
+            return self
+        if self.task != "causal-lm":
+            raise ValueError("adapters: only causal-lm models ship adapters apart from their base")
+        if self.lora.method != "lora":
+            raise ValueError(
+                f"adapters: ship LoRA adapters only, so they need lora.method: lora (not {self.lora.method})"
+            )
+        if "int4" not in self.quantize.precisions:
+            raise ValueError("adapters: the shared base is the int4 model, so quantize.precisions must have int4")
+        names = [a.name for a in self.adapters]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"adapters: the name {twice[0]} is given twice")
+        own = [a.name for a in self.adapters if a.dataset is None]
+        if len(own) != 1:
+            raise ValueError(
+                "adapters: exactly one entry has no dataset (it names the adapter trained on the recipe's own "
+                f"dataset:); {len(own)} have none"
+            )
+        return self
+
+    def own_adapter(self) -> str | None:
+        """The name of the adapters: entry trained on the recipe's own dataset (None without adapters:)."""
+        return next((a.name for a in self.adapters if a.dataset is None), None)
 
     def path(self, relative: str) -> Path:
         """Resolve a path written in the recipe against the recipe's folder."""
@@ -329,6 +375,10 @@ def _format_error(source: str, err: ValidationError) -> str:
     msg = first["msg"]
     if first["type"] == "extra_forbidden":
         msg = "unknown key" + _did_you_mean(first["loc"])
+    if first["type"] == "value_error":  # our validators' messages; a recipe-wide one names its own fields
+        msg = msg.removeprefix("Value error, ")
+        if not first["loc"]:
+            return f"{source}: {msg}" + (f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else "")
     more = len(err.errors()) - 1
     tail = f" (and {more} more error{'s' if more > 1 else ''})" if more else ""
     return f"{source}: {loc}: {msg}{tail}"
@@ -407,7 +457,14 @@ def _path_problems(recipe: Recipe) -> Iterator[str]:
         check_model_source(recipe.model.source, recipe.base_dir)
     except RecipeError as e:
         yield e.message
-    for field, value in (("dataset.train", recipe.dataset.train), ("dataset.eval", recipe.dataset.eval)):
+    files = [("dataset.train", recipe.dataset.train), ("dataset.eval", recipe.dataset.eval)]
+    for i, a in enumerate(recipe.adapters):
+        if a.dataset is not None:
+            files += [
+                (f"adapters[{i}].dataset.train", a.dataset.train),
+                (f"adapters[{i}].dataset.eval", a.dataset.eval),
+            ]
+    for field, value in files:
         if value is not None and not recipe.path(value).is_file():
             where = recipe.path(value).resolve()
             what = "is a folder, not a dataset file" if where.is_dir() else "dataset file not found"

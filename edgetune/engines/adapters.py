@@ -195,3 +195,54 @@ def peft_state(adapter_dir: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarra
         state[module] = (ab["A"], ab["B"])
         scaling[module] = alpha / (r**0.5 if cfg.get("use_rslora") else r)
     return state, scaling
+
+
+ADAPTER_SUFFIX = ".onnx_adapter"
+
+
+def base_with_adapters(
+    base: Path, tokenizer: Path, adapters: dict[str, Path], out: Path, options: dict
+) -> tuple[Path, dict[str, Path]]:
+    """Build the transformers model `base` with onnxruntime-genai's model builder (int4, builder `options`) into
+    `out`/model/ with a LoRA branch at every projection some adapter trains, and write each peft LoRA adapter
+    folder of `adapters` ({name: folder}) as `out`/model/NAME.onnx_adapter. The folder's tokenizer is the one
+    saved in `tokenizer` (a trained adapter's folder: it carries the chat template training used). Returns the
+    model file and the adapter files by name."""
+    import shutil
+
+    from edgetune.engines.builder import MODEL_NAME, build_genai
+
+    states = {name: peft_state(folder) for name, folder in adapters.items()}
+    source, built, folder = out / "base.src", out / "base.build", out / "model"
+    source.mkdir(parents=True)
+    for f in Path(base).iterdir():  # the base's weights and config, linked, not copied
+        (source / f.name).symlink_to(f.resolve())
+    for f in Path(tokenizer).iterdir():
+        if f.is_file() and not f.name.startswith("adapter_") and f.name != "README.md":
+            (source / f.name).unlink(missing_ok=True)
+            shutil.copy2(f, source / f.name)
+    built.mkdir()
+    build_genai(source, built, "int4", options)
+    shutil.rmtree(source)
+    targets = {module for state, _ in states.values() for module in state}
+    slots = add_lora_inputs(built / MODEL_NAME, folder, _linears(base), targets)
+    for f in built.iterdir():  # genai_config.json and the tokenizer
+        if not f.name.startswith(MODEL_NAME):
+            shutil.copy2(f, folder / f.name)
+    shutil.rmtree(built)
+    files = {}
+    for name, (state, scaling) in states.items():
+        files[name] = folder / f"{name}{ADAPTER_SUFFIX}"
+        write_adapter(adapter_values(slots, state, scaling), files[name])
+    return folder / MODEL_NAME, files
+
+
+def _linears(base: Path) -> dict[str, tuple[int, int]]:
+    """Every linear of the transformers model at `base`, {name: (in, out)}, from its config alone (no weights
+    are read: the model is made on torch's meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+    return {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}

@@ -58,6 +58,26 @@ def round_frozen_for_int4(model: Any, block: int) -> list[str]:
     return names
 
 
+def round_base_for_int4(model: Any, block: int) -> list[str]:
+    """Round in place every base weight of a peft `model`'s linears (LoRA's base layers too; not the LoRA A and
+    B matrices) as the int4 file of the base model holds them: an adapter kept apart from an int4 base then
+    trains against what the device computes, int4(W) x + B A x. Returns the rounded linears' names."""
+    import torch
+    from peft.tuners.lora import LoraLayer
+
+    lora = set()
+    for m in model.modules():
+        if isinstance(m, LoraLayer):
+            lora |= {id(x) for x in [*m.lora_A.modules(), *m.lora_B.modules()]}
+    names = []
+    with torch.no_grad():
+        for name, m in model.named_modules():
+            if isinstance(m, torch.nn.Linear) and id(m) not in lora:
+                m.weight.copy_(fake_int4(m.weight, block))
+                names.append(name.removeprefix("base_model.model."))
+    return names
+
+
 @contextmanager
 def int4_forward(model: Any, block: int) -> Iterator[int]:
     """Inside the block, each LoRA layer of the peft `model` computes x @ int4(W + scale * B @ A)^T, with gradients

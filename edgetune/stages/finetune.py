@@ -17,14 +17,14 @@ from typing import Any
 import numpy as np
 
 from edgetune.build import BaseStage, BuildContext, Key, Task, TaskData
-from edgetune.core.artifacts import Adapter
+from edgetune.core.artifacts import Adapter, from_json, to_json
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import AdapterPlan, ModelInfo
 from edgetune.core.progress import StepProgress, on_terminal
 from edgetune.core.recipe import LoraConfig, Recipe, TrainingConfig
-from edgetune.core.rundir import config_key
+from edgetune.core.rundir import atomic_write_json, config_key
 from edgetune.core.sources import ModelSource
-from edgetune.engines.int4 import int4_forward, round_frozen_for_int4
+from edgetune.engines.int4 import int4_forward, round_base_for_int4, round_frozen_for_int4
 from edgetune.engines.training import (
     Setup,
     StepResult,
@@ -88,10 +88,32 @@ class Finetune(BaseStage):
     def key(self, ctx: BuildContext) -> Key:
         r = ctx.recipe
         lora, int4 = self._parts(ctx)
+        shipped = [[name, key] for name, key in self._task_keys(ctx).items()]
         return Key(
-            [r.task, r.model.source, lora, training_key(r.training), *int4],
+            [r.task, r.model.source, lora, training_key(r.training), *int4, *([shipped] if shipped else [])],
             [ctx.data.fingerprint, ctx.source.fingerprint()],
         )
+
+    def _task_keys(self, ctx: BuildContext) -> dict[str, str]:
+        """The adapters: entries this stage trains on their own (each from its data, and against the int4 base
+        when the recipe trains int4-aware), each with the key of its training. The entry of the recipe's own
+        dataset without int4-aware epochs is the stage's own adapter, trained once."""
+        r = ctx.recipe
+        block = r.quantize.int4_block_size if r.training.int4_aware_epochs else None
+        out = {}
+        for a in r.adapters:
+            if a.dataset is None and block is None:
+                continue
+            data = ctx.data if a.dataset is None else ctx.adapter_data[a.name]
+            out[a.name] = config_key(
+                CHECKPOINT_FORMAT,
+                r.lora.model_dump(),
+                training_key(r.training),
+                data.fingerprint,
+                block,
+                ctx.source.fingerprint(),
+            )[:16]
+        return out
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Adapter:
         import shutil
@@ -114,9 +136,60 @@ class Finetune(BaseStage):
             ctx.log,
             int4[0] if int4 else None,
         )
+        if r.adapters:
+            record = dataclasses.replace(record, tasks=self._tasks(ctx, record, out, root))
         if is_rank0():
             shutil.rmtree(root, ignore_errors=True)
         return record
+
+    def _tasks(self, ctx: BuildContext, own: Adapter, out: Path, ckpt_root: Path) -> list[Adapter]:
+        """Train (or take from this stage's last output, when its key is the same) each adapter of the recipe's
+        adapters: list into out/adapters/NAME/. With int4-aware epochs each trains against the int4-rounded base
+        (round_base_for_int4), the recipe's own dataset again too; without, that one is the stage's adapter."""
+        import json
+        import shutil
+
+        r, keys = ctx.recipe, self._task_keys(ctx)
+        block = r.quantize.int4_block_size if r.training.int4_aware_epochs else None
+        before = ctx.run.stage_dir(self.name) / "adapters"
+        tasks = []
+        for a in r.adapters:
+            if a.name not in keys:
+                tasks.append(dataclasses.replace(own, name=a.name))
+                continue
+            folder, key = out / "adapters" / a.name, keys[a.name]
+            old = before / a.name
+            try:
+                kept = json.loads((old / "adapter.json").read_text())
+            except (OSError, ValueError):
+                kept = None
+            if kept is not None and kept.get("key") == key:
+                ctx.log(f"finetune: adapter {a.name}: trained before with the same settings and data; kept")
+                if is_rank0():
+                    shutil.copytree(old, folder)
+                record = from_json(Adapter, kept["record"], folder)
+            else:
+                ctx.log(f"finetune: adapter {a.name}: training" + (" against the int4 base" if block else ""))
+                data = ctx.data if a.dataset is None else ctx.adapter_data[a.name]
+                record = finetune(
+                    ctx.base(),
+                    data,
+                    r.lora,
+                    ctx.adapter,
+                    r.training,
+                    ctx.task,
+                    folder,
+                    ckpt_root / "adapters" / key,
+                    r.model.trust_remote_code,
+                    ctx.progress,
+                    ctx.log,
+                    None,
+                    int4_base=block,
+                )
+                if is_rank0():
+                    atomic_write_json(folder / "adapter.json", {"key": key, "record": to_json(record, folder)})
+            tasks.append(dataclasses.replace(record, name=a.name))
+        return tasks
 
 
 def finetune(
@@ -133,6 +206,7 @@ def finetune(
     log: Callable[[str], None] = lambda s: None,
     int4_block: int | None = None,
     on_step: Callable[[Trainer, StepResult], None] | None = None,
+    int4_base: int | None = None,
 ) -> Adapter:
     """Train the recipe's adapter (`plan`: method and modules) on `data.train`, evaluate each epoch on
     `data.eval`; save it to `out/adapter`. Runs on accelerate (edgetune/engines/training.py): in one process, or
@@ -143,7 +217,9 @@ def finetune(
     run that finds it continues from there (the epoch's batch order rebuilt, its finished batches skipped, every
     rank's random state restored) and ends with the weights an uninterrupted run gets. Without a progress bar
     (`progress` off or stderr not a terminal), a line with step, rate and ETA is logged every
-    training.progress_seconds. `on_step(trainer, result)` runs after every optimizer step (tests)."""
+    training.progress_seconds. `on_step(trainer, result)` runs after every optimizer step (tests).
+    With `int4_base` (a block size; not with `int4_block`), every base weight is rounded to int4 first and the
+    adapter trains in float on top of it: what an adapter kept apart from an int4 base computes on the device."""
     import torch
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
@@ -171,6 +247,11 @@ def finetune(
         log(
             f"finetune: int4-aware: {', '.join(rounded)} rounded to int4 (blocks of {int4_block}); the last "
             f"{training.int4_aware_epochs} epoch(s) train against int4 rounding"
+        )
+    if int4_base:
+        rounded = round_base_for_int4(model, int4_base)
+        log(
+            f"finetune: {len(rounded)} base linears rounded to int4 (blocks of {int4_base}), as the shared base holds them"
         )
     trainable, total = model.get_nb_trainable_parameters()
     # AdaLoRA moves rank budget between layers from gradient-based importance, updated after every step.
@@ -305,6 +386,7 @@ def finetune(
         train_examples=len(data.train),
         eval_examples=len(data.eval),
         int4_block_size=int4_block,
+        int4_base=bool(int4_base),
     )
 
 

@@ -100,6 +100,7 @@ class CausalLMTask:
     peft_task_type = "CAUSAL_LM"
 
     def stages(self) -> list[Stage]:
+        from edgetune.stages.adapters import ShipAdapters
         from edgetune.stages.bench import DecodeBench
         from edgetune.stages.export import GenaiExport
         from edgetune.stages.finetune import Finetune
@@ -115,6 +116,7 @@ class CausalLMTask:
             GenaiExport(),
             GenaiQuantize(),
             Verify(generate=True),
+            ShipAdapters(),
             ChatPackage(),
             DecodeBench(),
             ReportStage(),
