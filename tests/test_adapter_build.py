@@ -10,8 +10,10 @@ import random
 import numpy as np
 import pytest
 import yaml
+from click.testing import CliRunner
 from conftest import edit_recipe, write_jsonl
 
+from edgetune.cli import cli
 from edgetune.core.errors import RecipeError
 from edgetune.core.recipe import load_recipe
 from edgetune.pipeline import build
@@ -84,6 +86,29 @@ def test_two_adapters_over_one_int4_base(tiny_chat_recipe, tmp_path):
     assert np.abs(outs["home"] - outs["timers"]).max() > 1e-2
     assert np.abs(outs["home"] - outs[None]).max() > 1e-2
     assert result.verification is not None and result.verification.passed  # the merged model, as without adapters
+    # the report: what the unmerged path costs against merging; the benchmark times it beside the merged model
+    doc = json.loads(result.report.json_path.read_text())
+    sizes = doc["adapters"]["sizes"]
+    assert [row["tasks"] for row in sizes] == [1, 2] and all(row["merged_mb"] > 0 for row in sizes), sizes
+    assert sizes[1]["base_plus_adapters_mb"] > sizes[0]["base_plus_adapters_mb"] > doc["adapters"]["base_mb"]
+    assert doc["passed"] and {c["stage"] for c in doc["checks"]} >= {"adapters[home]", "adapters[timers]"}
+    assert "onnx_int4+adapter" in {r["model"] for r in doc["stages"]["bench"]["results"]}
+    assert "## Adapters (one int4 base" in result.report.markdown_path.read_text()
+    # the CLI: one prompt with an adapter, and one-line errors for what the run does not have
+    r = CliRunner().invoke(cli, ["generate", str(tmp_path / "run"), "--adapter", "timers", "--prompt", "tea, 4 min"])
+    assert r.exit_code == 0 and r.output.strip(), r.output
+    for args, message in (
+        (["--adapter", "nope"], "no adapter named 'nope' (the run has: home, timers)"),
+        (["--adapter", "home", "--precision", "int8"], "adapters run over the int4 base only"),
+    ):
+        r = CliRunner().invoke(cli, ["generate", str(tmp_path / "run"), *args, "--prompt", "hi"])
+        assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output, r.output
+    # the chat: /adapter switches on the loaded base
+    chat = "hello\n/adapter timers\nhello\n/adapter nope\n/adapter\nhello\n"
+    r = CliRunner().invoke(cli, ["chat", str(tmp_path / "run"), "--adapter", "home", "--max-tokens", "4"], input=chat)
+    assert r.exit_code == 0, r.output
+    assert "(adapter: timers; a new conversation)" in r.output and "(adapter: none, the bare base" in r.output
+    assert "no adapter named 'nope'" in r.output, r.output
     # a third task: only it trains; the other two are kept from the last run
     recipe = _adapters_recipe(recipe, tmp_path, names=("timers", "alarms"))
     lines.clear()

@@ -21,6 +21,12 @@ model_opts = [
         "--threads", type=click.IntRange(0, 256), default=0, help="Intra-op threads [default: onnxruntime's]."
     ),
     click.option("--system", default=None, help="System prompt [default: the recipe's]."),
+    click.option(
+        "--adapter",
+        default=None,
+        metavar="NAME",
+        help="Run the int4 base with this adapter of the recipe's adapters: list (the adapters stage's output).",
+    ),
 ]
 
 
@@ -29,16 +35,26 @@ model_opts = [
 @click.option("--prompt", required=True, help="The user message.")
 @with_options(model_opts)
 @handle_errors
-def generate(run_dir: Path, prompt: str, precision, max_tokens: int, threads: int, system) -> None:
+def generate(run_dir: Path, prompt: str, precision, max_tokens: int, threads: int, system, adapter) -> None:
     """Answer one PROMPT with the causal LM exported in RUN_DIR (onnxruntime-genai), streaming the reply.
 
     \b
-    Example:
+    Examples:
       edgetune generate runs/home-assistant-smollm2 --prompt "dim the kitchen lights to 30"
+      edgetune generate runs/my-run --adapter timers --prompt "tea timer, 4 minutes"
     """
     from edgetune.chat import generate as run_generate
 
-    run_generate(run_dir, prompt, max_tokens, precision, threads, system, on_text=lambda t: click.echo(t, nl=False))
+    run_generate(
+        run_dir,
+        prompt,
+        max_tokens,
+        precision,
+        threads,
+        system,
+        on_text=lambda t: click.echo(t, nl=False),
+        adapter=adapter,
+    )
     click.echo()
 
 
@@ -46,17 +62,23 @@ def generate(run_dir: Path, prompt: str, precision, max_tokens: int, threads: in
 @run_arg
 @with_options(model_opts)
 @handle_errors
-def chat(run_dir: Path, precision, max_tokens: int, threads: int, system) -> None:
+def chat(run_dir: Path, precision, max_tokens: int, threads: int, system, adapter) -> None:
     """Chat with the causal LM exported in RUN_DIR; replies stream as they are generated. Ctrl-D ends.
 
-    \b
-    Example:
-      edgetune chat runs/home-assistant-smollm2 --precision int4
-    """
-    from edgetune.chat import Chat, model_folder, opening_messages
+    With --adapter, the int4 base runs with that adapter; `/adapter NAME` switches to another one (and
+    `/adapter` to the bare base) without reloading the base model, starting a new conversation.
 
-    session = Chat(model_folder(run_dir, precision), threads)
-    history = opening_messages(run_dir, system)
+    \b
+    Examples:
+      edgetune chat runs/home-assistant-smollm2 --precision int4
+      edgetune chat runs/my-run --adapter home
+    """
+    from edgetune.chat import Chat, adapters_folder, model_folder, opening_messages
+    from edgetune.core.errors import EdgetuneError
+
+    folder = adapters_folder(run_dir, precision) if adapter else model_folder(run_dir, precision)
+    session = Chat(folder, threads, adapter)
+    history = opening_messages(run_dir, system, adapter)
     while True:
         try:
             line = input("> ")
@@ -64,6 +86,16 @@ def chat(run_dir: Path, precision, max_tokens: int, threads: int, system) -> Non
             click.echo()
             return
         if not line.strip():
+            continue
+        if line.split()[0] == "/adapter" and session.adapters:
+            name = line.split()[1] if len(line.split()) > 1 else None
+            try:
+                session.use(name)
+            except EdgetuneError as e:
+                click.echo(e.message, err=True)
+                continue
+            history = opening_messages(run_dir, system, name)
+            click.echo(f"(adapter: {name or 'none, the bare base'}; a new conversation)")
             continue
         history.append({"role": "user", "content": line})
         reply = []

@@ -183,6 +183,7 @@ def _markdown(
                 f"| {c.stage} {c.name} | {_num(c.value)} | {c.op} {c.threshold:g} | {'pass' if c.passed else 'FAIL'} |"
             )
         out.append("")
+    out += _adapters_markdown(doc.get("adapters"))
     pkg: Package | None = records.get("package")
     if pkg is not None:
         out += [
@@ -242,6 +243,37 @@ def _markdown(
     out += _cost_markdown(doc.get("cost"))
     out += _devices_markdown(doc.get("devices", []))
     return "\n".join(out)
+
+
+def _adapters_markdown(a: dict | None) -> list[str]:
+    """The adapters stage: disk for N tasks merged against base + adapters, and each adapter's accuracy."""
+    if not a:
+        return []
+    out = [
+        "## Adapters (one int4 base, an .onnx_adapter per task)",
+        "",
+        f"Base {_mb(a['base_mb'])} MB. Disk for N tasks: a merged int4 model per task, or the base once and an "
+        "adapter per task (speed: onnx_int4+adapter in the benchmark).",
+        "",
+        "| tasks | merged MB | base + adapters MB |",
+        "|---|---|---|",
+    ]
+    for row in a["sizes"]:
+        out.append(f"| {row['tasks']} | {_or_na(row['merged_mb'], _mb)} | {_mb(row['base_plus_adapters_mb'])} |")
+    out += [
+        "",
+        "| adapter | MB | trained on the int4 base | PyTorch | int4 base + adapter | greedy agreement | gates |",
+    ]
+    out.append("|---|---|---|---|---|---|---|")
+    for x in a["adapters"]:
+        metric = "json_exact_match" if "json_exact_match" in x["pytorch"] else "perplexity"
+        out.append(
+            f"| {x['name']} | {x['mb']:.2f} | {'yes' if x['trained_against_int4_base'] else 'no'} | "
+            f"{metric_label(metric)} {_or_na(x['pytorch'].get(metric), _metric)} | "
+            f"{_or_na(x['onnx_int4_adapter'].get(metric), _metric)} | "
+            f"{_or_na(x['onnx_int4_adapter'].get('greedy_agreement'), _metric)} | {'pass' if x['passed'] else 'FAIL'} |"
+        )
+    return [*out, ""]
 
 
 def _cost_markdown(cost: dict | None) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any
 
 from edgetune import __version__
 from edgetune.core.artifacts import (
+    AdapterSet,
     Benchmark,
     Report,
     Verification,
@@ -99,14 +100,15 @@ def report(
     from edgetune.device.results import load_results
 
     v: Verification | None = records.get("verify")
-    checks = [to_json(c, root) for c in v.checks] if v else []
+    shipped: AdapterSet | None = records.get("adapters")
+    checks = [to_json(c, root) for c in [*(v.checks if v else []), *(shipped.verification.checks if shipped else [])]]
     peaks = peak_rss_mb or {}
     doc = {
         "schema_version": SCHEMA_VERSION,
         "edgetune_version": __version__,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "recipe": recipe,
-        "passed": v is not None and v.passed and stopped is None,
+        "passed": v is not None and v.passed and stopped is None and (shipped is None or shipped.verification.passed),
         "stopped": {"stage": stopped[0], "error": stopped[1]} if stopped else None,
         "checks": checks,
         "summary": _summary(records),
@@ -115,6 +117,7 @@ def report(
             for name, rec in records.items()
         },
         "cost": _cost(records, seconds, peaks),
+        "adapters": adapters_summary(records),
         "devices": load_results(root) if devices is None else devices,
     }
     plot = _plot(records.get("bench"), doc["summary"]["models"], recipe["name"], out / "latency.png")
@@ -123,6 +126,44 @@ def report(
     md = out / "report.md"
     atomic_write_text(md, _markdown({**doc, "run_dir": str(root)}, records, seconds, plot, tradeoff))
     return Report(json_path=out / "report.json", markdown_path=md, plot_path=plot)
+
+
+def adapters_summary(records: dict[str, Any]) -> dict | None:
+    """What the adapters stage's unmerged path costs against merging (None without it): disk for 1..N tasks
+    (a merged int4 model per task, or the base once plus an adapter per task), and each adapter's accuracy
+    through the base+adapter path next to its own PyTorch model's."""
+    shipped: AdapterSet | None = records.get("adapters")
+    if shipped is None:
+        return None
+    quantized = records.get("quantize")
+    merged = next((m.size_bytes for m in quantized.models if m.precision == "int4"), None) if quantized else None
+    sizes = [
+        {
+            "tasks": n,
+            "merged_mb": round(merged * n / 1e6, 3) if merged else None,
+            "base_plus_adapters_mb": round(
+                (shipped.model.size_bytes + sum(a.size_bytes for a in shipped.adapters[:n])) / 1e6, 3
+            ),
+        }
+        for n in range(1, len(shipped.adapters) + 1)
+    ]
+    figures, per = shipped.verification.models, []
+    for a in shipped.adapters:
+        ref, got = figures.get(f"{a.name}/pytorch_fp32", {}), figures.get(f"{a.name}/onnx_int4+adapter", {})
+        checks = [c for c in shipped.verification.checks if c.stage == f"adapters[{a.name}]"]
+        per.append(
+            {
+                "name": a.name,
+                "mb": round(a.size_bytes / 1e6, 3),
+                "trained_against_int4_base": a.int4_base,
+                "pytorch": {k: ref[k] for k in ("json_exact_match", "perplexity") if k in ref},
+                "onnx_int4_adapter": {
+                    k: got[k] for k in ("json_exact_match", "perplexity", "greedy_agreement") if k in got
+                },
+                "passed": all(c.passed for c in checks),
+            }
+        )
+    return {"base_mb": round(shipped.model.size_bytes / 1e6, 3), "sizes": sizes, "adapters": per}
 
 
 def add_devices(run_dir: Path, record_types: Callable[[str], dict[str, type]]) -> Path | None:

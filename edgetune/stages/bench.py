@@ -43,7 +43,7 @@ class DecodeBench(BaseStage):
     model in onnxruntime-genai, at each thread count, each model in a fresh process."""
 
     name = "bench"
-    needs = ("merge", "compress", "export", "quantize")
+    needs = ("merge", "compress", "export", "quantize", "adapters")
     after_failure = ("merge", "export", "quantize")  # timed even when a later stage (package) failed
     record = Benchmark
 
@@ -51,6 +51,12 @@ class DecodeBench(BaseStage):
         return Key(ctx.recipe.benchmark.model_dump())
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Benchmark:
+        shipped = inputs.get("adapters")
+        own = ctx.recipe.own_adapter()
+        adapter = None
+        if shipped is not None:  # the adapter of the recipe's own dataset: the merged int4 model's twin
+            file = next(a.path for a in shipped.adapters if a.name == own)
+            adapter = (shipped.model, own, file)
         return bench_decode(
             [inputs["export"], *inputs["quantize"].models],
             ctx.recipe.benchmark,
@@ -58,4 +64,5 @@ class DecodeBench(BaseStage):
             trained_model(inputs),
             ctx.task.load_model,
             ctx.log,
+            adapter,
         )

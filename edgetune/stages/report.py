@@ -17,7 +17,17 @@ class ReportStage(BaseStage):
     the run directory)."""
 
     name = "report"
-    needs = ("finetune", "merge", "compress", "export", "quantize", "verify", "package", "bench")  # those it has
+    needs = (
+        "finetune",
+        "merge",
+        "compress",
+        "export",
+        "quantize",
+        "verify",
+        "adapters",
+        "package",
+        "bench",
+    )  # those it has
     after_failure = ()  # written with what finished when a stage failed
     record = Report
 

@@ -159,8 +159,11 @@ def bench_decode(
     merged: MergedModel,
     load_model: Callable[..., Any],
     log: Any = lambda s: None,
+    adapter: tuple[OnnxModel, str, Path] | None = None,
 ) -> Benchmark:
-    """Decode benchmark: PyTorch eager fp32 (loaded in the worker by `load_model(path)`) and each ONNX model (onnxruntime-genai), at each thread count."""
+    """Decode benchmark: PyTorch eager fp32 (loaded in the worker by `load_model(path)`) and each ONNX model
+    (onnxruntime-genai), at each thread count. `adapter`: (base model, name, .onnx_adapter file), timed too as
+    onnx_int4+adapter: the unmerged path's cost next to the merged int4 model's."""
     import json as _json
 
     vocab = _json.loads((merged.path / "config.json").read_text())["vocab_size"]
@@ -180,6 +183,18 @@ def bench_decode(
             {"name": f"onnx_{m.precision}", "kind": "genai", "path": str(m.path), "size_bytes": m.size_bytes}
             for m in models
         ]
+        if adapter is not None:
+            base, name, file = adapter
+            size = base.size_bytes + file.stat().st_size
+            at.append(
+                {
+                    "name": "onnx_int4+adapter",
+                    "kind": "genai",
+                    "path": str(base.path),
+                    "size_bytes": size,
+                    "adapter": [name, str(file)],
+                }
+            )
         for job in at:
             job.update(
                 llm=True,

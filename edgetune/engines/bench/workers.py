@@ -86,9 +86,13 @@ def _llm_worker(job: dict) -> dict:
 
         lm = GenaiLM(Path(job["path"]).parent, threads)
         og, model = lm.og, lm.model
+        name = None
+        if job.get("adapter"):  # [name, file]: the base with that .onnx_adapter active
+            name = job["adapter"][0]
+            lm.load_adapter(name, Path(job["adapter"][1]))
 
         def run() -> list[float]:
-            return genai_stamps(og, model, prompt, new)
+            return genai_stamps(og, model, prompt, new, lm.adapters, name)
 
     load_s = time.perf_counter() - t0
     row = decode_row(run, job["warmup"], job["runs"], seq, threads, new)
