@@ -15,7 +15,17 @@ from pathlib import Path
 from typing import Any
 
 from edgetune.build import BuildContext, Stage
-from edgetune.core.artifacts import Benchmark, Package, Quantized, Report, Verification, from_json, rebase, to_json
+from edgetune.core.artifacts import (
+    AdapterSet,
+    Benchmark,
+    Package,
+    Quantized,
+    Report,
+    Verification,
+    from_json,
+    rebase,
+    to_json,
+)
 from edgetune.core.errors import CheckFailed, EdgetuneError, RecipeError
 from edgetune.core.families import AdapterPlan, ModelInfo, model_info, plan_adapter
 from edgetune.core.memory import TreePeak, release_memory
@@ -448,6 +458,9 @@ def check_installed(recipe: Recipe, out: Path | None = None) -> Path:
     if entry is None:
         raise RecipeError(f"{run_dir}: the run has no quantized model yet (run edgetune build)")
     expect = from_json(Quantized, entry.record, run_dir).models[-1].sha256
+    shipped = RunDir(run_dir).entry("adapters")
+    if recipe.adapters and shipped is not None:  # the package is the int4 base with the adapters
+        expect = from_json(AdapterSet, shipped.record, run_dir).model.sha256
     where = assets_dir(recipe.path(recipe.package.android), recipe.task)
     problems = check_package(where, expect)
     if problems:

@@ -94,6 +94,18 @@ def test_two_adapters_over_one_int4_base(tiny_chat_recipe, tmp_path):
     assert doc["passed"] and {c["stage"] for c in doc["checks"]} >= {"adapters[home]", "adapters[timers]"}
     assert "onnx_int4+adapter" in {r["model"] for r in doc["stages"]["bench"]["results"]}
     assert "## Adapters (one int4 base" in result.report.markdown_path.read_text()
+    # the app's package: the int4 base, each .onnx_adapter, golden cases per adapter from its own PyTorch model
+    build(load_recipe(recipe), tmp_path / "run", until="package", progress=False)
+    package = tmp_path / "run" / "package"
+    manifest = json.loads((package / "manifest.json").read_text())
+    assert [(a["name"], a["file"]) for a in manifest["chat"]["adapters"]] == [
+        ("home", "home.onnx_adapter"),
+        ("timers", "timers.onnx_adapter"),
+    ]
+    assert {"home.onnx_adapter", "timers.onnx_adapter"} <= set(manifest["model"]["files"])
+    assert manifest["model"]["sha256"] == shipped["model"]["sha256"]
+    golden = json.loads((package / "golden.json").read_text())["cases"]
+    assert {c["adapter"] for c in golden} == {"home", "timers"}, golden
     # the CLI: one prompt with an adapter, and one-line errors for what the run does not have
     r = CliRunner().invoke(cli, ["generate", str(tmp_path / "run"), "--adapter", "timers", "--prompt", "tea, 4 min"])
     assert r.exit_code == 0 and r.output.strip(), r.output
@@ -125,11 +137,14 @@ def test_two_adapters_over_one_int4_base(tiny_chat_recipe, tmp_path):
         ([{"name": "a"}, {"name": "a", "dataset": {"train": "data/train.jsonl"}}], "the name a is given twice"),
         ([{"name": "a", "dataset": {"train": "data/train.jsonl"}}], "exactly one entry has no dataset"),
         ([{"name": "a"}, {"name": "b", "dataset": {"train": "data/none.jsonl"}}], r"adapters\[1\]\.dataset\.train"),
+        ([{"name": "a"}], "package.linux do not carry adapters yet"),
     ],
 )
 def test_bad_adapters_sections_fail_in_one_line(tiny_chat_recipe, adapters, message):
     data = yaml.safe_load(tiny_chat_recipe.read_text())
     data["adapters"] = adapters
+    if "package.linux" in message:
+        data["package"] = {"linux": ["arm64"]}
     tiny_chat_recipe.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match=message) as e:
         load_recipe(tiny_chat_recipe)

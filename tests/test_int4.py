@@ -12,7 +12,7 @@ from conftest import edit_recipe
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
-from edgetune.engines.int4 import fake_int4, int4_forward, round_frozen_for_int4
+from edgetune.engines.int4 import fake_int4, int4_block, int4_forward, round_frozen_for_int4
 from edgetune.runtime.decoding import prompt_ids
 
 
@@ -208,3 +208,36 @@ def test_fake_int4_is_the_builders_int4_weights_bit_for_bit(tiny_llama, tmp_path
             unmatched.discard(hit)
             row += rounded[hit].shape[0]
     assert not unmatched, f"linears in no MatMulNBits node: {sorted(unmatched)}"
+
+
+@pytest.mark.parametrize(
+    ("flags", "android", "linux", "block", "why"),
+    [
+        ({"avx2", "avx512_vnni"}, False, (), 64, "has VNNI/AMX"),
+        ({"avx2", "avx_vnni"}, False, (), 64, "has VNNI/AMX"),
+        ({"avx2", "amx_int8"}, False, (), 64, "has VNNI/AMX"),
+        ({"avx2"}, False, (), 32, "has no VNNI"),  # Zen 3: blocks of 32 faster (README)
+        ({"avx2", "avx512_vnni"}, True, (), 32, "runs on ARM"),
+        ({"avx2", "avx512_vnni"}, False, ("arm64",), 32, "runs on ARM"),
+        ({"avx2", "avx512_vnni"}, False, ("x86_64",), 32, "may lack VNNI"),
+    ],
+)
+def test_int4_block_auto_follows_the_cpu_the_model_runs_on(flags, android, linux, block, why):
+    got, reason = int4_block("auto", android, linux, flags)
+    assert got == block and why in reason, reason
+    assert int4_block(128, android, linux, flags) == (128, "quantize.int4_block_size: 128 in the recipe")
+
+
+def test_int4_block_auto_is_in_the_keys_and_the_export(tiny_chat_recipe, tmp_path):
+    """auto resolves on this machine; the quantize record's builder options carry the resolved size."""
+    from edgetune.core.recipe import load_recipe
+    from edgetune.engines.int4 import int4_block_of
+    from edgetune.pipeline import build
+
+    recipe = edit_recipe(tiny_chat_recipe, quantize={"precisions": ["int4"], "int4_block_size": "auto"})
+    lines: list[str] = []
+    build(load_recipe(recipe), tmp_path / "run", until="quantize", progress=False, log=lines.append)
+    block, why = int4_block_of(load_recipe(recipe))
+    assert f"quantize: int4 in blocks of {block}: {why}" in lines, lines
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert manifest["stages"]["quantize"]["record"]["models"][0]["notes"]["block_size"] == block

@@ -190,7 +190,13 @@ class QuantizeConfig(Section):
         description="int8: try the candidates (dynamic per-channel / per-tensor, static QDQ, head kept in fp32), "
         "measure each on the held-out split and time each, keep the fastest within verify's int8 budgets.",
     )
-    int4_block_size: Literal[16, 32, 64, 128, 256] = 32
+    int4_block_size: Literal[16, 32, 64, 128, 256, "auto"] = Field(
+        32,
+        description="int4 weights per scale (MatMulNBits blocks). auto: 64 on an x86 CPU with VNNI or AMX (its int8 "
+        "kernels read fewer scales per token), 32 on one without (AVX2: measured faster there) and for ARM "
+        "targets (package.android, package.linux arm64) and x86_64 boards; the build's CPU decides, so a run moved "
+        "to another CPU may train and export again.",
+    )
     int4_accuracy_level: Literal[0, 1, 2, 3, 4] = Field(
         4, description="MatMulNBits compute type: 0 default, 1 fp32, 2 fp16, 3 bf16, 4 int8 (fastest on CPU)."
     )
@@ -338,6 +344,11 @@ class Recipe(Section):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"adapters: the name {twice[0]} is given twice")
+        if self.package.linux:
+            raise ValueError(
+                "adapters: the device bundles of package.linux do not carry adapters yet; build them from the "
+                "recipe without adapters:, or leave package.linux empty"
+            )
         own = [a.name for a in self.adapters if a.dataset is None]
         if len(own) != 1:
             raise ValueError(

@@ -20,6 +20,36 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+# int4 blocks of quantize.int4_block_size: auto, by the int8 kernels the model will run on (README, "Against
+# llama.cpp"): where VNNI or AMX add int8 products, blocks of 64 (fewer scales per token) measured faster; on
+# AVX2 without VNNI, blocks of 32 decoded and prefilled faster than 64 (AMD EPYC Zen 3, chat_peers.py).
+VNNI_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+
+
+def int4_block(
+    setting: int | str, android: bool = False, linux: tuple[str, ...] | list[str] = (), flags: set[str] | None = None
+) -> tuple[int, str]:
+    """The int4 block size for quantize.int4_block_size `setting`, and why, in a sentence for the log and record.
+    `android`, `linux`: the package's targets (package.android set; package.linux); `flags`: this CPU's (tests)."""
+    from edgetune.runtime.cpu import cpu_flags, cpu_isa
+
+    if setting != "auto":
+        return int(setting), f"quantize.int4_block_size: {setting} in the recipe"
+    if android or "arm64" in linux:
+        return 32, "the package runs on ARM (package.android or package.linux arm64): blocks of 32 (not measured there)"
+    if "x86_64" in linux:
+        return 32, "package.linux has x86_64: a board whose CPU may lack VNNI, where blocks of 32 are faster"
+    flags = cpu_flags() if flags is None else flags
+    if any(f in flags for f in VNNI_FLAGS):
+        return 64, f"this machine ({cpu_isa(flags)}) has VNNI/AMX int8 kernels: blocks of 64 are faster there"
+    return 32, f"this machine ({cpu_isa(flags)}) has no VNNI: blocks of 32 are faster there"
+
+
+def int4_block_of(recipe: Any) -> tuple[int, str]:
+    """int4_block for a recipe: its quantize.int4_block_size and its package's targets."""
+    p = recipe.package
+    return int4_block(recipe.quantize.int4_block_size, p.android is not None, p.linux)
+
 
 def fake_int4(w: Any, block: int) -> Any:
     """`w` [out, in] rounded as MatMulNBits stores it: blocks of `block` along `in` (zero-padded), scale = the

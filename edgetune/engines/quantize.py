@@ -15,9 +15,10 @@ from edgetune.engines.onnxfile import describe_onnx, quiet
 INT8_NAME = "model_int8.onnx"
 
 
-def genai_options(cfg: QuantizeConfig, precision: str) -> dict:
-    """The model builder's options for one precision of the recipe's quantize section (on top of BUILD_OPTIONS)."""
-    extra: dict = {"block_size": cfg.int4_block_size, "accuracy_level": cfg.int4_accuracy_level}
+def genai_options(cfg: QuantizeConfig, precision: str, block: int) -> dict:
+    """The model builder's options for one precision of the recipe's quantize section (on top of BUILD_OPTIONS);
+    `block`: the int4 block size (edgetune.engines.int4.int4_block resolves the recipe's)."""
+    extra: dict = {"block_size": block, "accuracy_level": cfg.int4_accuracy_level}
     head_int4 = precision == "int4" and not cfg.int4_keep_lm_head
     # The builder shares a tied embedding table with an int4 lm_head (GatherBlockQuantized); the 0.15
     # builder breaks that sharing when the lm_head is int8, so the table is kept apart then.
@@ -31,12 +32,12 @@ def genai_options(cfg: QuantizeConfig, precision: str) -> dict:
     return extra
 
 
-def quantize_genai(merged: MergedModel, cfg: QuantizeConfig, out: Path) -> Quantized:
+def quantize_genai(merged: MergedModel, cfg: QuantizeConfig, out: Path, block: int) -> Quantized:
     models = []
     for precision in cfg.precisions:
         folder = out / precision
         folder.mkdir()
-        extra = genai_options(cfg, precision)
+        extra = genai_options(cfg, precision, block)
         build_genai(merged.path, folder, precision, extra)
         notes = {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", **extra}
         if cfg.embeddings != "fp32" and half_embeddings(folder / MODEL_NAME):

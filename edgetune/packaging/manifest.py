@@ -43,12 +43,23 @@ class GoldenRef(_Model):
     count: int
 
 
+class ChatAdapter(_Model):
+    """One task's `.onnx_adapter` file beside the package's base model, and that task's system prompt."""
+
+    name: str
+    file: str
+    system_prompt: str = ""
+
+
 class ChatFormat(_Model):
-    """How the app builds a prompt: `prompt_format` with {system} and {user} replaced."""
+    """How the app builds a prompt: `prompt_format` with {system} and {user} replaced. With `adapters`, the model
+    is the base and the app generates with one of them active (its system_prompt, when set, replacing the
+    package's)."""
 
     system_prompt: str
     prompt_format: str
     max_new_tokens: int
+    adapters: list[ChatAdapter] = []
 
 
 class SourceRef(_Model):

@@ -13,6 +13,7 @@ from edgetune.core.memory import release_memory
 from edgetune.core.rundir import atomic_write_json
 from edgetune.engines.adapters import base_with_adapters
 from edgetune.engines.builder import BUILD_OPTIONS
+from edgetune.engines.int4 import int4_block_of
 from edgetune.engines.onnxfile import describe_onnx
 from edgetune.engines.quantize import genai_options
 from edgetune.engines.verify import compare, greedy_agreement, holds
@@ -33,7 +34,12 @@ class ShipAdapters(BaseStage):
         r = ctx.recipe
         data = [_data(ctx, a.name).fingerprint for a in r.adapters]
         return Key(
-            [genai_options(r.quantize, "int4"), BUILD_OPTIONS, r.verify.model_dump(), r.training.max_length],
+            [
+                genai_options(r.quantize, "int4", int4_block_of(r)[0]),
+                BUILD_OPTIONS,
+                r.verify.model_dump(),
+                r.training.max_length,
+            ],
             [ctx.source.fingerprint(), *data],
         )
 
@@ -47,7 +53,7 @@ class ShipAdapters(BaseStage):
             own.path,
             {name: a.path for name, a in trained.items()},
             out,
-            genai_options(r.quantize, "int4"),
+            genai_options(r.quantize, "int4", int4_block_of(r)[0]),
         )
         verification = _verify(ctx, trained, model.parent, files, out)
         shipped = [

@@ -24,7 +24,7 @@ from edgetune.core.progress import StepProgress, on_terminal
 from edgetune.core.recipe import LoraConfig, Recipe, TrainingConfig
 from edgetune.core.rundir import atomic_write_json, config_key
 from edgetune.core.sources import ModelSource
-from edgetune.engines.int4 import int4_forward, round_base_for_int4, round_frozen_for_int4
+from edgetune.engines.int4 import int4_block_of, int4_forward, round_base_for_int4, round_frozen_for_int4
 from edgetune.engines.training import (
     Setup,
     StepResult,
@@ -65,7 +65,7 @@ class Finetune(BaseStage):
     def _parts(self, ctx: BuildContext) -> tuple[dict, list]:
         r = ctx.recipe
         # int4-aware epochs train against the int4 rounding of this block size
-        block = r.quantize.int4_block_size if r.training.int4_aware_epochs else None
+        block = int4_block_of(r)[0] if r.training.int4_aware_epochs else None
         return r.lora.model_dump(), [block]
 
     def check(self, recipe: Recipe, info: ModelInfo) -> None:
@@ -99,7 +99,7 @@ class Finetune(BaseStage):
         when the recipe trains int4-aware), each with the key of its training. The entry of the recipe's own
         dataset without int4-aware epochs is the stage's own adapter, trained once."""
         r = ctx.recipe
-        block = r.quantize.int4_block_size if r.training.int4_aware_epochs else None
+        block = int4_block_of(r)[0] if r.training.int4_aware_epochs else None
         out = {}
         for a in r.adapters:
             if a.dataset is None and block is None:
@@ -150,7 +150,7 @@ class Finetune(BaseStage):
         import shutil
 
         r, keys = ctx.recipe, self._task_keys(ctx)
-        block = r.quantize.int4_block_size if r.training.int4_aware_epochs else None
+        block = int4_block_of(r)[0] if r.training.int4_aware_epochs else None
         before = ctx.run.stage_dir(self.name) / "adapters"
         tasks = []
         for a in r.adapters:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgetune.build import BaseStage, BuildContext, Key, trained_model
-from edgetune.core.artifacts import MergedModel, OnnxModel, Package, Verification
+from edgetune.core.artifacts import AdapterSet, MergedModel, OnnxModel, Package, Verification
 from edgetune.core.errors import CheckFailed, EdgetuneError
 from edgetune.core.rundir import atomic_write_json
 from edgetune.packaging.app import assets_dir, install
@@ -25,6 +25,7 @@ from edgetune.packaging.graph import to_ort_format, with_tokenizer
 from edgetune.packaging.manifest import (
     GOLDEN,
     SCHEMA_VERSION,
+    ChatAdapter,
     ChatFormat,
     GoldenRef,
     PackageManifest,
@@ -69,10 +70,20 @@ class _PackageStage(BaseStage):
         return Key([config, *self.reads(ctx), *bundles])
 
     def content(
-        self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification, out: Path
+        self,
+        ctx: BuildContext,
+        model: OnnxModel,
+        merged: MergedModel,
+        verification: Verification,
+        out: Path,
+        inputs: dict,
     ) -> dict:
         """Write the model files and golden.json into `out`; return the manifest's task-specific fields."""
         raise NotImplementedError
+
+    def packaged(self, inputs: dict) -> OnnxModel:
+        """The model the package ships: int8 for encoders; the last precision (int4 by default) for LLMs."""
+        return inputs["quantize"].models[-1]
 
     def bundle_inputs(self, ctx: BuildContext, merged: MergedModel) -> dict:
         """What write_bundle needs from the run for this task's bundle (edgetune/device/bundle.py)."""
@@ -80,8 +91,8 @@ class _PackageStage(BaseStage):
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Package:
         r = ctx.recipe
-        model = inputs["quantize"].models[-1]  # int8 for encoders; the last precision (int4 by default) for LLMs
-        fields = self.content(ctx, model, trained_model(inputs), inputs["verify"], out)
+        model = self.packaged(inputs)
+        fields = self.content(ctx, model, trained_model(inputs), inputs["verify"], out, inputs)
         manifest = PackageManifest(
             schema_version=SCHEMA_VERSION,
             task=r.task,
@@ -142,7 +153,13 @@ class ClassifierPackage(_PackageStage):
         return {"tokenizer": ctx.task.load_tokenizer(merged.path)}
 
     def content(
-        self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification, out: Path
+        self,
+        ctx: BuildContext,
+        model: OnnxModel,
+        merged: MergedModel,
+        verification: Verification,
+        out: Path,
+        inputs: dict,
     ) -> dict:
         return package_classifier(model, merged, verification, ctx, out)
 
@@ -158,10 +175,31 @@ class ChatPackage(_PackageStage):
         # the system prompt is part of the packaged prompt format
         return [*super().reads(ctx), getattr(ctx.recipe.dataset, "system_prompt", None)]
 
+    needs = ("finetune", "merge", "compress", "quantize", "verify", "adapters")
+
+    def skip(self, ctx: BuildContext, inputs: dict) -> str | None:
+        shipped = inputs.get("adapters")
+        if shipped is not None and not shipped.verification.passed:
+            return "an adapter's verification gate failed"
+        return super().skip(ctx, inputs)
+
+    def packaged(self, inputs: dict) -> OnnxModel:
+        # with the recipe's adapters: list, the int4 base and its adapters instead of the merged model
+        shipped = inputs.get("adapters")
+        return shipped.model if shipped is not None else super().packaged(inputs)
+
     def content(
-        self, ctx: BuildContext, model: OnnxModel, merged: MergedModel, verification: Verification, out: Path
+        self,
+        ctx: BuildContext,
+        model: OnnxModel,
+        merged: MergedModel,
+        verification: Verification,
+        out: Path,
+        inputs: dict,
     ) -> dict:
-        return package_chat(model, merged, ctx, out)
+        shipped = inputs.get("adapters")
+        trained = {a.name: a.path for a in inputs["finetune"].tasks} if shipped is not None else {}
+        return package_chat(model, merged, ctx, out, shipped, trained)
 
 
 def package_classifier(
@@ -222,8 +260,19 @@ def package_classifier(
     }
 
 
-def package_chat(model: OnnxModel, merged: MergedModel, ctx: BuildContext, out: Path) -> dict:
-    from edgetune.runtime.decoding import end_ids, greedy_torch, prompt_ids
+def package_chat(
+    model: OnnxModel,
+    merged: MergedModel,
+    ctx: BuildContext,
+    out: Path,
+    shipped: AdapterSet | None = None,
+    trained: dict[str, Path] | None = None,
+) -> dict:
+    """The genai folder, the prompt format and golden.json (PyTorch's greedy replies to held-out prompts). With
+    `shipped` (the adapters stage's record), the folder is the int4 base with every task's .onnx_adapter, and the
+    golden cases are split over the adapters, each with PyTorch's base + that adapter (`trained`: the peft
+    adapter folders by name) merged."""
+    from edgetune.runtime.decoding import end_ids
 
     task, data, cfg = ctx.task, ctx.data, ctx.recipe.package
     system_prompt = getattr(ctx.recipe.dataset, "system_prompt", None)
@@ -240,25 +289,48 @@ def package_chat(model: OnnxModel, merged: MergedModel, ctx: BuildContext, out: 
         tokenize=False,
         add_generation_prompt=True,
     )
-    examples = data.eval[: cfg.golden]
-    torch_model = task.load_model(merged.path)
     eos = end_ids(tokenizer)
+    adapters: list[ChatAdapter] = []
+    if shipped is None:
+        cases = _chat_golden(task.load_model(merged.path), tokenizer, data.eval[: cfg.golden], eos)
+    else:
+        from peft import PeftModel
+
+        entries = {a.name: a for a in ctx.recipe.adapters}
+        cases, each = [], max(1, cfg.golden // len(shipped.adapters))
+        for a in shipped.adapters:
+            own = entries[a.name].dataset
+            examples = (ctx.adapter_data.get(a.name) or data).eval[:each]
+            base = task.load_model(ctx.base().path)
+            reference = PeftModel.from_pretrained(base, (trained or {})[a.name]).merge_and_unload()
+            cases += [{"adapter": a.name, **c} for c in _chat_golden(reference.eval(), tokenizer, examples, eos)]
+            prompt = (own.system_prompt if own is not None else None) or ""
+            adapters.append(ChatAdapter(name=a.name, file=a.path.name, system_prompt=prompt))
+    atomic_write_json(out / GOLDEN, {"cases": cases})
+    chat = ChatFormat(
+        system_prompt=system_prompt or "", prompt_format=prompt_format, max_new_tokens=64, adapters=adapters
+    )
+    return {
+        "model": file_entry(out, "model.onnx", model.precision, files),
+        "inputs": [TensorSpec(name="input_ids", dtype="int64", shape=[1, -1])],
+        "outputs": [TensorSpec(name="logits", dtype="float32", shape=[1, -1, -1])],
+        "tokenizer": {"kind": "onnxruntime-genai", "file": "tokenizer.json"},
+        "chat": chat,
+        "labels": [],
+        "golden": GoldenRef(file=GOLDEN, count=len(cases)),
+    }
+
+
+def _chat_golden(model: Any, tokenizer: Any, examples: list[dict], eos: set[int]) -> list[dict]:
+    """PyTorch's greedy replies to the user prompts of `examples`, as golden cases."""
+    from edgetune.runtime.decoding import greedy_torch, prompt_ids
+
     budgets = [len(tokenizer(ex["messages"][-1]["content"])["input_ids"]) + 8 for ex in examples]
-    gens = greedy_torch(torch_model, [prompt_ids(tokenizer, ex) for ex in examples], budgets, eos)
-    cases = [
+    gens = greedy_torch(model, [prompt_ids(tokenizer, ex) for ex in examples], budgets, eos)
+    return [
         {
             "prompt": next(m["content"] for m in ex["messages"] if m["role"] == "user"),
             "pytorch_text": tokenizer.decode([t for t in toks if t not in eos], skip_special_tokens=True),
         }
         for ex, toks in zip(examples, gens)
     ]
-    atomic_write_json(out / GOLDEN, {"cases": cases})
-    return {
-        "model": file_entry(out, "model.onnx", model.precision, files),
-        "inputs": [TensorSpec(name="input_ids", dtype="int64", shape=[1, -1])],
-        "outputs": [TensorSpec(name="logits", dtype="float32", shape=[1, -1, -1])],
-        "tokenizer": {"kind": "onnxruntime-genai", "file": "tokenizer.json"},
-        "chat": ChatFormat(system_prompt=system_prompt or "", prompt_format=prompt_format, max_new_tokens=64),
-        "labels": [],
-        "golden": GoldenRef(file=GOLDEN, count=len(cases)),
-    }

@@ -14,6 +14,7 @@ from edgetune.core.recipe import Recipe
 from edgetune.engines.autoquant import SELECT_COPIES, SELECT_SEED, SEQ, Selection, search, selection_split
 from edgetune.engines.bench.inputs import encoder_inputs
 from edgetune.engines.builder import BUILD_OPTIONS
+from edgetune.engines.int4 import int4_block_of
 from edgetune.engines.int8 import reduce_range
 from edgetune.engines.quantize import calibration_feeds, quantize_genai, quantize_int8
 
@@ -70,10 +71,14 @@ class GenaiQuantize(BaseStage):
     record = Quantized
 
     def key(self, ctx: BuildContext) -> Key:
-        return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint, BUILD_OPTIONS])
+        block = int4_block_of(ctx.recipe)[0]  # auto: this machine's choice
+        return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint, BUILD_OPTIONS, block])
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
-        return quantize_genai(trained_model(inputs), ctx.recipe.quantize, out)
+        block, why = int4_block_of(ctx.recipe)
+        if "int4" in ctx.recipe.quantize.precisions:
+            ctx.log(f"quantize: int4 in blocks of {block}: {why}")
+        return quantize_genai(trained_model(inputs), ctx.recipe.quantize, out, block)
 
 
 def _calibration(ctx: BuildContext, tokenizer: Any) -> list[dict] | None:

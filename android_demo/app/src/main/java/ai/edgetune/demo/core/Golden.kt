@@ -30,15 +30,18 @@ data class ClassificationGolden(val maxAbsDiff: Double, val minCosine: Double, v
     }
 }
 
-/** A causal-LM golden case: a user prompt and the text PyTorch generated greedily for it. */
-data class ChatGoldenCase(val prompt: String, val pytorchText: String)
+/**
+ * A causal-LM golden case: a user prompt and the text PyTorch generated greedily for it; with [adapter], the
+ * package's adapter of that name was active (PyTorch: the base with that adapter merged).
+ */
+data class ChatGoldenCase(val prompt: String, val pytorchText: String, val adapter: String? = null)
 
 data class ChatGolden(val cases: List<ChatGoldenCase>) {
     companion object {
         fun parse(text: String, source: String = "golden.json"): ChatGolden =
             ChatGolden(
                 JsonFields.parse(text, source).objects("cases").map {
-                    ChatGoldenCase(it.string("prompt"), it.string("pytorch_text"))
+                    ChatGoldenCase(it.string("prompt"), it.string("pytorch_text"), it.optString("adapter"))
                 },
             )
     }

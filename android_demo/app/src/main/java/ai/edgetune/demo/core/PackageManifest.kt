@@ -14,7 +14,16 @@ data class TensorSpec(val name: String, val dtype: String, val shape: List<Long>
 
 data class TokenizerSpec(val kind: String, val op: String?, val library: String?, val maxLength: Int?, val file: String?)
 
-data class ChatSpec(val systemPrompt: String, val promptFormat: String, val maxNewTokens: Int)
+/** One task's LoRA adapter over the package's base model: an `.onnx_adapter` file and its system prompt. */
+data class ChatAdapter(val name: String, val file: String, val systemPrompt: String)
+
+data class ChatSpec(
+    val systemPrompt: String,
+    val promptFormat: String,
+    val maxNewTokens: Int,
+    /** Empty for a merged model; else the model is the base, and generation runs with one of these active. */
+    val adapters: List<ChatAdapter> = emptyList(),
+)
 
 data class GoldenRef(val file: String, val count: Int)
 
@@ -87,7 +96,24 @@ data class PackageManifest(
                     systemPrompt = it.optString("system_prompt").orEmpty(),
                     promptFormat = it.string("prompt_format"),
                     maxNewTokens = it.optInt("max_new_tokens") ?: DEFAULT_MAX_NEW_TOKENS,
+                    adapters = it.optArray("adapters")?.let { _ ->
+                        it.objects("adapters").map { a ->
+                            ChatAdapter(
+                                name = a.string("name"),
+                                file = safeName(a.string("file"), source, "chat.adapters.file"),
+                                systemPrompt = a.optString("system_prompt").orEmpty(),
+                            )
+                        }
+                    }.orEmpty(),
                 )
+            }
+            chat?.adapters?.forEach {
+                if (it.file !in model.files) {
+                    throw JsonFormatException("$source: chat.adapters: ${it.file} is not one of model.files")
+                }
+            }
+            if (chat != null && chat.adapters.map { it.name }.toSet().size != chat.adapters.size) {
+                throw JsonFormatException("$source: chat.adapters has duplicate names")
             }
             val manifest = PackageManifest(
                 schemaVersion = schema,

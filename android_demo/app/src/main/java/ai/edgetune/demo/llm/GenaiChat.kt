@@ -1,6 +1,8 @@
 package ai.edgetune.demo.llm
 
+import ai.edgetune.demo.core.ChatAdapter
 import ai.edgetune.demo.core.GenerationStats
+import ai.onnxruntime.genai.Adapters
 import ai.onnxruntime.genai.Generator
 import ai.onnxruntime.genai.GeneratorParams
 import ai.onnxruntime.genai.Model
@@ -9,18 +11,25 @@ import java.io.File
 
 /**
  * An onnxruntime-genai model folder (genai_config.json, model.onnx, model.onnx.data, tokenizer files) opened by
- * path. Not thread-safe: callers serialize [generate] and [close].
+ * path; a base model's `.onnx_adapter` files are loaded beside it once, and each generation picks one. Not
+ * thread-safe: callers serialize [generate] and [close].
  */
-class GenaiChat private constructor(private val model: Model, private val tokenizer: Tokenizer) : AutoCloseable {
+class GenaiChat private constructor(
+    private val model: Model,
+    private val tokenizer: Tokenizer,
+    private val adapters: Adapters?,
+) : AutoCloseable {
 
     /**
-     * Greedy generation of at most [maxNewTokens] tokens after [prompt] (already in the chat format). Each
+     * Greedy generation of at most [maxNewTokens] tokens after [prompt] (already in the chat format), with the
+     * loaded adapter named [adapter] active (null: the model as it is). Switching adapters reloads nothing. Each
      * decoded piece goes to [onPiece] as soon as it is generated; [isCancelled] is polled between tokens.
      */
     fun generate(
         prompt: String,
         maxNewTokens: Int,
         isCancelled: () -> Boolean,
+        adapter: String? = null,
         onPiece: (String) -> Unit,
     ): GenerationStats {
         val start = System.nanoTime()
@@ -31,6 +40,7 @@ class GenaiChat private constructor(private val model: Model, private val tokeni
             params.setSearchOption("max_length", (promptIds.size + maxNewTokens).toDouble())
             params.setSearchOption("do_sample", false)
             Generator(model, params).use { generator ->
+                if (adapter != null) generator.setActiveAdapter(checkNotNull(adapters) { "no adapters loaded" }, adapter)
                 tokenizer.createStream().use { stream ->
                     generator.appendTokens(promptIds)
                     while (!generator.isDone() && newTokens < maxNewTokens && !isCancelled()) {
@@ -48,17 +58,24 @@ class GenaiChat private constructor(private val model: Model, private val tokeni
     }
 
     override fun close() {
+        adapters?.close()
         tokenizer.close()
         model.close()
     }
 
     companion object {
-        /** Loads the model folder [dir] (the folder holding genai_config.json). */
-        fun open(dir: File): GenaiChat {
+        /** Loads the model folder [dir] (the folder holding genai_config.json) and each of [adapters] in it. */
+        fun open(dir: File, adapters: List<ChatAdapter> = emptyList()): GenaiChat {
             val model = Model(dir.absolutePath)
+            var loaded: Adapters? = null
             try {
-                return GenaiChat(model, Tokenizer(model))
+                if (adapters.isNotEmpty()) {
+                    loaded = Adapters(model)
+                    for (a in adapters) loaded.loadAdapter(File(dir, a.file).absolutePath, a.name)
+                }
+                return GenaiChat(model, Tokenizer(model), loaded)
             } catch (e: Exception) {
+                loaded?.close()
                 model.close()
                 throw e
             }

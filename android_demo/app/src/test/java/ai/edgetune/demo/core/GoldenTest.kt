@@ -24,6 +24,8 @@ class GoldenTest {
     fun parsesChatGolden() {
         val g = ChatGolden.parse(Fixtures.CHAT_GOLDEN)
         assertEquals(listOf(ChatGoldenCase("dim the kitchen lights to 30", "{\"action\": \"dim\"}")), g.cases)
+        val withAdapter = ChatGolden.parse(Fixtures.CHAT_GOLDEN.replace("\"prompt\":", "\"adapter\": \"home\", \"prompt\":"))
+        assertEquals("home", withAdapter.cases.single().adapter)
     }
 
     @Test

@@ -116,6 +116,33 @@ class PackageManifestTest {
     }
 
     @Test
+    fun parsesAChatManifestOfABaseWithAdapters() {
+        val m = PackageManifest.parse(adapters("home.onnx_adapter"))
+        assertEquals(
+            listOf(ChatAdapter("home", "home.onnx_adapter", ""), ChatAdapter("timers", "timers.onnx_adapter", "Set timers.")),
+            m.chat!!.adapters,
+        )
+        assertTrue(m.packageFiles().containsAll(listOf("home.onnx_adapter", "timers.onnx_adapter")))
+        assertEquals(emptyList<ChatAdapter>(), PackageManifest.parse(Fixtures.CHAT_MANIFEST).chat!!.adapters)
+    }
+
+    @Test
+    fun anAdapterFileOutsideTheModelsFilesIsRefused() {
+        val e = assertThrows(JsonFormatException::class.java) { PackageManifest.parse(adapters("other.onnx_adapter")) }
+        assertTrue(e.message!!, e.message!!.contains("chat.adapters: other.onnx_adapter is not one of model.files"))
+    }
+
+    /** The chat fixture as a base model with two adapters, the first one's file named [homeFile]. */
+    private fun adapters(homeFile: String): String =
+        Fixtures.CHAT_MANIFEST
+            .replace("\"tokenizer_config.json\"]", "\"tokenizer_config.json\", \"home.onnx_adapter\", \"timers.onnx_adapter\"]")
+            .replace(
+                "\"max_new_tokens\": 64}",
+                "\"max_new_tokens\": 64, \"adapters\": [{\"name\": \"home\", \"file\": \"$homeFile\"}, " +
+                    "{\"name\": \"timers\", \"file\": \"timers.onnx_adapter\", \"system_prompt\": \"Set timers.\"}]}",
+            )
+
+    @Test
     fun chatPackageNeedsItsPromptFormat() {
         val text = Fixtures.CHAT_MANIFEST.replace("\"chat\":", "\"chat_unused\":")
         val e = assertThrows(JsonFormatException::class.java) { PackageManifest.parse(text) }
