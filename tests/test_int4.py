@@ -12,7 +12,7 @@ from conftest import edit_recipe
 from test_recipe import assert_one_line_error
 
 from edgetune.cli import cli
-from edgetune.engines.int4 import fake_int4, int4_block, int4_forward, round_frozen_for_int4
+from edgetune.engines.int4 import fake_int4, int4_block, int4_forward, round_base_for_int4, round_frozen_for_int4
 from edgetune.runtime.decoding import prompt_ids
 
 
@@ -92,6 +92,25 @@ def test_round_frozen_rounds_only_what_lora_does_not_train(tiny_llama):
     assert torch.equal(head, fake_int4(head, 16))  # on the int4 grid, so the export's rounding keeps it
     assert model.get_input_embeddings().weight is head  # tied: the embedding lookup reads the same values
     assert torch.equal(model.model.layers[0].self_attn.q_proj.base_layer.weight, q_before)
+
+
+def test_round_base_rounds_every_base_weight_and_no_lora_matrix(tiny_llama):
+    """An adapter kept apart trains on the int4 base: the base layers LoRA adapts are rounded too, A and B not."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama)
+    q_before = model.model.layers[0].self_attn.q_proj.weight.clone()
+    model = get_peft_model(model, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    a_before = model.base_model.model.model.layers[0].self_attn.q_proj.lora_A["default"].weight.clone()
+    names = round_base_for_int4(model, 16)
+    assert "model.layers.0.self_attn.q_proj.base_layer" in names and "lm_head" in names
+    assert not any("lora_" in n for n in names), names
+    q = model.base_model.model.model.layers[0].self_attn.q_proj
+    assert torch.equal(q.base_layer.weight, fake_int4(q_before, 16)) and not torch.equal(
+        q_before, fake_int4(q_before, 16)
+    )
+    assert torch.equal(q.lora_A["default"].weight, a_before)
 
 
 def test_int4_aware_build_exports_the_model_it_trained(tiny_chat_recipe, tmp_path):

@@ -72,37 +72,32 @@ def fake_int4(w: Any, block: int) -> Any:
 def round_frozen_for_int4(model: Any, block: int) -> list[str]:
     """Round in place the weight of every nn.Linear of a peft `model` that LoRA does not train: lm_head at least,
     and a tied input-embedding table with it. Returns their names."""
-    import torch
-    from peft.tuners.lora import LoraLayer
-
-    lora_parts = set()
-    for m in model.modules():
-        if isinstance(m, LoraLayer):
-            lora_parts |= {id(x) for x in [m.base_layer, *m.lora_A.modules(), *m.lora_B.modules()]}
-    names = []
-    with torch.no_grad():
-        for name, m in model.named_modules():
-            if isinstance(m, torch.nn.Linear) and id(m) not in lora_parts:
-                m.weight.copy_(fake_int4(m.weight, block))
-                names.append(name.removeprefix("base_model.model."))
-    return names
+    return _round_linears(model, block, base_layers=False)
 
 
 def round_base_for_int4(model: Any, block: int) -> list[str]:
     """Round in place every base weight of a peft `model`'s linears (LoRA's base layers too; not the LoRA A and
     B matrices) as the int4 file of the base model holds them: an adapter kept apart from an int4 base then
     trains against what the device computes, int4(W) x + B A x. Returns the rounded linears' names."""
+    return _round_linears(model, block, base_layers=True)
+
+
+def _round_linears(model: Any, block: int, base_layers: bool) -> list[str]:
+    """fake_int4 in place on every nn.Linear of a peft `model` but LoRA's A and B (and, unless `base_layers`,
+    the base layers LoRA adapts); their names, as in the base model."""
     import torch
     from peft.tuners.lora import LoraLayer
 
-    lora = set()
+    skip = set()
     for m in model.modules():
         if isinstance(m, LoraLayer):
-            lora |= {id(x) for x in [*m.lora_A.modules(), *m.lora_B.modules()]}
+            skip |= {
+                id(x) for x in [*([] if base_layers else [m.base_layer]), *m.lora_A.modules(), *m.lora_B.modules()]
+            }
     names = []
     with torch.no_grad():
         for name, m in model.named_modules():
-            if isinstance(m, torch.nn.Linear) and id(m) not in lora:
+            if isinstance(m, torch.nn.Linear) and id(m) not in skip:
                 m.weight.copy_(fake_int4(m.weight, block))
                 names.append(name.removeprefix("base_model.model."))
     return names
