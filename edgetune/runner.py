@@ -514,24 +514,41 @@ def genai_model(folder: str, threads: int):
     return og, og.Model(cfg)
 
 
-def chat_prompt(chat: dict, user: str) -> str:
-    return chat["prompt_format"].replace("{system}", chat.get("system_prompt", "")).replace("{user}", user)
+def chat_prompt(chat: dict, user: str, adapter: str | None = None) -> str:
+    """`user` in the package's prompt format, with its system prompt (that of `adapter`, when it has one)."""
+    system = chat.get("system_prompt", "")
+    for a in chat.get("adapters") or []:
+        if a["name"] == adapter and a.get("system_prompt"):
+            system = a["system_prompt"]
+    return chat["prompt_format"].replace("{system}", system).replace("{user}", user)
+
+
+def load_adapters(og, model, folder: str, chat: dict):
+    """A base model package's .onnx_adapter files (chat["adapters"]) loaded beside `model` once, or None."""
+    if not chat.get("adapters"):
+        return None
+    adapters = og.Adapters(model)
+    for a in chat["adapters"]:
+        adapters.load(os.path.join(folder, a["file"]), a["name"])
+    return adapters
 
 
 TOP_K = 5  # host logits kept per generated token in golden.json
 
 
-def decode_steps(og, model, ids: list, n: int, forced: list | None = None) -> tuple:
+def decode_steps(og, model, ids: list, n: int, forced: list | None = None, adapters=None, adapter=None) -> tuple:
     """Up to `n` decoding steps after `ids`: the next-token logits at each step and the tokens fed back.
     Greedy when `forced` is None (the argmax is fed back, fewer steps when an end token comes); teacher-forced
     otherwise (`forced[k]` is fed back whatever this model prefers, so one early difference cannot shift every
-    later step)."""
+    later step). With `adapter`, that adapter of `adapters` (load_adapters) is active."""
     import numpy as np
 
     steps = n if forced is None else min(n, len(forced))
     params = og.GeneratorParams(model)
     params.set_search_options(do_sample=False, max_length=len(ids) + steps + 1)
     gen = og.Generator(model, params)
+    if adapter is not None:
+        gen.set_active_adapter(adapters, adapter)
     gen.append_tokens([ids])
     logits, tokens = [], []
     for k in range(steps):
@@ -547,18 +564,21 @@ def decode_steps(og, model, ids: list, n: int, forced: list | None = None) -> tu
     return tokens, logits
 
 
-def greedy_cases(folder: str, chat: dict, prompts: list, n: int, threads: int = 0) -> list:
+def greedy_cases(
+    folder: str, chat: dict, prompts: list, n: int, threads: int = 0, adapters: list | None = None
+) -> list:
     """For each user prompt: its token ids through the bundle's tokenizer, the first `n` greedy tokens and, at
-    each step, the TOP_K highest logits with their token ids. The host runs this same function on the same
-    folder to write golden.json."""
+    each step, the TOP_K highest logits with their token ids; `adapters`: the adapter each prompt runs with (a
+    base model package), or None. The host runs this same function on the same folder to write golden.json."""
     import numpy as np
 
     og, model = genai_model(folder, threads)
     tok = og.Tokenizer(model)
+    loaded = load_adapters(og, model, folder, chat)
     out = []
-    for p in prompts:
-        ids = [int(t) for t in tok.encode(chat_prompt(chat, p))]
-        tokens, logits = decode_steps(og, model, ids, n)
+    for p, name in zip(prompts, adapters or [None] * len(prompts)):
+        ids = [int(t) for t in tok.encode(chat_prompt(chat, p, name))]
+        tokens, logits = decode_steps(og, model, ids, n, adapters=loaded, adapter=name)
         top = [np.argsort(row)[::-1][:TOP_K] for row in logits]
         out.append(
             {
@@ -571,23 +591,25 @@ def greedy_cases(folder: str, chat: dict, prompts: list, n: int, threads: int = 
     return out
 
 
-def check_llm_golden(og, model, golden: dict, chat: dict) -> dict:
+def check_llm_golden(og, model, golden: dict, chat: dict, folder: str = "") -> dict:
     """The device's logits along the host's greedy tokens (teacher-forced) against PyTorch's: at every step, the
     logits of the host's TOP_K tokens within golden["max_abs_diff"] of PyTorch's (1.5x what the host's own
     quantized model measured), and the device's choice among those tokens. A choice other than the host's inside
     the tolerance is a near tie (counted, not failed). The prompt ids from this device's tokenizer must equal the
-    host's."""
+    host's. A case with an `adapter` runs with that adapter of the package (in `folder`) active."""
     import numpy as np
 
     tok = og.Tokenizer(model)
+    loaded = load_adapters(og, model, folder, chat)
     limit = golden["max_abs_diff"]
     steps = same_steps = same_prompts = same_ids = near_ties = 0
     worst = worst_host = 0.0
     failures = []
     for i, case in enumerate(golden["cases"]):
-        ids = [int(t) for t in tok.encode(chat_prompt(chat, case["prompt"]))]
+        name = case.get("adapter")
+        ids = [int(t) for t in tok.encode(chat_prompt(chat, case["prompt"], name))]
         host = case["host_tokens"]
-        _, logits = decode_steps(og, model, case["prompt_ids"], len(host), forced=host)
+        _, logits = decode_steps(og, model, case["prompt_ids"], len(host), forced=host, adapters=loaded, adapter=name)
         ids_ok, all_equal, bad = ids == case["prompt_ids"], True, None
         for k, row in enumerate(logits):
             top = np.asarray(case["top_ids"][k])
@@ -638,7 +660,7 @@ def llm_worker(job: dict) -> dict:
     og, model = genai_model(job["path"], job["threads"])
     load_s = time.perf_counter() - t0
     out = {"load_seconds": load_s, "per_seq": []}
-    out["golden"] = check_llm_golden(og, model, job["golden"], job["chat"])
+    out["golden"] = check_llm_golden(og, model, job["golden"], job["chat"], job["path"])
     new, vocab = job["new_tokens"], job["bundle"]["vocab_size"]
     for seq in job["seqs"][:1]:
         # the host benchmark's prompt (edgetune/engines/bench/): same seed, same ids

@@ -137,14 +137,11 @@ def test_two_adapters_over_one_int4_base(tiny_chat_recipe, tmp_path):
         ([{"name": "a"}, {"name": "a", "dataset": {"train": "data/train.jsonl"}}], "the name a is given twice"),
         ([{"name": "a", "dataset": {"train": "data/train.jsonl"}}], "exactly one entry has no dataset"),
         ([{"name": "a"}, {"name": "b", "dataset": {"train": "data/none.jsonl"}}], r"adapters\[1\]\.dataset\.train"),
-        ([{"name": "a"}], "package.linux do not carry adapters yet"),
     ],
 )
 def test_bad_adapters_sections_fail_in_one_line(tiny_chat_recipe, adapters, message):
     data = yaml.safe_load(tiny_chat_recipe.read_text())
     data["adapters"] = adapters
-    if "package.linux" in message:
-        data["package"] = {"linux": ["arm64"]}
     tiny_chat_recipe.write_text(yaml.safe_dump(data))
     with pytest.raises(RecipeError, match=message) as e:
         load_recipe(tiny_chat_recipe)

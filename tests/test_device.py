@@ -636,3 +636,29 @@ def test_chat_model_greedy_tokens_equal_the_hosts(tiny_chat_recipe, board, tmp_p
     case["top_ids"][3] = [(i + 7) % 100 + 5 for i in case["top_ids"][3]]
     _edit_golden(b, golden)
     _one_line_error(_bench(b, *board.args()), 1, "case 1", "not among the host's top tokens")
+
+
+def test_a_bundle_of_a_base_with_adapters_checks_each_adapter_on_the_board(tiny_chat_recipe, board, tmp_path):
+    """A recipe with adapters: the bundle carries the int4 base and each .onnx_adapter; each golden case runs on
+    the board with its adapter active, against PyTorch's base + that adapter."""
+    from conftest import edit_recipe
+    from test_adapter_build import _adapters_recipe
+
+    edit_recipe(tiny_chat_recipe, package={"golden": 4}, quantize={"precisions": ["int4"]})
+    _adapters_recipe(tiny_chat_recipe, tiny_chat_recipe.parent)
+    run = tmp_path / "run"
+    r = CliRunner().invoke(cli, ["package", str(tiny_chat_recipe), "--out", str(run), "--target", board.target])
+    assert r.exit_code == 0, r.output
+    b = run / "package" / board.target
+    assert {"home.onnx_adapter", "timers.onnx_adapter"} <= set(read_bundle(b).bundle["files"])
+    golden = json.loads((b / "golden.json").read_text())
+    assert [c["adapter"] for c in golden["cases"]] == ["home", "home", "timers", "timers"], golden["cases"]
+    r = _bench(run, *board.args())
+    assert r.exit_code == 0, r.output
+    assert "of PyTorch's at every token on 4/4 prompts" in r.output, r.output
+    assert "greedy tokens equal to the host's on 4/4" in r.output, r.output
+    # the cases run with the other adapter: the board's logits leave PyTorch's for that case's adapter
+    for c in golden["cases"]:
+        c["adapter"] = {"home": "timers", "timers": "home"}[c["adapter"]]
+    _edit_golden(b, golden)
+    _one_line_error(_bench(b, *board.args()), 1, "prompts; case")

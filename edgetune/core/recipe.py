@@ -344,11 +344,6 @@ class Recipe(Section):
         twice = sorted({n for n in names if names.count(n) > 1})
         if twice:
             raise ValueError(f"adapters: the name {twice[0]} is given twice")
-        if self.package.linux:
-            raise ValueError(
-                "adapters: the device bundles of package.linux do not carry adapters yet; build them from the "
-                "recipe without adapters:, or leave package.linux empty"
-            )
         own = [a.name for a in self.adapters if a.dataset is None]
         if len(own) != 1:
             raise ValueError(

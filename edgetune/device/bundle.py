@@ -48,7 +48,8 @@ def write_bundle(
     as packaged; `tokenizer` (the Hugging Face one) picks words the in-graph tokenizer reads as one token each,
     so the runner can build a text of any benchmark length. Causal LM: the int4 genai folder; golden.json gains
     the prompt ids, greedy tokens and top logits of this host's onnxruntime-genai, computed by the runner's own
-    code, with PyTorch's logits for the same tokens from `reference` ([(prompt_ids, tokens)] -> per-step logit
+    code, with PyTorch's logits for the same tokens from `reference` (([(prompt_ids, tokens)], [adapter name or
+    None per case]) -> per-step logit
     rows, see `_llm_golden`).
     """
     if target not in TARGETS:
@@ -147,14 +148,14 @@ def _llm_golden(folder: Path, chat: dict, golden: dict, n: int, reference: Any) 
     PyTorch over those logits; a board must stay as close to PyTorch as that."""
     import numpy as np
 
-    prompts = [c["prompt"] for c in golden["cases"]]
+    prompts, names = [c["prompt"] for c in golden["cases"]], [c.get("adapter") for c in golden["cases"]]
     try:
-        host = runner.greedy_cases(str(folder), chat, prompts, n)
+        host = runner.greedy_cases(str(folder), chat, prompts, n, adapters=names)
     except Exception as e:  # onnxruntime-genai's own errors carry no type worth keeping
         raise EdgetuneError(
             f"device bundle: onnxruntime-genai cannot run {folder}: {str(e).splitlines()[0][:200]}"
         ) from None
-    ref_rows = reference([(h["prompt_ids"], h["tokens"]) for h in host])
+    ref_rows = reference([(h["prompt_ids"], h["tokens"]) for h in host], names)
     cases, worst = [], 0.0
     for c, h, rows in zip(golden["cases"], host, ref_rows):
         ref = [[round(float(row[i]), 4) for i in ids] for row, ids in zip(rows, h["top_ids"])]

@@ -85,7 +85,7 @@ class _PackageStage(BaseStage):
         """The model the package ships: int8 for encoders; the last precision (int4 by default) for LLMs."""
         return inputs["quantize"].models[-1]
 
-    def bundle_inputs(self, ctx: BuildContext, merged: MergedModel) -> dict:
+    def bundle_inputs(self, ctx: BuildContext, inputs: dict) -> dict:
         """What write_bundle needs from the run for this task's bundle (edgetune/device/bundle.py)."""
         return {}
 
@@ -113,7 +113,7 @@ class _PackageStage(BaseStage):
                 f"linux-{arch}",
                 benchmark=r.benchmark,
                 greedy_tokens=r.verify.greedy_tokens,
-                **self.bundle_inputs(ctx, trained_model(inputs)),
+                **self.bundle_inputs(ctx, inputs),
             )
             ctx.log(f"package: device bundle for linux-{arch} in {ctx.run.stage_dir('package') / where.name}")
             if arch == "x86_64" and model.notes.get("reduce_range") is False:
@@ -148,9 +148,9 @@ class _PackageStage(BaseStage):
 
 
 class ClassifierPackage(_PackageStage):
-    def bundle_inputs(self, ctx: BuildContext, merged: MergedModel) -> dict:
+    def bundle_inputs(self, ctx: BuildContext, inputs: dict) -> dict:
         # words the in-graph tokenizer keeps whole, to build benchmark texts of any length on the board
-        return {"tokenizer": ctx.task.load_tokenizer(merged.path)}
+        return {"tokenizer": ctx.task.load_tokenizer(trained_model(inputs).path)}
 
     def content(
         self,
@@ -165,11 +165,30 @@ class ClassifierPackage(_PackageStage):
 
 
 class ChatPackage(_PackageStage):
-    def bundle_inputs(self, ctx: BuildContext, merged: MergedModel) -> dict:
+    def bundle_inputs(self, ctx: BuildContext, inputs: dict) -> dict:
         from edgetune.runtime.decoding import step_logits
 
-        # PyTorch's logits along the host's greedy tokens: what a board's logits are checked against
-        return {"reference": lambda seqs: step_logits(ctx.task.load_model(merged.path), seqs)}
+        merged = trained_model(inputs)
+        trained = {a.name: a.path for a in inputs["finetune"].tasks} if "adapters" in inputs else {}
+
+        def reference(seqs: list, names: list) -> list:
+            """PyTorch's logits along the host's greedy tokens, what a board's are checked against: the merged
+            model's, or for a case with an adapter, the base with that adapter merged."""
+            from peft import PeftModel
+
+            rows: list = [None] * len(seqs)
+            for name in dict.fromkeys(names):
+                at = [i for i, n in enumerate(names) if n == name]
+                if name is None:
+                    model = ctx.task.load_model(merged.path)
+                else:
+                    base = ctx.task.load_model(ctx.base().path)
+                    model = PeftModel.from_pretrained(base, trained[name]).merge_and_unload().eval()
+                for i, r in zip(at, step_logits(model, [seqs[i] for i in at])):
+                    rows[i] = r
+            return rows
+
+        return {"reference": reference}
 
     def reads(self, ctx: BuildContext) -> list:
         # the system prompt is part of the packaged prompt format
