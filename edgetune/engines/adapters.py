@@ -20,8 +20,10 @@ peft's scaling (alpha / r, or rsLoRA's) is folded into lora_B.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -246,3 +248,11 @@ def _linears(base: Path) -> dict[str, tuple[int, int]]:
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
     return {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+
+
+def merged_with(load_model: Callable[[Path], Any], base: Path, adapter: Path) -> Any:
+    """The PyTorch model an adapter is checked against: the base (loaded by `load_model`, a task's) with the peft
+    adapter folder `adapter` merged in float, in eval mode."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(load_model(base), adapter).merge_and_unload().eval()

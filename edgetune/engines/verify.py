@@ -24,6 +24,18 @@ def greedy_agreement(ref: list[list[int]], got: list[list[int]], n: int) -> floa
     return float(np.mean([a[:n] == b[:n] for a, b in zip(ref, got)]))
 
 
+def against_reference(ref: np.ndarray, ref_metrics: dict, got: np.ndarray, metrics: dict, generate: int) -> dict:
+    """One model's figures against PyTorch's: its task metrics, how far its outputs are (compare), with
+    generations the greedy agreement over the first `generate` tokens, and each float metric's drop."""
+    out = {**metrics, **compare(ref, got)}
+    if "generations" in out:
+        out["greedy_agreement"] = greedy_agreement(ref_metrics["generations"], out["generations"], generate)
+    for key in ref_metrics.keys() & metrics.keys():
+        if isinstance(metrics[key], float):
+            out[f"{key}_drop"] = float(ref_metrics[key] - metrics[key])
+    return out
+
+
 def holds(value: float, threshold: float, op: str) -> bool:
     """A gate (name, value, threshold, op) as a task's `checks` returns it: op is '<=' or '>='."""
     if op not in ("<=", ">="):

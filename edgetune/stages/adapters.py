@@ -11,12 +11,12 @@ from edgetune.build import BaseStage, BuildContext, Key, TaskData
 from edgetune.core.artifacts import Adapter, AdapterSet, Check, ShippedAdapter, Verification
 from edgetune.core.memory import release_memory
 from edgetune.core.rundir import atomic_write_json
-from edgetune.engines.adapters import base_with_adapters
+from edgetune.engines.adapters import base_with_adapters, merged_with
 from edgetune.engines.builder import BUILD_OPTIONS
 from edgetune.engines.int4 import int4_block_of
 from edgetune.engines.onnxfile import describe_onnx
 from edgetune.engines.quantize import genai_options
-from edgetune.engines.verify import compare, greedy_agreement, holds
+from edgetune.engines.verify import against_reference, holds
 from edgetune.runtime.cpu import cpu_isa
 
 
@@ -35,7 +35,7 @@ class ShipAdapters(BaseStage):
         data = [_data(ctx, a.name).fingerprint for a in r.adapters]
         return Key(
             [
-                genai_options(r.quantize, "int4", int4_block_of(r)[0]),
+                _options(r),
                 BUILD_OPTIONS,
                 r.verify.model_dump(),
                 r.training.max_length,
@@ -53,7 +53,7 @@ class ShipAdapters(BaseStage):
             own.path,
             {name: a.path for name, a in trained.items()},
             out,
-            genai_options(r.quantize, "int4", int4_block_of(r)[0]),
+            _options(r),
         )
         verification = _verify(ctx, trained, model.parent, files, out)
         shipped = [
@@ -61,6 +61,11 @@ class ShipAdapters(BaseStage):
         ]
         notes = {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", "lora_inputs": True}
         return AdapterSet(describe_onnx(model, "int4", notes), shipped, verification)
+
+
+def _options(recipe: Any) -> dict:
+    """The builder options of the int4 base: the recipe's int4 layout, as its merged int4 model has."""
+    return genai_options(recipe.quantize, "int4", int4_block_of(recipe)[0])
 
 
 def _data(ctx: BuildContext, name: str) -> TaskData:
@@ -71,8 +76,6 @@ def _verify(
     ctx: BuildContext, trained: dict[str, Adapter], folder: Path, files: dict[str, Path], out: Path
 ) -> Verification:
     """Each adapter through the base+adapter ONNX path against its own PyTorch model on its held-out split."""
-    from peft import PeftModel
-
     r, task = ctx.recipe, ctx.task
     cfg, max_length, generate = r.verify, r.training.max_length, r.verify.greedy_tokens
     lm = task.load_onnx(folder / "model.onnx", r.benchmark.threads)
@@ -83,18 +86,13 @@ def _verify(
     for name, adapter in trained.items():
         data = _data(ctx, name)
         tokenizer = task.load_tokenizer(adapter.path)
-        base = task.load_model(ctx.base().path)
-        merged = PeftModel.from_pretrained(base, adapter.path).merge_and_unload().eval()
+        merged = merged_with(task.load_model, ctx.base().path, adapter.path)
         ref, ref_metrics = task.evaluate(merged, tokenizer, data.eval, 32, max_length, generate)
-        del merged, base
+        del merged
         release_memory()
         lm.use_adapter(name)
         got, metrics = task.evaluate(lm, tokenizer, data.eval, 32, max_length, generate)
-        got_all = {**metrics, **compare(ref, got)}
-        got_all["greedy_agreement"] = greedy_agreement(ref_metrics["generations"], metrics["generations"], generate)
-        for key in ref_metrics.keys() & metrics.keys():
-            if isinstance(metrics[key], float):
-                got_all[f"{key}_drop"] = float(ref_metrics[key] - metrics[key])
+        got_all = against_reference(ref, ref_metrics, got, metrics, generate)
         results[f"{name}/pytorch_fp32"], results[f"{name}/onnx_int4+adapter"] = dict(ref_metrics), got_all
         for check, value, threshold, op in task.checks("int4", cfg, ref_metrics, got_all):
             checks.append(

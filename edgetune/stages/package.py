@@ -19,6 +19,7 @@ from edgetune.build import BaseStage, BuildContext, Key, trained_model
 from edgetune.core.artifacts import AdapterSet, MergedModel, OnnxModel, Package, Verification
 from edgetune.core.errors import CheckFailed, EdgetuneError
 from edgetune.core.rundir import atomic_write_json
+from edgetune.engines.adapters import merged_with
 from edgetune.packaging.app import assets_dir, install
 from edgetune.packaging.check import check_package, golden_max_diff, golden_min_cosine
 from edgetune.packaging.graph import to_ort_format, with_tokenizer
@@ -69,16 +70,9 @@ class _PackageStage(BaseStage):
             bundles = [r.benchmark.model_dump(), r.verify.greedy_tokens, runner_sha256()]
         return Key([config, *self.reads(ctx), *bundles])
 
-    def content(
-        self,
-        ctx: BuildContext,
-        model: OnnxModel,
-        merged: MergedModel,
-        verification: Verification,
-        out: Path,
-        inputs: dict,
-    ) -> dict:
-        """Write the model files and golden.json into `out`; return the manifest's task-specific fields."""
+    def content(self, ctx: BuildContext, model: OnnxModel, inputs: dict, out: Path) -> dict:
+        """Write `model` (the packaged one), its files and golden.json into `out`; return the manifest's
+        task-specific fields. `inputs`: the stage's inputs (the trained model, verify's record, ...)."""
         raise NotImplementedError
 
     def packaged(self, inputs: dict) -> OnnxModel:
@@ -92,7 +86,7 @@ class _PackageStage(BaseStage):
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Package:
         r = ctx.recipe
         model = self.packaged(inputs)
-        fields = self.content(ctx, model, trained_model(inputs), inputs["verify"], out, inputs)
+        fields = self.content(ctx, model, inputs, out)
         manifest = PackageManifest(
             schema_version=SCHEMA_VERSION,
             task=r.task,
@@ -152,38 +146,26 @@ class ClassifierPackage(_PackageStage):
         # words the in-graph tokenizer keeps whole, to build benchmark texts of any length on the board
         return {"tokenizer": ctx.task.load_tokenizer(trained_model(inputs).path)}
 
-    def content(
-        self,
-        ctx: BuildContext,
-        model: OnnxModel,
-        merged: MergedModel,
-        verification: Verification,
-        out: Path,
-        inputs: dict,
-    ) -> dict:
-        return package_classifier(model, merged, verification, ctx, out)
+    def content(self, ctx: BuildContext, model: OnnxModel, inputs: dict, out: Path) -> dict:
+        return package_classifier(model, trained_model(inputs), inputs["verify"], ctx, out)
 
 
 class ChatPackage(_PackageStage):
     def bundle_inputs(self, ctx: BuildContext, inputs: dict) -> dict:
         from edgetune.runtime.decoding import step_logits
 
-        merged = trained_model(inputs)
-        trained = {a.name: a.path for a in inputs["finetune"].tasks} if "adapters" in inputs else {}
+        merged, trained = trained_model(inputs), _trained(inputs)
 
         def reference(seqs: list, names: list) -> list:
             """PyTorch's logits along the host's greedy tokens, what a board's are checked against: the merged
             model's, or for a case with an adapter, the base with that adapter merged."""
-            from peft import PeftModel
-
             rows: list = [None] * len(seqs)
             for name in dict.fromkeys(names):
                 at = [i for i, n in enumerate(names) if n == name]
                 if name is None:
                     model = ctx.task.load_model(merged.path)
                 else:
-                    base = ctx.task.load_model(ctx.base().path)
-                    model = PeftModel.from_pretrained(base, trained[name]).merge_and_unload().eval()
+                    model = merged_with(ctx.task.load_model, ctx.base().path, trained[name])
                 for i, r in zip(at, step_logits(model, [seqs[i] for i in at])):
                     rows[i] = r
             return rows
@@ -207,18 +189,13 @@ class ChatPackage(_PackageStage):
         shipped = inputs.get("adapters")
         return shipped.model if shipped is not None else super().packaged(inputs)
 
-    def content(
-        self,
-        ctx: BuildContext,
-        model: OnnxModel,
-        merged: MergedModel,
-        verification: Verification,
-        out: Path,
-        inputs: dict,
-    ) -> dict:
-        shipped = inputs.get("adapters")
-        trained = {a.name: a.path for a in inputs["finetune"].tasks} if shipped is not None else {}
-        return package_chat(model, merged, ctx, out, shipped, trained)
+    def content(self, ctx: BuildContext, model: OnnxModel, inputs: dict, out: Path) -> dict:
+        return package_chat(model, trained_model(inputs), ctx, out, inputs.get("adapters"), _trained(inputs))
+
+
+def _trained(inputs: dict) -> dict[str, Path]:
+    """The peft adapter folder of each task a build with the recipe's adapters: list ships, by name ({} without)."""
+    return {a.name: a.path for a in inputs["finetune"].tasks} if "adapters" in inputs else {}
 
 
 def package_classifier(
@@ -313,16 +290,13 @@ def package_chat(
     if shipped is None:
         cases = _chat_golden(task.load_model(merged.path), tokenizer, data.eval[: cfg.golden], eos)
     else:
-        from peft import PeftModel
-
         entries = {a.name: a for a in ctx.recipe.adapters}
         cases, each = [], max(1, cfg.golden // len(shipped.adapters))
         for a in shipped.adapters:
             own = entries[a.name].dataset
             examples = (ctx.adapter_data.get(a.name) or data).eval[:each]
-            base = task.load_model(ctx.base().path)
-            reference = PeftModel.from_pretrained(base, (trained or {})[a.name]).merge_and_unload()
-            cases += [{"adapter": a.name, **c} for c in _chat_golden(reference.eval(), tokenizer, examples, eos)]
+            reference = merged_with(task.load_model, ctx.base().path, (trained or {})[a.name])
+            cases += [{"adapter": a.name, **c} for c in _chat_golden(reference, tokenizer, examples, eos)]
             prompt = (own.system_prompt if own is not None else None) or ""
             adapters.append(ChatAdapter(name=a.name, file=a.path.name, system_prompt=prompt))
     atomic_write_json(out / GOLDEN, {"cases": cases})

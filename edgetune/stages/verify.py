@@ -11,7 +11,7 @@ from edgetune.core.errors import EdgetuneError
 from edgetune.core.memory import release_memory
 from edgetune.core.recipe import VerifyConfig
 from edgetune.core.rundir import atomic_write_json
-from edgetune.engines.verify import compare, greedy_agreement, holds
+from edgetune.engines.verify import against_reference, holds
 from edgetune.runtime.cpu import cpu_isa
 
 EVAL_BATCH = 32  # PyTorch's batch in verify (float results do not depend on it)
@@ -104,12 +104,7 @@ def verify(
         release_memory()
         if got.shape != ref.shape:
             raise EdgetuneError(f"verify: {m.path.name} outputs have shape {got.shape}, PyTorch's {ref.shape}")
-        r = {**metrics, **compare(ref, got)}
-        if "generations" in r:
-            r["greedy_agreement"] = greedy_agreement(ref_metrics["generations"], r["generations"], generate)
-        for key in ref_metrics.keys() & metrics.keys():
-            if isinstance(metrics[key], float):
-                r[f"{key}_drop"] = float(ref_metrics[key] - metrics[key])
+        r = against_reference(ref, ref_metrics, got, metrics, generate)
         results[name] = r
         for check_name, value, threshold, op in task.checks(m.precision, cfg, ref_metrics, r):
             ok = holds(value, threshold, op)
