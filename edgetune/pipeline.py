@@ -40,6 +40,8 @@ from edgetune.tasks import Task, TaskData, get_task
 # per-stage commands, their help and build's --from choices come from it; each task runs those it lists).
 STAGE_HELP = {
     "finetune": "Fine-tune the base model with LoRA on the recipe's data and evaluate it each epoch.",
+    "train-adapters": "causal-lm with an adapters: list: train each task's adapter on its own dataset (against "
+    "the int4 base with int4-aware epochs); one whose data and settings are unchanged is kept.",
     "merge": "Merge the adapter into the base weights; fail if merged outputs differ from the adapter model's.",
     "compress": "Make a smaller student from the merged model (the recipe's compress: section) and distill it.",
     "export": "Export the merged model to ONNX: encoders with torch's exporter, or optimum-onnx where installed "

@@ -11,9 +11,9 @@ from pathlib import Path
 import torch
 
 from edgetune.core.recipe import load_recipe
+from edgetune.engines.finetune import finetune
 from edgetune.engines.training import launched_world
 from edgetune.pipeline import prepare
-from edgetune.stages.finetune import finetune
 
 
 def main(out: Path, recipes: list[str]) -> None:

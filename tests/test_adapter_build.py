@@ -121,14 +121,19 @@ def test_two_adapters_over_one_int4_base(tiny_chat_recipe, tmp_path):
     assert r.exit_code == 0, r.output
     assert "(adapter: timers; a new conversation)" in r.output and "(adapter: none, the bare base" in r.output
     assert "no adapter named 'nope'" in r.output, r.output
-    # a third task: only it trains; the other two are kept from the last run
+    # a third task: only it trains; the other two are kept from the last run, and the merged path is untouched
     recipe = _adapters_recipe(recipe, tmp_path, names=("timers", "alarms"))
     lines.clear()
-    build(load_recipe(recipe), tmp_path / "run", progress=False, log=lines.append)
-    trained = [line for line in lines if "finetune: adapter" in line]
-    assert any("adapter home: trained before" in line for line in trained), lines
-    assert any("adapter timers: trained before" in line for line in trained), trained
-    assert any("adapter alarms: training" in line for line in trained), trained
+    third = build(load_recipe(recipe), tmp_path / "run", progress=False, log=lines.append)
+    trained = [line for line in lines if line.startswith("train-adapters: ")]
+    assert any("home: trained before" in line for line in trained), lines
+    assert any("timers: trained before" in line for line in trained), trained
+    assert any("alarms: training" in line for line in trained), trained
+    assert {"finetune", "merge", "export", "quantize", "verify"} <= set(third.skipped), (third.skipped, lines)
+    assert "train-adapters" not in third.skipped and "adapters" not in third.skipped
+    manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    shipped = manifest["stages"]["adapters"]["record"]["adapters"]
+    assert [a["name"] for a in shipped] == ["home", "timers", "alarms"], shipped
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ import pytest
 from conftest import edit_recipe
 
 from edgetune.core.recipe import TrainingConfig, load_recipe
+from edgetune.engines import finetune as finetune_loop
 from edgetune.pipeline import build
 from edgetune.stages import finetune as finetune_stage
 from edgetune.tasks.classification import ClassificationTask
@@ -28,7 +29,7 @@ def _build(recipe, out, logs: list[str], progress: bool = True):
 
 @pytest.mark.parametrize("progress", [True, False])  # stderr not a terminal; or --no-progress
 def test_without_a_progress_bar_training_logs_step_rate_and_eta(tiny_recipe, tmp_path, monkeypatch, progress):
-    monkeypatch.setattr(finetune_stage, "on_terminal", lambda: False)
+    monkeypatch.setattr(finetune_loop, "on_terminal", lambda: False)
     edit_recipe(tiny_recipe, training={"progress_seconds": 0})  # a line after every step
     logs: list[str] = []
     _build(tiny_recipe, tmp_path / "run", logs, progress)
@@ -40,7 +41,7 @@ def test_without_a_progress_bar_training_logs_step_rate_and_eta(tiny_recipe, tmp
 
 
 def test_on_a_terminal_the_bar_shows_progress_and_no_lines(tiny_recipe, tmp_path, monkeypatch):
-    monkeypatch.setattr(finetune_stage, "on_terminal", lambda: True)
+    monkeypatch.setattr(finetune_loop, "on_terminal", lambda: True)
     edit_recipe(tiny_recipe, training={"progress_seconds": 0})
     logs: list[str] = []
     _build(tiny_recipe, tmp_path / "run", logs)
@@ -48,7 +49,7 @@ def test_on_a_terminal_the_bar_shows_progress_and_no_lines(tiny_recipe, tmp_path
 
 
 def test_lines_come_at_most_every_progress_seconds(tiny_recipe, tmp_path, monkeypatch):
-    monkeypatch.setattr(finetune_stage, "on_terminal", lambda: False)
+    monkeypatch.setattr(finetune_loop, "on_terminal", lambda: False)
     logs: list[str] = []
     _build(tiny_recipe, tmp_path / "run", logs)  # default 60 s: 12 steps of a tiny model take far less
     assert not [s for s in logs if LINE.match(s)], logs
@@ -154,7 +155,7 @@ def test_progress_and_checkpoint_settings_do_not_change_the_finetune_key(tiny_re
         "precision",
         "int4_aware_epochs",
     }
-    assert set(finetune_stage.training_key(TrainingConfig(progress_seconds=5, checkpoint_minutes=0))) == computing
+    assert set(finetune_loop.training_key(TrainingConfig(progress_seconds=5, checkpoint_minutes=0))) == computing
     before = _finetune_key(tiny_recipe)
     edit_recipe(tiny_recipe, training={"progress_seconds": 1, "checkpoint_minutes": 0.5})
     assert _finetune_key(tiny_recipe) == before

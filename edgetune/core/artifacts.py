@@ -7,7 +7,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 
 @dataclass(frozen=True)
@@ -24,10 +24,9 @@ class Adapter:
     # set when trained int4-aware: the base's untrained linears were rounded to int4 blocks of this size, and
     # merge must round them the same way
     int4_block_size: int | None = None
-    # with the recipe's adapters: section: the adapter's name, and (on the finetune stage's own record) every
-    # adapter shipped apart from the base, in the recipe's order, each trained for that (see stages/finetune.py)
-    name: str = ""
-    tasks: list[Adapter] = field(default_factory=list)
+    name: str = ""  # with the recipe's adapters: section, the task's name
+    # fields of older edgetunes' records, read past (the adapters: tasks moved to the train-adapters stage)
+    RETIRED: ClassVar[frozenset[str]] = frozenset({"tasks"})
     int4_base: bool = False  # trained against the int4-rounded base, as the unmerged path computes
 
 
@@ -115,6 +114,15 @@ class ShippedAdapter:
     path: Path
     size_bytes: int = 0
     int4_base: bool = False  # trained against the int4 base (see Adapter.int4_base)
+    trained: Path | None = None  # its peft adapter folder (the PyTorch reference: base + it, merged)
+
+
+@dataclass(frozen=True)
+class TrainedAdapters:
+    """The adapters trained for the recipe's adapters: list apart from the finetune stage (see stages/adapters.py),
+    in the recipe's order."""
+
+    adapters: list[Adapter]
 
 
 @dataclass(frozen=True)
@@ -163,7 +171,17 @@ class Report:
 
 
 Record = (
-    Adapter | MergedModel | Student | OnnxModel | Quantized | Verification | AdapterSet | Benchmark | Package | Report
+    Adapter
+    | TrainedAdapters
+    | MergedModel
+    | Student
+    | OnnxModel
+    | Quantized
+    | Verification
+    | AdapterSet
+    | Benchmark
+    | Package
+    | Report
 )
 
 
@@ -188,6 +206,7 @@ def from_json(cls: type, data: dict, root: Path) -> Any:
     """Inverse of to_json, driven by the record's type hints (KeyError/TypeError on another layout)."""
     hints = typing.get_type_hints(cls)
     fields = {f.name for f in dataclasses.fields(cls)}
+    data = {k: v for k, v in data.items() if k not in getattr(cls, "RETIRED", ())}
     unknown = data.keys() - fields
     if unknown:
         raise TypeError(f"{cls.__name__}: unknown fields {sorted(unknown)}")
@@ -211,11 +230,11 @@ def _decode(hint: Any, v: Any, root: Path) -> Any:
 
 def rebase(record: Any, old: Path, new: Path) -> Any:
     """Return `record` with every Path under `old` (nested records too) moved under `new` (after a stage dir
-    is renamed)."""
+    is renamed); a path elsewhere (another stage's output the record names) stays."""
     changes: dict[str, Any] = {}
     for f in dataclasses.fields(record):
         v = getattr(record, f.name)
-        if isinstance(v, Path):
+        if isinstance(v, Path) and Path(v).is_relative_to(old):
             changes[f.name] = new / Path(v).relative_to(old)
         elif isinstance(v, list) and v and dataclasses.is_dataclass(v[0]):
             changes[f.name] = [rebase(x, old, new) for x in v]

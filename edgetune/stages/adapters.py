@@ -1,30 +1,128 @@
-"""Adapters kept apart: the base model built once (int4) with a LoRA input at each adapted projection, and each
-task of the recipe's adapters: list as an `.onnx_adapter` file over it, each verified against its own PyTorch
-model (base + that adapter, merged in float) with the int4 gates of a merged build."""
+"""Adapters kept apart from the base, in two stages. train-adapters trains each task of the recipe's adapters:
+list (keeping an adapter whose data and settings are unchanged), apart from the finetune stage, so that adding a
+task neither retrains the recipe's own adapter nor rebuilds the merged model. adapters builds the base model once
+(int4) with a LoRA input at each adapted projection, and each task as an `.onnx_adapter` file over it, each
+verified against its own PyTorch model (base + that adapter, merged in float) with the int4 gates of a merged
+build."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
 from edgetune.build import BaseStage, BuildContext, Key, TaskData
-from edgetune.core.artifacts import Adapter, AdapterSet, Check, ShippedAdapter, Verification
+from edgetune.core.artifacts import (
+    Adapter,
+    AdapterSet,
+    Check,
+    ShippedAdapter,
+    TrainedAdapters,
+    Verification,
+    from_json,
+    to_json,
+)
 from edgetune.core.memory import release_memory
-from edgetune.core.rundir import atomic_write_json
+from edgetune.core.rundir import atomic_write_json, config_key
 from edgetune.engines.adapters import base_with_adapters, merged_with
 from edgetune.engines.builder import BUILD_OPTIONS
+from edgetune.engines.finetune import CHECKPOINT_FORMAT, finetune, training_key
 from edgetune.engines.int4 import int4_block_of
 from edgetune.engines.onnxfile import describe_onnx
 from edgetune.engines.quantize import genai_options
+from edgetune.engines.training import is_rank0
 from edgetune.engines.verify import against_reference, holds
 from edgetune.runtime.cpu import cpu_isa
+
+
+class TrainAdapters(BaseStage):
+    """Train each task of the recipe's adapters: list into out/NAME/, each from its own data; with
+    training.int4_aware_epochs against the int4-rounded base (what the device computes: the int4 base file's
+    rounding, the adapter in float on top), the recipe's own dataset too. Without, the entry of the recipe's own
+    dataset is the finetune stage's adapter and is not trained here. An adapter whose key (data, lora, training,
+    int4 block, base) is the same as in this stage's last output is kept from it."""
+
+    name = "train-adapters"
+    record = TrainedAdapters
+    distributed = True  # every process of a launch trains; rank 0 writes
+
+    def skip(self, ctx: BuildContext, inputs: dict) -> str | None:
+        return None if ctx.recipe.adapters else ""  # "": the recipe does not ask for it
+
+    def key(self, ctx: BuildContext) -> Key:
+        r = ctx.recipe
+        return Key([r.task, r.model.source, [[name, key] for name, key in self._keys(ctx).items()]], [])
+
+    def _keys(self, ctx: BuildContext) -> dict[str, str]:
+        """The entries this stage trains, each with the key of its training."""
+        r = ctx.recipe
+        block = _int4_base(r)
+        return {
+            a.name: config_key(
+                CHECKPOINT_FORMAT,
+                r.lora.model_dump(),
+                training_key(r.training),
+                _data(ctx, a.name).fingerprint,
+                block,
+                ctx.source.fingerprint(),
+            )[:16]
+            for a in r.adapters
+            if a.dataset is not None or block is not None
+        }
+
+    def run(self, ctx: BuildContext, inputs: dict, out: Path) -> TrainedAdapters:
+        import json
+        import shutil
+
+        r, keys, block = ctx.recipe, self._keys(ctx), _int4_base(ctx.recipe)
+        before, ckpt_root = ctx.run.stage_dir(self.name), ctx.run.root / f"{self.name}.ckpt"
+        trained = []
+        for name, key in keys.items():
+            folder, old = out / name, before / name
+            try:
+                kept = json.loads((old / "adapter.json").read_text())
+            except (OSError, ValueError):
+                kept = None
+            if kept is not None and kept.get("key") == key:
+                ctx.log(f"train-adapters: {name}: trained before with the same settings and data; kept")
+                if is_rank0():
+                    shutil.copytree(old, folder)
+                record = from_json(Adapter, kept["record"], folder)
+            else:
+                ctx.log(f"train-adapters: {name}: training" + (" against the int4 base" if block else ""))
+                record = finetune(
+                    ctx.base(),
+                    _data(ctx, name),
+                    r.lora,
+                    ctx.adapter,
+                    r.training,
+                    ctx.task,
+                    folder,
+                    ckpt_root / key,
+                    r.model.trust_remote_code,
+                    ctx.progress,
+                    ctx.log,
+                    None,
+                    int4_base=block,
+                )
+                if is_rank0():
+                    atomic_write_json(folder / "adapter.json", {"key": key, "record": to_json(record, folder)})
+            trained.append(dataclasses.replace(record, name=name))
+        if is_rank0():
+            shutil.rmtree(ckpt_root, ignore_errors=True)
+        return TrainedAdapters(trained)
+
+
+def _int4_base(recipe: Any) -> int | None:
+    """The int4 block the adapters train against (with int4-aware epochs), or None: trained on the float base."""
+    return int4_block_of(recipe)[0] if recipe.training.int4_aware_epochs else None
 
 
 class ShipAdapters(BaseStage):
     """The int4 base plus one .onnx_adapter per task (the recipe's adapters: list), each verified."""
 
     name = "adapters"
-    needs = ("finetune",)
+    needs = ("finetune", "train-adapters")
     record = AdapterSet
 
     def skip(self, ctx: BuildContext, inputs: dict) -> str | None:
@@ -45,8 +143,11 @@ class ShipAdapters(BaseStage):
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> AdapterSet:
         r = ctx.recipe
-        trained: dict[str, Adapter] = {a.name: a for a in inputs["finetune"].tasks}
-        own = trained[r.own_adapter() or ""]
+        apart = {a.name: a for a in inputs["train-adapters"].adapters}
+        own_name = r.own_adapter() or ""
+        # in the recipe's order; the own dataset's entry is finetune's adapter unless it trained apart
+        trained: dict[str, Adapter] = {a.name: apart.get(a.name) or inputs["finetune"] for a in r.adapters}
+        own = trained[own_name]
         ctx.log(f"adapters: building the int4 base once, with a LoRA input for {len(trained)} adapter(s)")
         model, files = base_with_adapters(
             ctx.base().path,
@@ -57,7 +158,8 @@ class ShipAdapters(BaseStage):
         )
         verification = _verify(ctx, trained, model.parent, files, out)
         shipped = [
-            ShippedAdapter(name, files[name], files[name].stat().st_size, trained[name].int4_base) for name in files
+            ShippedAdapter(name, files[name], files[name].stat().st_size, trained[name].int4_base, trained[name].path)
+            for name in files
         ]
         notes = {"quantizer": "onnxruntime-genai model builder (MatMulNBits)", "lora_inputs": True}
         return AdapterSet(describe_onnx(model, "int4", notes), shipped, verification)

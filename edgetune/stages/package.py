@@ -195,7 +195,8 @@ class ChatPackage(_PackageStage):
 
 def _trained(inputs: dict) -> dict[str, Path]:
     """The peft adapter folder of each task a build with the recipe's adapters: list ships, by name ({} without)."""
-    return {a.name: a.path for a in inputs["finetune"].tasks} if "adapters" in inputs else {}
+    shipped = inputs.get("adapters")
+    return {a.name: a.trained for a in shipped.adapters if a.trained is not None} if shipped is not None else {}
 
 
 def package_classifier(

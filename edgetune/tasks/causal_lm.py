@@ -100,7 +100,7 @@ class CausalLMTask:
     peft_task_type = "CAUSAL_LM"
 
     def stages(self) -> list[Stage]:
-        from edgetune.stages.adapters import ShipAdapters
+        from edgetune.stages.adapters import ShipAdapters, TrainAdapters
         from edgetune.stages.bench import DecodeBench
         from edgetune.stages.export import GenaiExport
         from edgetune.stages.finetune import Finetune
@@ -112,6 +112,7 @@ class CausalLMTask:
 
         return [
             Finetune(),
+            TrainAdapters(),
             Merge(),
             GenaiExport(),
             GenaiQuantize(),
