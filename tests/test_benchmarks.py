@@ -250,6 +250,19 @@ def test_matmulnbits_kernels(tmp_path):
     assert all(float(m[5]) == 1.0 for m in found if m[3] == "4" and m[4] == "none")  # the ratios' base
 
 
+def test_int4_layouts(tmp_path):
+    out = smoke("int4_layouts", cwd=tmp_path)
+    pattern = rf"\| blocks of (\d+)(, gate\+up fused)? \| (\d+) \| {NUM} \({NUM}-{NUM}\) \| ({NUM}) \({NUM}-{NUM}\) \| (\S+) \|"
+    found = rows(out, pattern)
+    assert len(found) == 12, out  # 3 block sizes x fused or not x 2 token counts
+    assert {(m[1], bool(m[2]), m[3]) for m in found} == {
+        (b, f, t) for b in ("32", "64", "128") for f in (False, True) for t in ("1", "64")
+    }
+    for m in found:  # each layout computes what numpy does (int8 activations at level 4: about 1e-2)
+        assert float(m[5]) < 0.05, m[0]
+    assert all(float(m[4]) == 1.0 for m in found if m[1] == "32" and not m[2])  # the ratios' base
+
+
 def test_methods(classifier_run, tmp_path):
     recipe, _ = classifier_run
     out = smoke("methods", recipe, "--out", tmp_path / "methods", cwd=tmp_path)
