@@ -27,7 +27,8 @@ class Adapter:
     name: str = ""  # with the recipe's adapters: section, the task's name
     # fields of older edgetunes' records, read past (the adapters: tasks moved to the train-adapters stage)
     RETIRED: ClassVar[frozenset[str]] = frozenset({"tasks"})
-    int4_base: bool = False  # trained against the int4-rounded base, as the unmerged path computes
+    # trained against the base rounded to int4 in blocks of this size, as the unmerged path computes (None: float)
+    int4_base: int | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +114,7 @@ class ShippedAdapter:
     name: str
     path: Path
     size_bytes: int = 0
-    int4_base: bool = False  # trained against the int4 base (see Adapter.int4_base)
+    int4_base: int | None = None  # trained against the base rounded to int4 in blocks of this size (Adapter's)
     trained: Path | None = None  # its peft adapter folder (the PyTorch reference: base + it, merged)
 
 

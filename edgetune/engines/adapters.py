@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from edgetune.core.errors import EdgetuneError
+from edgetune.engines.int4 import round_base_for_int4
 
 # the builder's projection nodes: /model/layers.N/attn|mlp/NAME/MatMul[_Q4|_Q8]
 NODE = re.compile(r"^/model/layers\.(\d+)/(attn|mlp)/(\w+)/MatMul(?:_Q\d+)?$")
@@ -250,9 +251,14 @@ def _linears(base: Path) -> dict[str, tuple[int, int]]:
     return {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 
-def merged_with(load_model: Callable[[Path], Any], base: Path, adapter: Path) -> Any:
+def merged_with(load_model: Callable[[Path], Any], base: Path, adapter: Path, int4_base: int | None = None) -> Any:
     """The PyTorch model an adapter is checked against: the base (loaded by `load_model`, a task's) with the peft
-    adapter folder `adapter` merged in float, in eval mode."""
+    adapter folder `adapter` merged in float, in eval mode. With `int4_base` (the adapter trained against the
+    base rounded to int4 in blocks of that size: Adapter.int4_base), the base's linears rounded so first: the
+    model the adapter was trained as, which the int4 base + adapter on the device computes."""
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_model(base), adapter).merge_and_unload().eval()
+    model = PeftModel.from_pretrained(load_model(base), adapter)
+    if int4_base:
+        round_base_for_int4(model, int4_base)
+    return model.merge_and_unload().eval()

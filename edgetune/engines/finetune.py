@@ -272,7 +272,7 @@ def finetune(
         train_examples=len(data.train),
         eval_examples=len(data.eval),
         int4_block_size=int4_block,
-        int4_base=bool(int4_base),
+        int4_base=int4_base or None,
     )
 
 

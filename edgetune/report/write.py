@@ -155,7 +155,7 @@ def adapters_summary(records: dict[str, Any]) -> dict | None:
             {
                 "name": a.name,
                 "mb": round(a.size_bytes / 1e6, 3),
-                "trained_against_int4_base": a.int4_base,
+                "trained_against_int4_base": a.int4_base is not None,
                 "pytorch": {k: ref[k] for k in ("json_exact_match", "perplexity") if k in ref},
                 "onnx_int4_adapter": {
                     k: got[k] for k in ("json_exact_match", "perplexity", "greedy_agreement") if k in got

@@ -188,7 +188,7 @@ def _verify(
     for name, adapter in trained.items():
         data = _data(ctx, name)
         tokenizer = task.load_tokenizer(adapter.path)
-        merged = merged_with(task.load_model, ctx.base().path, adapter.path)
+        merged = merged_with(task.load_model, ctx.base().path, adapter.path, adapter.int4_base)
         ref, ref_metrics = task.evaluate(merged, tokenizer, data.eval, 32, max_length, generate)
         del merged
         release_memory()

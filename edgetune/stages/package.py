@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgetune.build import BaseStage, BuildContext, Key, trained_model
-from edgetune.core.artifacts import AdapterSet, MergedModel, OnnxModel, Package, Verification
+from edgetune.core.artifacts import AdapterSet, MergedModel, OnnxModel, Package, ShippedAdapter, Verification
 from edgetune.core.errors import CheckFailed, EdgetuneError
 from edgetune.core.rundir import atomic_write_json
 from edgetune.engines.adapters import merged_with
@@ -165,7 +165,7 @@ class ChatPackage(_PackageStage):
                 if name is None:
                     model = ctx.task.load_model(merged.path)
                 else:
-                    model = merged_with(ctx.task.load_model, ctx.base().path, trained[name])
+                    model = _reference(ctx, trained[name])
                 for i, r in zip(at, step_logits(model, [seqs[i] for i in at])):
                     rows[i] = r
             return rows
@@ -190,13 +190,21 @@ class ChatPackage(_PackageStage):
         return shipped.model if shipped is not None else super().packaged(inputs)
 
     def content(self, ctx: BuildContext, model: OnnxModel, inputs: dict, out: Path) -> dict:
-        return package_chat(model, trained_model(inputs), ctx, out, inputs.get("adapters"), _trained(inputs))
+        return package_chat(model, trained_model(inputs), ctx, out, inputs.get("adapters"))
 
 
-def _trained(inputs: dict) -> dict[str, Path]:
-    """The peft adapter folder of each task a build with the recipe's adapters: list ships, by name ({} without)."""
+def _trained(inputs: dict) -> dict[str, ShippedAdapter]:
+    """Each task a build with the recipe's adapters: list ships, by name ({} without)."""
     shipped = inputs.get("adapters")
-    return {a.name: a.trained for a in shipped.adapters if a.trained is not None} if shipped is not None else {}
+    return {a.name: a for a in shipped.adapters} if shipped is not None else {}
+
+
+def _reference(ctx: BuildContext, adapter: ShippedAdapter) -> Any:
+    """The PyTorch model a shipped adapter is checked against: the base (int4-rounded where it trained against
+    that) with the adapter merged."""
+    if adapter.trained is None:
+        raise EdgetuneError(f"package: adapter {adapter.name}: its record names no trained adapter (build again)")
+    return merged_with(ctx.task.load_model, ctx.base().path, adapter.trained, adapter.int4_base)
 
 
 def package_classifier(
@@ -263,12 +271,10 @@ def package_chat(
     ctx: BuildContext,
     out: Path,
     shipped: AdapterSet | None = None,
-    trained: dict[str, Path] | None = None,
 ) -> dict:
     """The genai folder, the prompt format and golden.json (PyTorch's greedy replies to held-out prompts). With
     `shipped` (the adapters stage's record), the folder is the int4 base with every task's .onnx_adapter, and the
-    golden cases are split over the adapters, each with PyTorch's base + that adapter (`trained`: the peft
-    adapter folders by name) merged."""
+    golden cases are split over the adapters, each with PyTorch's base + that adapter merged."""
     from edgetune.runtime.decoding import end_ids
 
     task, data, cfg = ctx.task, ctx.data, ctx.recipe.package
@@ -296,7 +302,7 @@ def package_chat(
         for a in shipped.adapters:
             own = entries[a.name].dataset
             examples = (ctx.adapter_data.get(a.name) or data).eval[:each]
-            reference = merged_with(task.load_model, ctx.base().path, (trained or {})[a.name])
+            reference = _reference(ctx, a)
             cases += [{"adapter": a.name, **c} for c in _chat_golden(reference, tokenizer, examples, eos)]
             prompt = (own.system_prompt if own is not None else None) or ""
             adapters.append(ChatAdapter(name=a.name, file=a.path.name, system_prompt=prompt))
