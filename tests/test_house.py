@@ -162,3 +162,11 @@ def test_response_format_decides_json_scoring(tiny_chat_recipe, fmt):
     assert ("json_exact_match" in metrics) == (fmt == "json")
     if fmt == "json":
         assert metrics["json_exact_match"] == 1.0
+
+
+def test_an_older_records_retired_field_is_read_past_and_a_flag_where_a_number_is_now_is_not(tmp_path):
+    old = {"path": "a", "tasks": [], "name": ""}  # the finetune record before the train-adapters stage
+    assert artifacts.from_json(artifacts.Adapter, old, tmp_path).path == tmp_path / "a"
+    with pytest.raises(TypeError):  # int4_base was a flag; now the block size the adapter trained against
+        artifacts.from_json(artifacts.Adapter, {"path": "a", "int4_base": True}, tmp_path)
+    assert artifacts.from_json(artifacts.Adapter, {"path": "a", "int4_base": 64}, tmp_path).int4_base == 64

@@ -220,6 +220,8 @@ def _decode(hint: Any, v: Any, root: Path) -> Any:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         return _decode(next(a for a in args if a is not type(None)), v, root)
+    if hint is int and isinstance(v, bool):  # a flag of an older layout where a number is now (Adapter.int4_base)
+        raise TypeError(f"{v!r} where a number is expected")
     if hint is Path:
         return root / v
     if origin is list and args and dataclasses.is_dataclass(args[0]):
