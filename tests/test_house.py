@@ -164,9 +164,11 @@ def test_response_format_decides_json_scoring(tiny_chat_recipe, fmt):
         assert metrics["json_exact_match"] == 1.0
 
 
-def test_an_older_records_retired_field_is_read_past_and_a_flag_where_a_number_is_now_is_not(tmp_path):
+def test_an_older_records_retired_field_is_read_past_and_its_flags_read_where_they_can(tmp_path):
     old = {"path": "a", "tasks": [], "name": ""}  # the finetune record before the train-adapters stage
     assert artifacts.from_json(artifacts.Adapter, old, tmp_path).path == tmp_path / "a"
-    with pytest.raises(TypeError):  # int4_base was a flag; now the block size the adapter trained against
+    # int4_base was a flag; now the block size the adapter trained against: off reads as None, on is unknown
+    assert artifacts.from_json(artifacts.Adapter, {"path": "a", "int4_base": False}, tmp_path).int4_base is None
+    with pytest.raises(TypeError):
         artifacts.from_json(artifacts.Adapter, {"path": "a", "int4_base": True}, tmp_path)
     assert artifacts.from_json(artifacts.Adapter, {"path": "a", "int4_base": 64}, tmp_path).int4_base == 64

@@ -219,8 +219,10 @@ def _decode(hint: Any, v: Any, root: Path) -> Any:
         return None
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
+        if v is False and type(None) in args and bool not in args:
+            return None  # an older layout's flag, off, where an optional number is now (Adapter.int4_base)
         return _decode(next(a for a in args if a is not type(None)), v, root)
-    if hint is int and isinstance(v, bool):  # a flag of an older layout where a number is now (Adapter.int4_base)
+    if hint is int and isinstance(v, bool):  # that flag on: the number it stands for is not known
         raise TypeError(f"{v!r} where a number is expected")
     if hint is Path:
         return root / v
