@@ -81,13 +81,13 @@ class TrainAdapters(BaseStage):
             folder, old = out / name, before / name
             try:
                 kept = json.loads((old / "adapter.json").read_text())
-            except (OSError, ValueError):
-                kept = None
-            if kept is not None and kept.get("key") == key:
+                record = from_json(Adapter, kept["record"], folder) if kept.get("key") == key else None
+            except (OSError, ValueError, KeyError, TypeError):  # none, or written by an older edgetune
+                record = None
+            if record is not None:
                 ctx.log(f"train-adapters: {name}: trained before with the same settings and data; kept")
                 if is_rank0():
                     shutil.copytree(old, folder)
-                record = from_json(Adapter, kept["record"], folder)
             else:
                 ctx.log(f"train-adapters: {name}: training" + (" against the int4 base" if block else ""))
                 record = finetune(
