@@ -3,15 +3,21 @@ quantize.auto both use."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 
 def compare(ref: np.ndarray, got: np.ndarray) -> dict[str, float]:
-    """How far ONNX outputs are from PyTorch's: max/mean abs diff, cosine per row, top-1 agreement."""
+    """How far ONNX outputs are from PyTorch's: max/mean abs diff, the largest diff relative to its row's scale
+    (max |ref| in that row: the float error of a correct export grows with the logits' size), cosine per row,
+    top-1 agreement."""
     a, b = got.reshape(len(got), -1).astype(np.float64), ref.reshape(len(ref), -1).astype(np.float64)
     cos = (a * b).sum(-1) / np.maximum(np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1), 1e-12)
+    rel = np.abs(a - b).max(-1) / np.maximum(np.abs(b).max(-1), 1e-12)
     return {
         "max_abs_diff": float(np.abs(got - ref).max()),
+        "max_rel_diff": float(rel.max()),
         "mean_abs_diff": float(np.abs(got - ref).mean()),
         "min_cosine": float(cos.min()),
         "mean_cosine": float(cos.mean()),
@@ -34,6 +40,15 @@ def against_reference(ref: np.ndarray, ref_metrics: dict, got: np.ndarray, metri
         if isinstance(metrics[key], float):
             out[f"{key}_drop"] = float(ref_metrics[key] - metrics[key])
     return out
+
+
+def fp32_gates(cfg: Any, metrics: dict) -> list[tuple[str, float, float, str]]:
+    """The parity gates of an fp32 export against PyTorch (the recipe's verify section `cfg`): the largest diff
+    relative to its row's scale, max |diff| where the recipe bounds it, and the smallest cosine."""
+    gates = [("max_rel_diff", metrics["max_rel_diff"], cfg.fp32_max_rel_diff, "<=")]
+    if cfg.fp32_max_abs_diff is not None:
+        gates.append(("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="))
+    return [*gates, ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">=")]
 
 
 def holds(value: float, threshold: float, op: str) -> bool:

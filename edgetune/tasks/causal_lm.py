@@ -19,6 +19,7 @@ from edgetune.core.errors import RecipeError
 from edgetune.core.families import for_genai_builder
 from edgetune.core.lines import auto_tokenizer
 from edgetune.core.templates import TOKENS, completion_template, read_template
+from edgetune.engines.verify import fp32_gates
 from edgetune.runtime.decoding import _all_logits, _ids, _logsumexp, _padded, end_ids, greedy_torch
 from edgetune.runtime.genai import GenaiLM
 
@@ -400,8 +401,7 @@ class CausalLMTask:
         out = []
         if precision == "fp32":
             out += [
-                ("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="),
-                ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">="),
+                *fp32_gates(cfg, metrics),
                 ("greedy_agreement", metrics["greedy_agreement"], cfg.greedy_min_agreement, ">="),
             ]
         else:

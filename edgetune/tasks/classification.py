@@ -13,6 +13,7 @@ from edgetune.build import TaskData
 from edgetune.core.data import Row, data_fingerprint, load_splits
 from edgetune.core.errors import RecipeError
 from edgetune.core.lines import auto_tokenizer
+from edgetune.engines.verify import fp32_gates
 from edgetune.packaging.graph import EMBEDDABLE_TOKENIZERS
 
 if TYPE_CHECKING:
@@ -228,10 +229,7 @@ class ClassificationTask:
     def checks(self, precision: str, cfg: Any, ref_metrics: dict, metrics: dict) -> list[tuple[str, float, float, str]]:
         """The gates for one ONNX model: (name, value, threshold, op)."""
         if precision == "fp32":
-            return [
-                ("max_abs_diff", metrics["max_abs_diff"], cfg.fp32_max_abs_diff, "<="),
-                ("min_cosine", metrics["min_cosine"], cfg.fp32_min_cosine, ">="),
-            ]
+            return fp32_gates(cfg, metrics)
         return [
             ("top1_agreement", metrics["top1_agreement"], cfg.int8_min_top1_agreement, ">="),
             ("accuracy_drop", ref_metrics["accuracy"] - metrics["accuracy"], cfg.int8_max_accuracy_drop, "<="),
