@@ -2,8 +2,8 @@
 list (keeping an adapter whose data and settings are unchanged), apart from the finetune stage, so that adding a
 task neither retrains the recipe's own adapter nor rebuilds the merged model. adapters builds the base model once
 (int4) with a LoRA input at each adapted projection, and each task as an `.onnx_adapter` file over it, each
-verified against its own PyTorch model (base + that adapter, merged in float) with the int4 gates of a merged
-build."""
+verified against its own PyTorch model (the base, rounded to int4 where the adapter trained against that, with
+the adapter merged in float) with the int4 gates of a merged build."""
 
 from __future__ import annotations
 
