@@ -21,6 +21,7 @@ from edgetune.core.artifacts import Adapter
 from edgetune.core.families import AdapterPlan
 from edgetune.core.progress import StepProgress, on_terminal
 from edgetune.core.recipe import LoraConfig, TrainingConfig
+from edgetune.core.rundir import config_key
 from edgetune.core.sources import ModelSource
 from edgetune.engines.int4 import int4_forward, round_base_for_int4, round_frozen_for_int4
 from edgetune.engines.training import Setup, StepResult, Team, Trainer, enable_gradient_checkpointing
@@ -43,6 +44,12 @@ CHECKPOINT_FORMAT = 2  # 2: optimizer, schedule and every rank's random state un
 def training_key(training: TrainingConfig) -> dict:
     """The training settings that change the trained adapter."""
     return training.model_dump(exclude=NOT_IN_KEY)
+
+
+def run_key(lora: LoraConfig, training: TrainingConfig, fingerprint: str, *more: Any) -> str:
+    """The key of one training run (its checkpoint folder's name, an adapter kept while it is unchanged): the
+    checkpoint format, the adapter and training settings, the data's fingerprint, and `more`."""
+    return config_key(CHECKPOINT_FORMAT, lora.model_dump(), training_key(training), fingerprint, *more)[:16]
 
 
 class Examples(Protocol):

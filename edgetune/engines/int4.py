@@ -45,6 +45,11 @@ def int4_block(
     return 64, f"this machine ({cpu_isa(flags)}): blocks of 64 are as fast as 32 without VNNI, and the file smaller"
 
 
+def int4_training_block(recipe: Any) -> int | None:
+    """The int4 block size the recipe's training rounds in (with training.int4_aware_epochs), or None."""
+    return int4_block_of(recipe)[0] if recipe.training.int4_aware_epochs else None
+
+
 def int4_block_of(recipe: Any) -> tuple[int, str]:
     """int4_block for a recipe: its quantize.int4_block_size and its package's targets."""
     p = recipe.package

@@ -23,11 +23,11 @@ from edgetune.core.artifacts import (
     to_json,
 )
 from edgetune.core.memory import release_memory
-from edgetune.core.rundir import atomic_write_json, config_key
+from edgetune.core.rundir import atomic_write_json
 from edgetune.engines.adapters import base_with_adapters, merged_with
 from edgetune.engines.builder import BUILD_OPTIONS
-from edgetune.engines.finetune import CHECKPOINT_FORMAT, finetune, training_key
-from edgetune.engines.int4 import int4_block_of
+from edgetune.engines.finetune import finetune, run_key
+from edgetune.engines.int4 import int4_block_of, int4_training_block
 from edgetune.engines.onnxfile import describe_onnx
 from edgetune.engines.quantize import genai_options
 from edgetune.engines.training import is_rank0
@@ -56,16 +56,9 @@ class TrainAdapters(BaseStage):
     def _keys(self, ctx: BuildContext) -> dict[str, str]:
         """The entries this stage trains, each with the key of its training."""
         r = ctx.recipe
-        block = _int4_base(r)
+        block = int4_training_block(r)
         return {
-            a.name: config_key(
-                CHECKPOINT_FORMAT,
-                r.lora.model_dump(),
-                training_key(r.training),
-                _data(ctx, a.name).fingerprint,
-                block,
-                ctx.source.fingerprint(),
-            )[:16]
+            a.name: run_key(r.lora, r.training, _data(ctx, a.name).fingerprint, block, ctx.source.fingerprint())
             for a in r.adapters
             if a.dataset is not None or block is not None
         }
@@ -74,7 +67,7 @@ class TrainAdapters(BaseStage):
         import json
         import shutil
 
-        r, keys, block = ctx.recipe, self._keys(ctx), _int4_base(ctx.recipe)
+        r, keys, block = ctx.recipe, self._keys(ctx), int4_training_block(ctx.recipe)
         before, ckpt_root = ctx.run.stage_dir(self.name), ctx.run.root / f"{self.name}.ckpt"
         trained = []
         for name, key in keys.items():
@@ -111,11 +104,6 @@ class TrainAdapters(BaseStage):
         if is_rank0():
             shutil.rmtree(ckpt_root, ignore_errors=True)
         return TrainedAdapters(trained)
-
-
-def _int4_base(recipe: Any) -> int | None:
-    """The int4 block the adapters train against (with int4-aware epochs), or None: trained on the float base."""
-    return int4_block_of(recipe)[0] if recipe.training.int4_aware_epochs else None
 
 
 class ShipAdapters(BaseStage):

@@ -10,9 +10,8 @@ from edgetune.core.artifacts import Adapter
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import ModelInfo
 from edgetune.core.recipe import Recipe
-from edgetune.core.rundir import config_key
-from edgetune.engines.finetune import CHECKPOINT_FORMAT, finetune, training_key
-from edgetune.engines.int4 import int4_block_of
+from edgetune.engines.finetune import finetune, run_key, training_key
+from edgetune.engines.int4 import int4_training_block
 from edgetune.engines.training import is_rank0, resolve_device
 
 
@@ -22,12 +21,6 @@ class Finetune(BaseStage):
     name = "finetune"
     record = Adapter
     distributed = True  # every process of a launch trains; rank 0 writes
-
-    def _parts(self, ctx: BuildContext) -> tuple[dict, list]:
-        r = ctx.recipe
-        # int4-aware epochs train against the int4 rounding of this block size
-        block = int4_block_of(r)[0] if r.training.int4_aware_epochs else None
-        return r.lora.model_dump(), [block]
 
     def check(self, recipe: Recipe, info: ModelInfo) -> None:
         tr = recipe.training
@@ -48,9 +41,9 @@ class Finetune(BaseStage):
 
     def key(self, ctx: BuildContext) -> Key:
         r = ctx.recipe
-        lora, int4 = self._parts(ctx)
+        # int4-aware epochs train against the int4 rounding of this block size
         return Key(
-            [r.task, r.model.source, lora, training_key(r.training), *int4],
+            [r.task, r.model.source, r.lora.model_dump(), training_key(r.training), int4_training_block(r)],
             [ctx.data.fingerprint, ctx.source.fingerprint()],
         )
 
@@ -58,9 +51,9 @@ class Finetune(BaseStage):
         import shutil
 
         r, tr = ctx.recipe, ctx.recipe.training
-        lora, int4 = self._parts(ctx)
+        block = int4_training_block(r)
         root = ctx.run.root / "finetune.ckpt"
-        ckpt = root / config_key(CHECKPOINT_FORMAT, lora, training_key(tr), ctx.data.fingerprint, *int4)[:16]
+        ckpt = root / run_key(r.lora, tr, ctx.data.fingerprint, block)
         record = finetune(
             ctx.base(),
             ctx.data,
@@ -73,7 +66,7 @@ class Finetune(BaseStage):
             r.model.trust_remote_code,
             ctx.progress,
             ctx.log,
-            int4[0] if int4 else None,
+            block,
         )
         if is_rank0():
             shutil.rmtree(root, ignore_errors=True)
