@@ -102,7 +102,7 @@ def bench_over_ssh(
     if copied:
         _copy(ssh, bundle, remote_dir, digest, log)
     else:
-        log(f"ssh: the bundle on {where} is this one (sha256 {digest[:12]}), not copied again")
+        log(f"ssh: {where}:{remote_dir} holds this bundle (sha256 {digest[:12]}), not copied again")
     args = [
         a
         for k, v in (("--threads", threads), ("--warmup", warmup), ("--runs", runs))
