@@ -293,3 +293,13 @@ def test_peers(classifier_run, tmp_path):
     if "olive" not in builds:
         assert "note: Olive skipped: olive-ai is not installed" in out, out
     assert len(record["results"]) == len(builds) and all(r["p50_ms"] > 0 for r in record["results"])
+
+
+def test_int4_auto_vs_hand(chat_run, tmp_path):
+    recipe, run = chat_run
+    out = smoke("int4_auto_vs_hand", run, recipe, cwd=tmp_path)
+    table = json.loads(out.strip().splitlines()[-1])
+    assert set(table) == {"auto ((not auto))", "hand (README)"}, out
+    for name, f in table.items():
+        assert 0 <= f["exact_match"] <= 1 and f["perplexity"] > 1 and f["MB"] > 0, (name, f)
+        assert f["decode_tokens_per_s"] > 0 and f["prefill_ms"] > 0 and len(f["round_decode_ratio"]) == 1, (name, f)

@@ -4,6 +4,7 @@ table)."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from edgetune.core.errors import EdgetuneError
@@ -19,9 +20,17 @@ MODEL_NAME = "model.onnx"  # the builder's output file name
 BUILD_OPTIONS = {"prune_lm_head": "true"}
 
 
-def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = None, plain: bool = False) -> None:
+def build_genai(
+    merged: Path,
+    out: Path,
+    precision: str,
+    extra: dict | None = None,
+    plain: bool = False,
+    target: dict | None = None,
+) -> None:
     """Run onnxruntime-genai's model builder on a transformers folder; raise EdgetuneError with its last words.
-    `extra`: builder options on top of BUILD_OPTIONS (`plain`: none but `extra`, for comparisons)."""
+    `extra`: builder options on top of BUILD_OPTIONS (`plain`: none but `extra`, for comparisons); `target`: the
+    builder's structured target options (0.18 and later: per-node quantization overrides)."""
     import subprocess
     import sys
     import tempfile
@@ -45,6 +54,8 @@ def build_genai(merged: Path, out: Path, precision: str, extra: dict | None = No
         options = {**({} if plain else BUILD_OPTIONS), **(extra or {})}
         if options:
             cmd += ["--extra_options", *[f"{k}={v}" for k, v in options.items()]]
+        if target:
+            cmd += ["--builder_config_version", "2", "--target_options", json.dumps(target)]
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0 or not (out / MODEL_NAME).exists():
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
@@ -127,8 +138,13 @@ def _one_copy_of_the_weights() -> None:
         with tempfile.TemporaryDirectory(dir=self.cache_dir) as d:
             path = os.path.join(d, "float.onnx")
             ir.save(self.model, path, external_data="float.onnx.data", size_threshold_bytes=0)
-            for value in self.model.graph.initializers.values():
-                value.const_value = None
+            # the 0.18 builder checks that each node named in a per-node override (quantize.auto's int8 layers)
+            # still has its weight: those few are kept
+            named = getattr(self, "exact_quant_override_names", set())
+            keep = {v.name for n in self.model.graph if n.name in named for v in n.inputs if v is not None}
+            for name, value in self.model.graph.initializers.items():
+                if name not in keep:
+                    value.const_value = None
             gc.collect()
             proto = onnx.load(path)
         ir.to_proto = lambda model: proto if model is self.model else to_proto(model)

@@ -311,6 +311,8 @@ def _auto_markdown(auto: dict | None, tradeoff: Path | None) -> list[str]:
     """quantize.auto's candidates: each one's figures, and which one was kept."""
     if not auto:
         return []
+    if auto.get("kind") == "int4":
+        return _auto_int4_markdown(auto, tradeoff)
     t = auto["timed_at"]
     on = auto.get("chosen_on")
     where = f"on the selection split ({on['rows']} rows: {on['what']})" if on else "on the held-out split"
@@ -342,6 +344,40 @@ def _auto_markdown(auto: dict | None, tradeoff: Path | None) -> list[str]:
     out.append("")
     if tradeoff:
         out += [f"![latency vs accuracy]({tradeoff.name})", ""]
+    return out
+
+
+def _auto_int4_markdown(auto: dict, tradeoff: Path | None) -> list[str]:
+    """quantize.auto's int4 layouts (a decoder): each one's figures on the selection rows, its speed, its fate."""
+    t, on, b = auto["timed_at"], auto["chosen_on"], auto["budget"]
+    fp32 = on["fp32"]
+    ref = ", ".join(f"{k.replace('_', ' ')} {_metric(v)}" for k, v in fp32.items())
+    out = [
+        f"quantize.auto kept **{auto['chosen']}**: the fastest decoder within verify's int4 budgets (exact-match "
+        f"drop <= {b['max_drop']:g}, perplexity ratio <= {b['max_perplexity_ratio']:g}) on {on['what']} "
+        f"(fp32 ONNX there: {ref}), timed with a {t['seq']}-token prompt and {t['new_tokens']} new tokens at "
+        f"{t['threads']} threads, each layout in a fresh process, median of {t['rounds']} interleaved rounds; "
+        f"layouts within the timing noise of the fastest count as ties, won by the first listed. The search took "
+        f"{auto['search_seconds'] / 60:.1f} min. A pruned layout does all the work of one that passed and more, so "
+        "it cannot be faster: it was not built. The held-out figures of the kept layout are verify's, below.",
+        "",
+        "| layout | exact match | drop | perplexity | ratio | decode tok/s | prefill ms | spread | size MB | result |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in auto["candidates"]:
+        if r["status"] == "pruned":
+            out.append(f"| {r['name']} | | | | | | | | | pruned ({r['why']}) |")
+            continue
+        em, drop = r.get("exact_match"), r.get("exact_match_drop")
+        why = f" ({r['stopped_early']})" if r.get("stopped_early") else ""
+        out.append(
+            f"| {r['name']} | {'-' if em is None else _metric(em)} | {'-' if drop is None else _metric(drop)} | "
+            f"{r['perplexity']:.4f} | {r['perplexity_ratio']:.4f} | {r['decode_tokens_per_s']:.1f} | "
+            f"{_ms(r['prefill_ms'])} | {r['spread']:.0%} | {_mb(r['size_bytes'] / 1e6)} | {r['status']}{why} |"
+        )
+    out.append("")
+    if tradeoff:
+        out += [f"![decode speed vs exact match]({tradeoff.name})", ""]
     return out
 
 

@@ -17,7 +17,7 @@ def _tradeoff_plot(records: dict[str, Any], root: Path, path: Path) -> Path | No
     """quantize.auto's candidates (and the peers' builds from RUN_DIR/peers.json, benchmarks/peers.py): p50 at
     the search's length against held-out accuracy, marker area by size, the chosen build marked."""
     q = records.get("quantize")
-    auto = q.models[0].notes.get("auto") if q is not None and q.models else None
+    auto = next((m.notes["auto"] for m in (q.models if q is not None else []) if m.notes.get("auto")), None)
     if not auto:
         return None
     import matplotlib
@@ -26,6 +26,9 @@ def _tradeoff_plot(records: dict[str, Any], root: Path, path: Path) -> Path | No
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    if auto.get("kind") == "int4":
+        _int4_tradeoff(ax, auto)
+        return _save(fig, path)
     rows = auto["candidates"]
     # held-out accuracy, as the peers' builds are measured (the choice read the selection split's figures)
     acc = [r.get("heldout_accuracy", r["accuracy"]) for r in rows]
@@ -59,6 +62,41 @@ def _tradeoff_plot(records: dict[str, Any], root: Path, path: Path) -> Path | No
     ax.set_title(
         "int8 candidates (green: within verify's budgets on the selection split; area: size; star: chosen)", fontsize=8
     )
+    return _save(fig, path)
+
+
+def _int4_tradeoff(ax: Any, auto: dict) -> None:
+    """The int4 layouts quantize.auto measured: decode tokens/s against the selection rows' exact match (or
+    perplexity ratio, for responses without one), marker area by size, the kept layout starred."""
+    rows = [r for r in auto["candidates"] if r["status"] != "pruned"]
+    exact = all(r.get("exact_match") is not None for r in rows)
+    y = [r["exact_match"] if exact else r["perplexity_ratio"] for r in rows]
+    x = [r["decode_tokens_per_s"] for r in rows]
+    ax.scatter(
+        x,
+        y,
+        s=[max(20.0, r["size_bytes"] / 1e6 * 2) for r in rows],
+        c=["tab:green" if r["status"] == "passed" else "tab:gray" for r in rows],
+        alpha=0.7,
+    )
+    for r, a, b in zip(rows, x, y):
+        ax.annotate(r["name"], (a, b), fontsize=6, xytext=(4, 4), textcoords="offset points")
+    i = next(i for i, r in enumerate(rows) if r["name"] == auto["chosen"])
+    ax.scatter([x[i]], [y[i]], marker="*", s=250, c="tab:red", zorder=3)
+    fp32 = auto["chosen_on"]["fp32"]
+    if exact and "json_exact_match" in fp32:
+        ax.axhline(fp32["json_exact_match"] - auto["budget"]["max_drop"], color="tab:red", lw=0.8, ls="--")
+    t = auto["timed_at"]
+    ax.set_xlabel(f"decode tokens/s, {t['seq']}-token prompt, {t['threads']} threads (higher is better)")
+    ax.set_ylabel("exact match on the selection rows" if exact else "perplexity ratio to fp32")
+    ax.set_title(
+        "int4 layouts (green: within verify's int4 budgets; dashed: the budget; area: size; star: kept)", fontsize=8
+    )
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     tmp = path.with_name(path.stem + ".tmp.png")
     fig.savefig(tmp)

@@ -11,10 +11,12 @@ from edgetune.core.artifacts import MergedModel, Quantized
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import ModelInfo
 from edgetune.core.recipe import Recipe
-from edgetune.engines.autoquant import SELECT_COPIES, SELECT_SEED, SEQ, Selection, search, selection_split
+from edgetune.engines import autoquant
+from edgetune.engines.autoquant import SELECT_COPIES, SEQ, Selection, search, selection_split
 from edgetune.engines.bench.inputs import encoder_inputs
 from edgetune.engines.builder import BUILD_OPTIONS
-from edgetune.engines.int4 import int4_block_of
+from edgetune.engines.int4 import int4_block_of, int4_training_block
+from edgetune.engines.int4_auto import SELECT_ROWS, SELECT_SEED, LMSelection, search_int4
 from edgetune.engines.int8 import reduce_range
 from edgetune.engines.quantize import calibration_feeds, quantize_genai, quantize_int8
 
@@ -70,15 +72,48 @@ class GenaiQuantize(BaseStage):
     needs = ("merge", "compress", "export")
     record = Quantized
 
+    def check(self, recipe: Recipe, info: ModelInfo) -> None:
+        if not recipe.quantize.auto:
+            return
+        if "int4" not in recipe.quantize.precisions:
+            raise RecipeError(
+                "quantize.auto: for causal-lm it searches int4 layouts, so quantize.precisions must have int4"
+            )
+        if recipe.adapters:
+            raise RecipeError(
+                "quantize.auto: not with adapters: (each adapter is trained against the shared base's int4 "
+                "rounding, so its layout is the recipe's)"
+            )
+
     def key(self, ctx: BuildContext) -> Key:
-        block = int4_block_of(ctx.recipe)[0]  # auto: this machine's choice
-        return Key([ctx.recipe.quantize.model_dump(), ctx.data.fingerprint, BUILD_OPTIONS, block])
+        r = ctx.recipe
+        block = int4_block_of(r)[0]  # auto: this machine's choice
+        parts = [r.quantize.model_dump(), ctx.data.fingerprint, BUILD_OPTIONS, block]
+        if r.quantize.auto:  # the search reads verify's int4 budgets, times as the benchmark does, and the rounding
+            budgets = {k: getattr(r.verify, k) for k in ("int4_max_accuracy_drop", "max_perplexity_ratio")}
+            timing = [r.benchmark.threads, r.benchmark.sequence_lengths[0], r.benchmark.new_tokens]
+            parts += [budgets, timing, int4_training_block(r), r.training.seed, r.verify.greedy_tokens]
+        return Key(parts)
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
-        block, why = int4_block_of(ctx.recipe)
-        if "int4" in ctx.recipe.quantize.precisions:
-            ctx.log(f"quantize: int4 in blocks of {block}: {why}")
-        return quantize_genai(trained_model(inputs), ctx.recipe.quantize, out, block)
+        r, merged = ctx.recipe, trained_model(inputs)
+        block, why = int4_block_of(r)
+        if not r.quantize.auto:
+            if "int4" in r.quantize.precisions:
+                ctx.log(f"quantize: int4 in blocks of {block}: {why}")
+            return quantize_genai(merged, r.quantize, out, block)
+        rest = [p for p in r.quantize.precisions if p != "int4"]
+        models = quantize_genai(merged, r.quantize.model_copy(update={"precisions": rest}), out, block).models
+        int4 = search_int4(
+            merged.path,
+            inputs["export"].path.parent,
+            out,
+            _lm_selection(ctx, merged),
+            r.quantize.embeddings,
+            int4_training_block(r),
+            ctx.log,
+        )
+        return Quantized([*models, int4])
 
 
 def _calibration(ctx: BuildContext, tokenizer: Any) -> list[dict] | None:
@@ -111,5 +146,49 @@ def _selection(ctx: BuildContext, merged: MergedModel) -> Selection:
         gates=gates,
         calibration=calibration_feeds(task.batches, examples, tok, max_length),
         timing_feeds=encoder_inputs(tok, 1, SEQ),
-        what=f"{SELECT_COPIES} altered copies of each training text (seed {r.training.seed + SELECT_SEED})",
+        what=f"{SELECT_COPIES} altered copies of each training text (seed {r.training.seed + autoquant.SELECT_SEED})",
+    )
+
+
+def _lm_selection(ctx: BuildContext, merged: MergedModel) -> LMSelection:
+    """quantize.auto's measuring kit for decoders: SELECT_ROWS training rows drawn with a seed of their own, the
+    task's evaluation (as verify runs it) and its int4 gates, and the benchmark's decode timing."""
+    import json
+    import random
+
+    from edgetune.core.recipe import BenchmarkConfig
+    from edgetune.engines.builder import MODEL_NAME
+
+    r, task, data = ctx.recipe, ctx.task, ctx.data
+    tok = task.load_tokenizer(merged.path)
+    seed = r.training.seed + SELECT_SEED
+    rows = random.Random(seed).sample(data.train, min(SELECT_ROWS, len(data.train)))
+    loaded: dict[Path, Any] = {}
+
+    def evaluate(folder: Path, examples: list[dict], generate: bool) -> dict:
+        if folder not in loaded:  # one layout at a time: the last one loaded is kept for its next chunk
+            loaded.clear()
+            loaded[folder] = task.load_onnx(folder / MODEL_NAME)
+        greedy = r.verify.greedy_tokens if generate else 0
+        return task.evaluate(loaded[folder], tok, examples, r.benchmark.batch_size, r.training.max_length, greedy)[1]
+
+    def gates(ref_metrics: dict, metrics: dict) -> list[tuple[str, float, float, str]]:
+        return task.checks("int4", r.verify, ref_metrics, metrics)
+
+    config = json.loads((merged.path / "config.json").read_text())
+    b = r.benchmark
+    timing = BenchmarkConfig(
+        threads=b.threads, sequence_lengths=b.sequence_lengths[:1], new_tokens=b.new_tokens, warmup=1, runs=6, rounds=3
+    )
+    return LMSelection(
+        examples=rows,
+        evaluate=evaluate,
+        gates=gates,
+        load_torch=lambda: task.load_model(merged.path),
+        timing=timing,
+        vocab=int(config["vocab_size"]),
+        what=f"{len(rows)} training rows drawn with seed {seed} (training.seed + {SELECT_SEED})",
+        num_layers=int(config["num_hidden_layers"]),
+        metric="json_exact_match" if rows and all(ex.get("score_json") for ex in rows) else None,
+        budget={"max_drop": r.verify.int4_max_accuracy_drop, "max_perplexity_ratio": r.verify.max_perplexity_ratio},
     )

@@ -221,6 +221,35 @@ def bench_decode(
     return _record("decode", results, summary, cfg, out, BASELINE, probe.finish(row_spreads(results)))
 
 
+def time_decoders(
+    models: list[tuple[str, Path, int]], cfg: BenchmarkConfig, vocab: int, log: Any = lambda s: None
+) -> list[dict]:
+    """(name, model.onnx path, size) of onnxruntime-genai decoders, each generating cfg.new_tokens after a prompt
+    of cfg.sequence_lengths[0] random ids, at cfg.threads, each in a fresh process, in cfg.rounds interleaved
+    rounds (quantize.auto's timing of int4 layouts): a row per model as bench_decode has them, in order."""
+    jobs = [
+        {
+            "name": name,
+            "kind": "genai",
+            "path": str(path),
+            "size_bytes": size,
+            "llm": True,
+            "threads": cfg.threads,
+            "seqs": list(cfg.sequence_lengths)[:1],
+            "new_tokens": cfg.new_tokens,
+            "warmup": cfg.warmup,
+            "runs": _runs_per_round(cfg),
+            "vocab": vocab,
+        }
+        for name, path, size in models
+    ]
+    rows = []
+    for job, msgs in _interleaved(jobs, cfg.rounds, log).items():
+        row, rounds = msgs[0]["per_seq"][0], [m["per_seq"][0] for m in msgs]
+        rows.append({"model": job["name"], **merge_rounds(row, rounds)})
+    return rows
+
+
 def _runs_per_round(cfg: BenchmarkConfig) -> int:
     """benchmark.runs is the number of timed runs in all, split over the rounds."""
     return max(1, -(-cfg.runs // cfg.rounds))

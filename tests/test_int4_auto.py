@@ -1,0 +1,205 @@
+"""quantize.auto for causal-lm: the int4 layout search (edgetune/engines/int4_auto.py)."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from conftest import edit_recipe
+from test_recipe import assert_one_line_error
+
+from edgetune.cli import cli
+from edgetune.core.errors import CheckFailed
+from edgetune.core.recipe import BenchmarkConfig, load_recipe
+from edgetune.engines.int4_auto import (
+    Layout,
+    LMSelection,
+    builder_options,
+    builder_takes_node_overrides,
+    choose,
+    layer_sensitivity,
+    layouts,
+    search_int4,
+)
+from edgetune.pipeline import build
+
+
+def test_a_layout_doing_more_work_is_pruned_behind_one_that_passed():
+    fast = Layout(64)
+    assert Layout(32).at_least_as_slow_as(fast)
+    assert Layout(32, head="int8", int8_layers=2).at_least_as_slow_as(fast)
+    assert Layout(64, level=0).at_least_as_slow_as(fast)
+    assert Layout(64, rounding="asymmetric", head="int4").at_least_as_slow_as(fast)
+    assert not Layout(128).at_least_as_slow_as(fast)  # larger blocks: may be faster
+    assert not fast.at_least_as_slow_as(Layout(64, level=0))  # int8 compute is not float compute's work
+    assert not Layout(32, head="int8", mixed=True).at_least_as_slow_as(Layout(32, head="int8", int8_layers=2))
+    assert not Layout(64).at_least_as_slow_as(Layout(64, rounding="asymmetric"))
+
+
+def test_the_layouts_of_a_model_trained_against_the_rounding_keep_its_block_and_rounding():
+    trained = layouts(30, 64, per_node=True)
+    assert {x.block for x in trained} == {64} and {x.rounding for x in trained} == {"rtn"}
+    assert [x.int8_layers for x in trained if x.int8_layers] == [4, 8, 8]
+    free = layouts(30, None, per_node=True)
+    assert {x.block for x in free} == {128, 64, 32} and {x.rounding for x in free} == {"rtn", "asymmetric", "k_quant"}
+    assert {x.level for x in free} == {0, 4} and {x.head for x in free} == {"shared", "int4", "int8"}
+    assert not any(x.int8_layers for x in layouts(30, None, per_node=False))  # a builder without overrides
+    assert len({x.name for x in free}) == len(free)
+    assert len(layouts(2, None, per_node=True)) == len(free) - 1  # 1 layer is both an eighth and a quarter
+
+
+def test_builder_options_name_the_most_sensitive_layers_nodes():
+    nodes = {
+        i: [f"/model/layers.{i}/attn/qkv_proj/MatMul", f"/model/layers.{i}/mlp/down_proj/MatMul"] for i in range(4)
+    }
+    extra, target = builder_options(Layout(32, head="int8", int8_layers=2), nodes, [3, 1, 0, 2])
+    assert extra == {"block_size": 32, "accuracy_level": 4, "shared_embeddings": "false"}
+    matches = [o["match"] for o in target["quant_config"]["weights"]["overrides"]]
+    assert matches == [{"name": n} for n in nodes[1] + nodes[3]] + [{"preset": "last_matmul"}]
+    assert builder_options(Layout(32, head="int8"), nodes, [])[0]["matmul_mixed_precision"] == "last_matmul:int8"
+    assert builder_options(Layout(128), nodes, [])[1] is None
+    extra = builder_options(Layout(32, rounding="asymmetric", head="int4", mixed=True), nodes, [])[0]
+    assert extra["is_symmetric"] == "false" and extra["matmul_mixed_precision"] == "mixed_layers:int8"
+
+
+def test_choose_takes_the_fastest_passing_layout_and_ties_go_to_the_first():
+    rows = [
+        {"name": "a", "status": "failed", "decode_tokens_per_s": 300.0, "spread": 0.0},
+        {"name": "b", "status": "passed", "decode_tokens_per_s": 196.0, "spread": 0.01},
+        {"name": "c", "status": "passed", "decode_tokens_per_s": 200.0, "spread": 0.01},
+        {"name": "d", "status": "passed", "decode_tokens_per_s": 150.0, "spread": 0.01},
+    ]
+    assert choose(rows)["name"] == "b"  # within 5% of c: a tie, won by the earlier
+    rows[1]["decode_tokens_per_s"] = 180.0
+    assert choose(rows)["name"] == "c"
+    assert choose([rows[0]]) is None
+
+
+def test_sensitivity_finds_the_layer_whose_rounding_hurts(tiny_chat_recipe):
+    """A layer whose weights have one outlier per block (the rest then round to zero) ranks first."""
+    import torch
+
+    from edgetune.pipeline import prepare
+
+    p = prepare(load_recipe(tiny_chat_recipe))
+    model = p.task.load_model(p.source.path)
+    with torch.no_grad():
+        for m in model.model.layers[1].modules():
+            if isinstance(m, torch.nn.Linear):
+                m.weight[:, ::16] = 50 * m.weight.abs().max()
+    scores = layer_sensitivity(model, p.data.train[:4], 16)
+    assert len(scores) == 2 and scores[1] > 10 * scores[0] > 0
+
+
+def _bits(folder):
+    """(block size, int8 MatMul nodes, accuracy level of the first MatMulNBits) of a genai int4 folder."""
+    import onnx
+
+    nodes = [
+        n for n in onnx.load(folder / "model.onnx", load_external_data=False).graph.node if n.op_type == "MatMulNBits"
+    ]
+    attr = {a.name: a.i for a in nodes[0].attribute}
+    eights = [n.name for n in nodes if next(a.i for a in n.attribute if a.name == "bits") == 8]
+    return attr["block_size"], eights, attr.get("accuracy_level", 0)
+
+
+def test_the_search_builds_what_each_layout_names_prunes_and_explains_a_failure(tiny_chat_recipe, tmp_path):
+    """search_int4 on the tiny model with a stand-in measurement read from each built file (so that the test
+    controls which layouts pass): each file holds its layout's blocks and int8 nodes; a layout that does more
+    work than one that passed is never built; with nothing passing, one line names the best layout found."""
+    from edgetune.pipeline import prepare
+
+    run = tmp_path / "run"
+    build(load_recipe(tiny_chat_recipe), run, progress=False, until="export")
+    p = prepare(load_recipe(tiny_chat_recipe))
+    seen, cap = {}, [1.0]
+
+    def evaluate(folder, rows, generate):
+        # a stand-in figure: exact match rises with int8 nodes and falls with block size; the reference has 1.0
+        if folder.name == "export":
+            return {"perplexity": 2.0, "tokens": 10, "json_exact_match": 1.0}
+        block, eights, level = _bits(folder)
+        seen[folder.name] = (block, eights, level)
+        return {
+            "perplexity": 2.0,
+            "tokens": 10,
+            "json_exact_match": min(cap[0], 0.5 + 0.1 * len(eights) - block / 1000),
+        }
+
+    def selection(max_drop):
+        return LMSelection(
+            examples=p.data.train[:8],
+            evaluate=evaluate,
+            gates=lambda ref, m: p.task.checks(
+                "int4",
+                load_recipe(tiny_chat_recipe).verify.model_copy(update={"int4_max_accuracy_drop": max_drop}),
+                ref,
+                m,
+            ),
+            load_torch=lambda: p.task.load_model(run / "merge" / "model"),
+            timing=BenchmarkConfig(threads=1, sequence_lengths=[8], new_tokens=4, warmup=0, runs=1, rounds=1),
+            vocab=json.loads((run / "merge" / "model" / "config.json").read_text())["vocab_size"],
+            what="test rows",
+            num_layers=2,
+            metric="json_exact_match",
+            budget={"max_drop": max_drop, "max_perplexity_ratio": 1.25},
+        )
+
+    out = tmp_path / "q"
+    out.mkdir()
+    model = search_int4(run / "merge" / "model", run / "export", out, selection(0.3), "auto", None)
+    auto = model.notes["auto"]
+    rows = {r["name"]: r for r in auto["candidates"]}
+    per_node = builder_takes_node_overrides()
+    # b128..b32 fail (0.37..0.47 < 0.7); lm_head int8 (1 int8 node) at b64 scores 0.536; 1 sensitive layer (its
+    # 5 MatMuls) + lm_head at b32: 1.0 -> passes
+    for name, r in rows.items():
+        if r["status"] == "pruned":
+            assert "which passed" in r["why"]
+            continue
+        folder = name.replace(", ", "_").replace(" ", "-").replace("'", "")
+        block, eights, level = seen[folder]
+        layout = Layout(**r["layout"])
+        assert block == layout.block and level == layout.level, name
+        assert ("/lm_head/MatMul_Q8" in eights) == (layout.head == "int8"), name
+        assert sum("/model/layers." in n for n in eights) == 5 * layout.int8_layers or layout.mixed, name
+        assert r["decode_tokens_per_s"] > 0 and r["prefill_ms"] > 0
+    if per_node:
+        assert auto["chosen"] == "b32, lm_head int8, 1 sensitive layer int8"
+        assert rows["b32, asymmetric, lm_head int8, 1 sensitive layer int8"]["status"] == "pruned"
+        assert len(auto["sensitivity"]) == 2
+    assert (out / "int4" / "genai_config.json").is_file() and not (out / "candidates").exists()
+
+    cap[0] = 0.9  # no layout reaches the reference's 1.0
+    with pytest.raises(CheckFailed) as e:
+        # a model trained against blocks of 16: those only (fewer layouts)
+        search_int4(run / "merge" / "model", run / "export", tmp_path / "q2", selection(0.0), "auto", 16)
+    msg = str(e.value)
+    assert "no int4 layout keeps" in msg and "training.int4_aware_epochs" in msg and "\n" not in msg
+    assert "json_exact_match_drop" in msg
+
+
+def test_auto_on_a_chat_recipe_keeps_a_layout_and_reports_every_candidate(tiny_chat_recipe, tmp_path):
+    # trained against blocks of 16 (one int4-aware epoch): the search keeps to them (fewer layouts)
+    edit_recipe(
+        tiny_chat_recipe,
+        quantize={"precisions": ["int4"], "auto": True, "int4_block_size": 16},
+        training={"epochs": 2, "int4_aware_epochs": 1},
+    )
+    run = tmp_path / "run"
+    build(load_recipe(tiny_chat_recipe), run, progress=False)
+    report = json.loads((run / "report" / "report.json").read_text())
+    assert report["passed"], report["checks"]
+    q = report["stages"]["quantize"]["models"][0]
+    auto = q["notes"]["auto"]
+    assert auto["kind"] == "int4" and auto["candidates"][0]["name"] == "b16"
+    chosen = next(r for r in auto["candidates"] if r["name"] == auto["chosen"])
+    assert chosen["status"] == "passed" and auto["search_seconds"] > 0
+    md = (run / "report" / "report.md").read_text()
+    assert "quantize.auto kept" in md and "| b16 |" in md and "decode tok/s" in md
+    assert (run / "report" / "tradeoff.png").is_file()
+
+
+def test_auto_for_causal_lm_needs_int4(tiny_chat_recipe):
+    edit_recipe(tiny_chat_recipe, quantize={"precisions": ["int8"], "auto": True})
+    r = CliRunner().invoke(cli, ["build", str(tiny_chat_recipe), "--out", str(tiny_chat_recipe.parent / "run")])
+    assert_one_line_error(r, 2, "quantize.auto", "int4")
