@@ -4,7 +4,8 @@ A layout is one onnxruntime-genai model-builder int4 export of the merged model 
 size (128/64/32), MatMulNBits' accuracy level (4: int8 activations, the fast CPU kernel; 0: float compute), the
 rounding (the builder's symmetric round-to-nearest, asymmetric, or k_quant), the output projection and embedding
 table (lm_head int4 with the table sharing its int4 weights; lm_head int4 with a table of its own; lm_head int8),
-and which decoder layers stay int8: none, the N most sensitive by a measured sensitivity, or the builder's own
+and which decoder layers stay int8: none, the N most sensitive (an eighth, a quarter, half of them) by a measured
+sensitivity, or the builder's own
 'mixed_layers' preset (llama.cpp's rule: first/last eighth and every third layer).
 
 Per-layer sensitivity (measured, not guessed): on a few selection rows, in PyTorch, the mean KL divergence of the
@@ -93,7 +94,7 @@ def layouts(num_layers: int, trained_block: int | None, per_node: bool) -> list[
     """The candidates, in order of preference when equally fast. `trained_block`: the block size the model was
     trained to be rounded in (training.int4_aware_epochs), then the only one tried, with the rounding trained
     against; `per_node`: the builder takes per-node overrides (the measured sensitive layers)."""
-    few, more = max(1, math.ceil(num_layers / 8)), max(1, math.ceil(num_layers / 4))
+    few, more, half = (max(1, math.ceil(num_layers / d)) for d in (8, 4, 2))
     if trained_block is not None:
         b = trained_block
         out = [
@@ -101,6 +102,7 @@ def layouts(num_layers: int, trained_block: int | None, per_node: bool) -> list[
             Layout(b, head="int8"),
             Layout(b, head="int8", int8_layers=few),
             Layout(b, head="int8", int8_layers=more),
+            Layout(b, head="int8", int8_layers=half),
             Layout(b, head="int8", mixed=True),
             Layout(b, level=0),
             Layout(b, level=0, head="int8", int8_layers=more),
@@ -117,6 +119,7 @@ def layouts(num_layers: int, trained_block: int | None, per_node: bool) -> list[
             Layout(32, head="int8"),
             Layout(32, head="int8", int8_layers=few),
             Layout(32, head="int8", int8_layers=more),
+            Layout(32, head="int8", int8_layers=half),
             Layout(32, head="int8", mixed=True),
             Layout(32, rounding="asymmetric", head="int8", int8_layers=more),
             Layout(32, level=0),
