@@ -267,8 +267,8 @@ def search_int4(
             sensitivity = layer_sensitivity(sel.load_torch(), sel.examples[:SENSITIVITY_ROWS], block)
             ranking = sorted(range(len(sensitivity)), key=lambda i: -sensitivity[i])
             log(
-                f"quantize.auto: per-layer sensitivity ({time.monotonic() - t0:.0f} s): most sensitive layers "
-                + ", ".join(f"{i} ({sensitivity[i]:.2g})" for i in ranking[:6])
+                f"quantize.auto: per-layer sensitivity ({time.monotonic() - t0:.0f} s), layers most sensitive "
+                "first: " + ", ".join(f"{i} ({sensitivity[i]:.2g})" for i in ranking)
             )
         passing = [r for r in rows if r["status"] == "passed"]
         beaten = next((r for r in passing if layout.at_least_as_slow_as(Layout(**r["layout"]))), None)
@@ -312,10 +312,7 @@ def search_int4(
         )
         log(f"quantize.auto: {layout.name}: {_figures(measured, sel.metric)}: {rows[-1]['status']}")
     measured_rows = [r for r in rows if r["status"] in ("passed", "failed")]
-    _time(measured_rows, sel, log)
-    chosen = choose(measured_rows)
-    wall = time.monotonic() - started
-    if chosen is None:
+    if not any(r["status"] == "passed" for r in measured_rows):  # nothing to choose between: no timing
         best = max(
             measured_rows,
             key=lambda r: (-(r["exact_match_drop"] or 0), -r["perplexity_ratio"]),
@@ -325,6 +322,10 @@ def search_int4(
             f", {_gate_text(best)}); train against the rounding (training.int4_aware_epochs: 2) or ship int8 "
             "(quantize.precisions: [int8])"
         )
+    _time(measured_rows, sel, log)
+    chosen = choose(measured_rows)
+    assert chosen is not None
+    wall = time.monotonic() - started
     dest = out / "int4"
     Path(chosen["path"]).rename(dest)
     shutil.rmtree(candidates)  # the others' figures are in the notes; their files are not kept
