@@ -38,7 +38,8 @@ def test_a_layout_doing_more_work_is_pruned_behind_one_that_passed():
 def test_the_layouts_of_a_model_trained_against_the_rounding_keep_its_block_and_rounding():
     trained = layouts(30, 64, per_node=True)
     assert {x.block for x in trained} == {64} and {x.rounding for x in trained} == {"rtn"}
-    assert [x.int8_layers for x in trained if x.int8_layers] == [4, 8, 15, 8]
+    assert [x.int8_layers for x in trained if x.int8_layers] == [4, 8, 15]
+    assert not any(x.level == 0 and (x.int8_layers or x.head == "int8") for x in layouts(30, None, True))
     free = layouts(30, None, per_node=True)
     assert {x.block for x in free} == {128, 64, 32} and {x.rounding for x in free} == {"rtn", "asymmetric", "k_quant"}
     assert {x.level for x in free} == {0, 4} and {x.head for x in free} == {"shared", "int4", "int8"}
