@@ -33,6 +33,9 @@ class TaskData:
     # causal-lm: the chat template the rows were encoded with when it is not the tokenizer's own
     # (dataset.chat_template, or the raw prompt of prompt/completion rows); finetune loads the tokenizer with it
     chat_template: str | None = None
+    # rows carved out of the training set before finetune, for quantize.auto's layout search (causal-lm): the
+    # search measures layouts on rows the model never trained on (empty when the recipe does not search)
+    selection: list[dict] = field(default_factory=list)
 
 
 class Task(Protocol):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import functools
+import hashlib
 import json
 import shutil
 import time
@@ -26,6 +27,7 @@ from edgetune.core.artifacts import (
     rebase,
     to_json,
 )
+from edgetune.core.data import carve
 from edgetune.core.errors import CheckFailed, EdgetuneError, RecipeError
 from edgetune.core.families import AdapterPlan, ModelInfo, model_info, plan_adapter
 from edgetune.core.memory import TreePeak, release_memory
@@ -33,6 +35,7 @@ from edgetune.core.progress import on_terminal, quiet_library_bars
 from edgetune.core.recipe import Recipe, parse_recipe
 from edgetune.core.rundir import RunDir, StageEntry, config_key
 from edgetune.core.sources import ModelSource, resolve_model_source
+from edgetune.engines.int4_auto import SELECT_ROWS, SELECT_SEED
 from edgetune.engines.training import Team
 from edgetune.tasks import Task, TaskData, get_task
 
@@ -151,6 +154,8 @@ def prepare(recipe: Recipe) -> Prepared:
     adapter = plan_adapter(info, recipe.task, recipe.lora, remote)
     data = task.load_data(recipe.dataset, recipe.base_dir, source, tr.max_length)
     data = dataclasses.replace(data, warnings=[*data.warnings, *task.check_model(info, source, recipe.package, remote)])
+    if recipe.quantize.auto and recipe.task == "causal-lm":
+        data = _carve_selection(data, tr.seed)
     extra = {}
     for i, a in enumerate(recipe.adapters):
         if a.dataset is not None:
@@ -168,6 +173,19 @@ def prepare(recipe: Recipe) -> Prepared:
                 data, warnings=[*data.warnings, *(f"{a.name}: {w}" for w in extra[a.name].warnings)]
             )
     return Prepared(recipe, task, data, source, info, adapter, extra)
+
+
+def _carve_selection(data: TaskData, seed: int) -> TaskData:
+    """quantize.auto on a decoder: its layout search measures on SELECT_ROWS training rows (at most a fifth) that
+    finetune then never trains on; the data's identity says so, so finetune and every stage after it rebuild."""
+    train, picked = carve(data.train, SELECT_ROWS, seed + SELECT_SEED)
+    if len(picked) < 2:
+        raise RecipeError(
+            f"quantize.auto: measures layouts on up to a fifth of the training rows, carved out before finetune; "
+            f"dataset.train has {len(data.train)} rows, too few (10 or more)"
+        )
+    fingerprint = hashlib.sha256(json.dumps([data.fingerprint, "selection", SELECT_ROWS, seed]).encode()).hexdigest()
+    return dataclasses.replace(data, train=train, selection=picked, fingerprint=fingerprint)
 
 
 class _Runner:

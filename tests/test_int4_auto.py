@@ -11,6 +11,7 @@ from edgetune.cli import cli
 from edgetune.core.errors import CheckFailed
 from edgetune.core.recipe import BenchmarkConfig, load_recipe
 from edgetune.engines.int4_auto import (
+    SELECT_ROWS,
     Layout,
     LMSelection,
     builder_options,
@@ -20,7 +21,7 @@ from edgetune.engines.int4_auto import (
     layouts,
     search_int4,
 )
-from edgetune.pipeline import build
+from edgetune.pipeline import build, prepare
 
 
 def test_a_layout_doing_more_work_is_pruned_behind_one_that_passed():
@@ -201,6 +202,19 @@ def test_auto_on_a_chat_recipe_keeps_a_layout_and_reports_every_candidate(tiny_c
     md = (run / "report" / "report.md").read_text()
     assert "quantize.auto kept" in md and "| b16 |" in md and "decode tok/s" in md
     assert (run / "report" / "tradeoff.png").is_file()
+
+
+def test_auto_carves_its_rows_out_of_training(tiny_chat_recipe):
+    plain = prepare(load_recipe(tiny_chat_recipe))
+    edit_recipe(tiny_chat_recipe, quantize={"precisions": ["int4"], "auto": True})
+    auto = prepare(load_recipe(tiny_chat_recipe))
+    n = len(plain.data.train)
+    assert plain.data.selection == [] and len(auto.data.selection) == min(SELECT_ROWS, n // 5) > 0
+    assert len(auto.data.train) + len(auto.data.selection) == n
+    where = {ex["where"] for ex in auto.data.train}
+    assert not where & {ex["where"] for ex in auto.data.selection}  # finetune never sees the search's rows
+    assert auto.data.fingerprint != plain.data.fingerprint  # so finetune and what follows rebuild
+    assert prepare(load_recipe(tiny_chat_recipe)).data.selection == auto.data.selection  # seeded
 
 
 def test_auto_for_causal_lm_needs_int4(tiny_chat_recipe):

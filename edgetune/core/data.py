@@ -112,6 +112,13 @@ def load_splits(
     return [e for i, e in enumerate(train) if i not in held], [e for i, e in enumerate(train) if i in held], sources
 
 
+def carve(train: list[dict], n: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """`n` seeded rows taken out of `train` (at most a fifth of it): (the rest in their order, the rows taken)."""
+    n = min(n, len(train) // 5)
+    held = set(random.Random(seed).sample(range(len(train)), n))
+    return [e for i, e in enumerate(train) if i not in held], [e for i, e in enumerate(train) if i in held]
+
+
 LATER_KEYS = ("chat_template",)
 
 

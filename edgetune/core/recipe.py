@@ -190,7 +190,8 @@ class QuantizeConfig(Section):
         description="Search the quantized build instead of taking the settings here. Classifiers (int8): the "
         "candidates dynamic per-channel / per-tensor, static QDQ, head kept in fp32, measured on altered copies of "
         "the training texts. causal-lm (int4): layouts of block size, accuracy level, rounding, lm_head/embedding "
-        "table and the most sensitive layers in int8 (measured), measured on training rows. Each candidate is timed; "
+        "table and the most sensitive layers in int8 (measured), measured on up to 96 training rows (a fifth at most) "
+        "carved out before finetune, which then trains on the rest. Each candidate is timed; "
         "the fastest within verify's budgets is kept, and every candidate is in the report.",
     )
     int4_block_size: Literal[16, 32, 64, 128, 256, "auto"] = Field(

@@ -252,7 +252,7 @@ def search_int4(
     quantize.embeddings (a table of its own is stored in fp16 unless fp32). CheckFailed when none passes."""
     started = time.monotonic()
     per_node = builder_takes_node_overrides()
-    log(f"quantize.auto: measuring int4 layouts on {len(sel.examples)} training rows (not the held-out split)")
+    log(f"quantize.auto: measuring int4 layouts on {sel.what} (not the held-out split)")
     ref = _measure(fp32, sel, None)
     log(f"quantize.auto: fp32 reference: {_figures(ref, sel.metric)}")
     rows: list[dict] = []

@@ -16,7 +16,7 @@ from edgetune.engines.autoquant import SELECT_COPIES, SEQ, Selection, search, se
 from edgetune.engines.bench.inputs import encoder_inputs
 from edgetune.engines.builder import BUILD_OPTIONS
 from edgetune.engines.int4 import int4_block_of, int4_training_block
-from edgetune.engines.int4_auto import SELECT_ROWS, SELECT_SEED, LMSelection, search_int4
+from edgetune.engines.int4_auto import SELECT_SEED, LMSelection, search_int4
 from edgetune.engines.int8 import reduce_range
 from edgetune.engines.quantize import calibration_feeds, quantize_genai, quantize_int8
 
@@ -151,18 +151,15 @@ def _selection(ctx: BuildContext, merged: MergedModel) -> Selection:
 
 
 def _lm_selection(ctx: BuildContext, merged: MergedModel) -> LMSelection:
-    """quantize.auto's measuring kit for decoders: SELECT_ROWS training rows drawn with a seed of their own, the
+    """quantize.auto's measuring kit for decoders: the rows carved from the training set before finetune, the
     task's evaluation (as verify runs it) and its int4 gates, and the benchmark's decode timing."""
     import json
-    import random
 
     from edgetune.core.recipe import BenchmarkConfig
     from edgetune.engines.builder import MODEL_NAME
 
-    r, task, data = ctx.recipe, ctx.task, ctx.data
+    r, task, rows = ctx.recipe, ctx.task, ctx.data.selection
     tok = task.load_tokenizer(merged.path)
-    seed = r.training.seed + SELECT_SEED
-    rows = random.Random(seed).sample(data.train, min(SELECT_ROWS, len(data.train)))
     loaded: dict[Path, Any] = {}
 
     def evaluate(folder: Path, examples: list[dict], generate: bool) -> dict:
@@ -187,7 +184,7 @@ def _lm_selection(ctx: BuildContext, merged: MergedModel) -> LMSelection:
         load_torch=lambda: task.load_model(merged.path),
         timing=timing,
         vocab=int(config["vocab_size"]),
-        what=f"{len(rows)} training rows drawn with seed {seed} (training.seed + {SELECT_SEED})",
+        what=f"{len(rows)} rows carved from the training set (seed training.seed + {SELECT_SEED}), not trained on",
         num_layers=int(config["num_hidden_layers"]),
         metric="json_exact_match" if rows and all(ex.get("score_json") for ex in rows) else None,
         budget={"max_drop": r.verify.int4_max_accuracy_drop, "max_perplexity_ratio": r.verify.max_perplexity_ratio},
