@@ -113,7 +113,8 @@ class GenaiQuantize(BaseStage):
             int4_training_block(r),
             ctx.log,
         )
-        return Quantized([*models, int4])
+        by_precision = {m.precision: m for m in [*models, int4]}
+        return Quantized([by_precision[p] for p in r.quantize.precisions])  # in the recipe's order
 
 
 def _calibration(ctx: BuildContext, tokenizer: Any) -> list[dict] | None:

@@ -196,15 +196,7 @@ def bench_decode(
                 }
             )
         for job in at:
-            job.update(
-                llm=True,
-                threads=threads,
-                seqs=list(cfg.sequence_lengths)[:1],
-                new_tokens=cfg.new_tokens,
-                warmup=cfg.warmup,
-                runs=_runs_per_round(cfg),
-                vocab=vocab,
-            )
+            job.update(_decode_fields(cfg, threads, vocab))
             if threads != cfg.threads:
                 job["name"] = f"{job['name']}@{threads}t"
         jobs += at
@@ -233,13 +225,7 @@ def time_decoders(
             "kind": "genai",
             "path": str(path),
             "size_bytes": size,
-            "llm": True,
-            "threads": cfg.threads,
-            "seqs": list(cfg.sequence_lengths)[:1],
-            "new_tokens": cfg.new_tokens,
-            "warmup": cfg.warmup,
-            "runs": _runs_per_round(cfg),
-            "vocab": vocab,
+            **_decode_fields(cfg, cfg.threads, vocab),
         }
         for name, path, size in models
     ]
@@ -248,6 +234,19 @@ def time_decoders(
         row, rounds = msgs[0]["per_seq"][0], [m["per_seq"][0] for m in msgs]
         rows.append({"model": job["name"], **merge_rounds(row, rounds)})
     return rows
+
+
+def _decode_fields(cfg: BenchmarkConfig, threads: int, vocab: int) -> dict:
+    """What a decoder's timing job reads besides its model: prompt length, new tokens, runs, at `threads`."""
+    return {
+        "llm": True,
+        "threads": threads,
+        "seqs": list(cfg.sequence_lengths)[:1],
+        "new_tokens": cfg.new_tokens,
+        "warmup": cfg.warmup,
+        "runs": _runs_per_round(cfg),
+        "vocab": vocab,
+    }
 
 
 def _runs_per_round(cfg: BenchmarkConfig) -> int:
