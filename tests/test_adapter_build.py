@@ -129,6 +129,9 @@ def test_two_adapters_over_one_int4_base(tiny_chat_recipe, tmp_path):
     assert any("home: trained before" in line for line in trained), lines
     assert any("timers: trained before" in line for line in trained), trained
     assert any("alarms: training" in line for line in trained), trained
+    # the training loop's own lines name the adapter's stage, not finetune (which was kept)
+    assert any(line.startswith("train-adapters: alarms: epoch=1 ") for line in lines), lines
+    assert not [line for line in lines if line.startswith("finetune: ") and "epoch" in line], lines
     assert {"finetune", "merge", "export", "quantize", "verify"} <= set(third.skipped), (third.skipped, lines)
     assert "train-adapters" not in third.skipped and "adapters" not in third.skipped
     manifest = json.loads((tmp_path / "run" / "manifest.json").read_text())

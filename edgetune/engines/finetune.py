@@ -100,6 +100,7 @@ def finetune(
     int4_block: int | None = None,
     on_step: Callable[[Trainer, StepResult], None] | None = None,
     int4_base: int | None = None,
+    label: str = "finetune",
 ) -> Adapter:
     """Train the recipe's adapter (`plan`: method and modules) on `data.train`, evaluate each epoch on
     `data.eval`; save it to `out/adapter`. Runs on accelerate (edgetune/engines/training.py): in one process, or
@@ -112,7 +113,8 @@ def finetune(
     (`progress` off or stderr not a terminal), a line with step, rate and ETA is logged every
     training.progress_seconds. `on_step(trainer, result)` runs after every optimizer step (tests).
     With `int4_base` (a block size; not with `int4_block`), every base weight is rounded to int4 first and the
-    adapter trains in float on top of it: what an adapter kept apart from an int4 base computes on the device."""
+    adapter trains in float on top of it: what an adapter kept apart from an int4 base computes on the device.
+    `label` starts every log line and the bar (the stage's name, and an adapter's)."""
     import torch
     from peft import get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm.auto import tqdm
@@ -130,7 +132,7 @@ def finetune(
     if new:
         plan = dataclasses.replace(plan, modules_to_save=[*(plan.modules_to_save or []), *new])
     if training.gradient_checkpointing and not enable_gradient_checkpointing(model):
-        log(f"finetune: {type(model).__name__} does not support gradient checkpointing; training without it")
+        log(f"{label}: {type(model).__name__} does not support gradient checkpointing; training without it")
     with warnings.catch_warnings():
         # peft 0.21 reads `is_gradient_checkpointing`, which transformers 5 renamed (a FutureWarning per build)
         warnings.filterwarnings("ignore", "`is_gradient_checkpointing` is deprecated", FutureWarning)
@@ -138,13 +140,13 @@ def finetune(
     if int4_block:
         rounded = round_frozen_for_int4(model, int4_block)
         log(
-            f"finetune: int4-aware: {', '.join(rounded)} rounded to int4 (blocks of {int4_block}); the last "
+            f"{label}: int4-aware: {', '.join(rounded)} rounded to int4 (blocks of {int4_block}); the last "
             f"{training.int4_aware_epochs} epoch(s) train against int4 rounding"
         )
     if int4_base:
         rounded = round_base_for_int4(model, int4_base)
         log(
-            f"finetune: {len(rounded)} base linears rounded to int4 (blocks of {int4_base}), as the shared base holds them"
+            f"{label}: {len(rounded)} base linears rounded to int4 (blocks of {int4_base}), as the shared base holds them"
         )
     trainable, total = model.get_nb_trainable_parameters()
     # AdaLoRA moves rank budget between layers from gradient-based importance, updated after every step.
@@ -168,7 +170,7 @@ def finetune(
         warmup_fraction=training.warmup_fraction,
         total_steps=total_steps,
         seed=training.seed,
-        log=lambda s: log(f"finetune: {s}"),
+        log=lambda s: log(f"{label}: {s}"),
     )
     main = trainer.is_main
     if not main:
@@ -176,17 +178,17 @@ def finetune(
     history: list[dict] = []
     start_epoch, start_step, losses, elapsed = 0, 0, [], 0.0
     if state is not None:
-        trainer.load_state(state["trainer"], log=lambda s: log(f"finetune: {s}"))
+        trainer.load_state(state["trainer"], log=lambda s: log(f"{label}: {s}"))
         history, start_epoch = state["history"], state["epoch"]
         # a checkpoint from within an epoch: `step` batches of epoch `epoch` (0-based) done, their losses
         start_step, losses, elapsed = state.get("step", 0), state.get("losses", []), state.get("seconds", 0.0)
         if start_step:
             log(
-                f"finetune: resuming at epoch {start_epoch + 1}/{training.epochs} step {start_step}/"
+                f"{label}: resuming at epoch {start_epoch + 1}/{training.epochs} step {start_step}/"
                 f"{steps_per_epoch} from {ckpt}"
             )
         else:
-            log(f"finetune: resuming after epoch {start_epoch}/{training.epochs} from {ckpt}")
+            log(f"{label}: resuming after epoch {start_epoch}/{training.epochs} from {ckpt}")
 
     def save(epoch: int, step: int = 0, seconds: float = 0.0) -> None:
         """Checkpoint: `epoch` epochs finished, and `step` batches of the next one (whose losses are `losses`).
@@ -210,7 +212,7 @@ def finetune(
 
     bar_shown = progress and on_terminal()
     meter = StepProgress(
-        log, "finetune", training.epochs, steps_per_epoch, training.progress_seconds, enabled=not bar_shown
+        log, label, training.epochs, steps_per_epoch, training.progress_seconds, enabled=not bar_shown
     )
     every = training.checkpoint_minutes * 60
     for epoch in range(start_epoch, training.epochs):
@@ -233,7 +235,7 @@ def finetune(
             initial=done,
             disable=not bar_shown,
             leave=False,
-            desc=f"finetune epoch {epoch + 1}/{training.epochs}{' (int4-aware)' if aware else ''}",
+            desc=f"{label} epoch {epoch + 1}/{training.epochs}{' (int4-aware)' if aware else ''}",
         )
         meter.epoch(epoch, done)
         saved = time.monotonic()
@@ -261,7 +263,7 @@ def finetune(
             "seconds": round(time.perf_counter() - t0, 2),
         }
         history.append(row)
-        log("finetune: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
+        log(f"{label}: " + "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()))
         save(epoch + 1)
 
     full_state = trainer.model_state()  # peft picks the adapter's weights out of it

@@ -97,6 +97,7 @@ class TrainAdapters(BaseStage):
                     ctx.log,
                     None,
                     int4_base=block,
+                    label=f"train-adapters: {name}",
                 )
                 if is_rank0():
                     atomic_write_json(folder / "adapter.json", {"key": key, "record": to_json(record, folder)})
