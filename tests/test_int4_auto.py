@@ -177,9 +177,22 @@ def test_the_search_builds_what_each_layout_names_prunes_and_explains_a_failure(
     cap[0] = 0.9  # no layout reaches the reference's 1.0
     with pytest.raises(CheckFailed) as e:
         # a model trained against blocks of 16: those only (fewer layouts)
-        search_int4(run / "merge" / "model", run / "export", tmp_path / "q2", selection(0.0), "auto", 16)
+        search_int4(
+            run / "merge" / "model",
+            run / "export",
+            tmp_path / "q2",
+            selection(0.0),
+            "auto",
+            16,
+            figures=tmp_path / "f.json",
+        )
     msg = str(e.value)
     assert "no int4 layout keeps" in msg and "training.int4_aware_epochs" in msg and "\n" not in msg
+    # what the search measured is kept for the user (not only in the log); the layouts' files are not
+    kept = json.loads((tmp_path / "f.json").read_text())
+    assert kept["chosen"] is None and kept["candidates"] and f"figures: {tmp_path / 'f.json'}" in msg
+    assert all(r["status"] == "failed" and r["exact_match"] <= 0.9 for r in kept["candidates"])
+    assert not (tmp_path / "q2" / "candidates").exists()
     assert "json_exact_match_drop" in msg
 
 

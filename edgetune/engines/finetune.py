@@ -211,9 +211,7 @@ def finetune(
         )
 
     bar_shown = progress and on_terminal()
-    meter = StepProgress(
-        log, label, training.epochs, steps_per_epoch, training.progress_seconds, enabled=not bar_shown
-    )
+    meter = StepProgress(log, label, training.epochs, steps_per_epoch, training.progress_seconds, enabled=not bar_shown)
     every = training.checkpoint_minutes * 60
     for epoch in range(start_epoch, training.epochs):
         model.train()

@@ -38,6 +38,7 @@ import numpy as np
 
 from edgetune.core.artifacts import OnnxModel
 from edgetune.core.errors import CheckFailed
+from edgetune.core.rundir import atomic_write_json
 from edgetune.engines.builder import MODEL_NAME, build_genai, half_embeddings
 from edgetune.engines.onnxfile import describe_onnx
 from edgetune.engines.verify import holds
@@ -246,10 +247,12 @@ def search_int4(
     embeddings: str,
     trained_block: int | None,
     log: Callable[[str], None] = lambda s: None,
+    figures: Path | None = None,
 ) -> OnnxModel:
     """Build, measure and time the int4 layouts into out/candidates/; move the chosen one to out/int4/.
     `merged`: the merged transformers folder; `fp32`: the fp32 genai folder (the reference); `embeddings`:
-    quantize.embeddings (a table of its own is stored in fp16 unless fp32). CheckFailed when none passes."""
+    quantize.embeddings (a table of its own is stored in fp16 unless fp32). CheckFailed when none passes, after
+    writing every layout's figures to `figures` (JSON, as the chosen model's notes['auto'] has them)."""
     started = time.monotonic()
     per_node = builder_takes_node_overrides()
     log(f"quantize.auto: measuring int4 layouts on {sel.what} (not the held-out split)")
@@ -317,10 +320,15 @@ def search_int4(
             measured_rows,
             key=lambda r: (-(r["exact_match_drop"] or 0), -r["perplexity_ratio"]),
         )
+        shutil.rmtree(candidates)  # nothing to ship: the files go, their figures stay
+        where = ""
+        if figures is not None:
+            atomic_write_json(figures, _auto_notes(None, rows, sel, ref, sensitivity, time.monotonic() - started))
+            where = f"; every layout's figures: {figures}"
         raise CheckFailed(
             f"quantize.auto: no int4 layout keeps verify's int4 budgets on the selection rows (best: {best['name']}"
             f", {_gate_text(best)}); train against the rounding (training.int4_aware_epochs: 2) or ship int8 "
-            "(quantize.precisions: [int8])"
+            f"(quantize.precisions: [int8]){where}"
         )
     _time(measured_rows, sel, log)
     chosen = choose(measured_rows)
@@ -329,30 +337,36 @@ def search_int4(
     dest = out / "int4"
     Path(chosen["path"]).rename(dest)
     shutil.rmtree(candidates)  # the others' figures are in the notes; their files are not kept
-    for r in rows:
-        r.pop("path", None)
     notes = {
         "quantizer": "onnxruntime-genai model builder (MatMulNBits), layout chosen by quantize.auto",
         **chosen["builder_options"],
-        "auto": {
-            "kind": "int4",
-            "chosen": chosen["name"],
-            "chosen_on": {"rows": len(sel.examples), "what": sel.what, "fp32": _public(ref, sel.metric)},
-            "timed_at": {
-                "seq": sel.timing.sequence_lengths[0],
-                "new_tokens": sel.timing.new_tokens,
-                "batch": 1,
-                "threads": sel.timing.threads,
-                "rounds": sel.timing.rounds,
-            },
-            "budget": sel.budget,
-            "sensitivity": sensitivity,
-            "search_seconds": wall,
-            "candidates": rows,
-        },
+        "auto": _auto_notes(chosen["name"], rows, sel, ref, sensitivity, wall),
     }
     log(f"quantize.auto: kept {chosen['name']} ({wall / 60:.1f} min for the search)")
     return describe_onnx(dest / MODEL_NAME, "int4", notes)
+
+
+def _auto_notes(
+    chosen: str | None, rows: list[dict], sel: LMSelection, ref: dict, sensitivity: list[float], wall: float
+) -> dict:
+    """The search's record (notes['auto'] of the kept model): every layout's figures, what they were measured
+    on, the budgets, the sensitivities and the wall time; `chosen` None when no layout passed."""
+    return {
+        "kind": "int4",
+        "chosen": chosen,
+        "chosen_on": {"rows": len(sel.examples), "what": sel.what, "fp32": _public(ref, sel.metric)},
+        "timed_at": {
+            "seq": sel.timing.sequence_lengths[0],
+            "new_tokens": sel.timing.new_tokens,
+            "batch": 1,
+            "threads": sel.timing.threads,
+            "rounds": sel.timing.rounds,
+        },
+        "budget": sel.budget,
+        "sensitivity": sensitivity,
+        "search_seconds": wall,
+        "candidates": [{k: v for k, v in r.items() if k != "path"} for r in rows],
+    }
 
 
 def _measure(folder: Path, sel: LMSelection, ref: dict | None) -> dict:

@@ -112,9 +112,14 @@ class GenaiQuantize(BaseStage):
             r.quantize.embeddings,
             int4_training_block(r),
             ctx.log,
+            ctx.run.root / AUTO_FIGURES,
         )
+        (ctx.run.root / AUTO_FIGURES).unlink(missing_ok=True)  # a failed search's, now superseded
         by_precision = {m.precision: m for m in [*models, int4]}
         return Quantized([by_precision[p] for p in r.quantize.precisions])  # in the recipe's order
+
+
+AUTO_FIGURES = "quantize-auto.json"  # in the run directory: every layout's figures when no int4 layout passed
 
 
 def _calibration(ctx: BuildContext, tokenizer: Any) -> list[dict] | None:
