@@ -11,12 +11,12 @@ from edgetune.core.artifacts import MergedModel, Quantized
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import ModelInfo
 from edgetune.core.recipe import Recipe
-from edgetune.engines import autoquant
+from edgetune.engines import autoquant, int4_auto
 from edgetune.engines.autoquant import SELECT_COPIES, SEQ, Selection, search, selection_split
 from edgetune.engines.bench.inputs import encoder_inputs
 from edgetune.engines.builder import BUILD_OPTIONS
 from edgetune.engines.int4 import int4_block_of, int4_training_block
-from edgetune.engines.int4_auto import SELECT_SEED, LMSelection, search_int4
+from edgetune.engines.int4_auto import LMSelection, search_int4
 from edgetune.engines.int8 import reduce_range
 from edgetune.engines.quantize import calibration_feeds, quantize_genai, quantize_int8
 
@@ -190,7 +190,7 @@ def _lm_selection(ctx: BuildContext, merged: MergedModel) -> LMSelection:
         load_torch=lambda: task.load_model(merged.path),
         timing=timing,
         vocab=int(config["vocab_size"]),
-        what=f"{len(rows)} rows carved from the training set (seed training.seed + {SELECT_SEED}), not trained on",
+        what=f"{len(rows)} rows carved from the training set (seed training.seed + {int4_auto.SELECT_SEED}), not trained on",
         num_layers=int(config["num_hidden_layers"]),
         metric="json_exact_match" if rows and all(ex.get("score_json") for ex in rows) else None,
         budget={"max_drop": r.verify.int4_max_accuracy_drop, "max_perplexity_ratio": r.verify.max_perplexity_ratio},
