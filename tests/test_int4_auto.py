@@ -42,11 +42,15 @@ def test_the_layouts_of_a_model_trained_against_the_rounding_keep_its_block_and_
     assert [x.int8_layers for x in trained if x.int8_layers] == [4, 8, 15]
     assert not any(x.level == 0 and (x.int8_layers or x.head == "int8") for x in layouts(30, None, True))
     free = layouts(30, None, per_node=True)
-    assert {x.block for x in free} == {128, 64, 32} and {x.rounding for x in free} == {"rtn", "asymmetric", "k_quant"}
+    assert {x.block for x in free} == {128, 64, 32, 16} and {x.rounding for x in free} == {
+        "rtn",
+        "asymmetric",
+        "k_quant",
+    }
     assert {x.level for x in free} == {0, 4} and {x.head for x in free} == {"shared", "int4", "int8"}
     assert not any(x.int8_layers for x in layouts(30, None, per_node=False))  # a builder without overrides
     assert len({x.name for x in free}) == len(free)
-    assert len(layouts(2, None, per_node=True)) == len(free) - 2  # 1 layer is an eighth, a quarter and half
+    assert len(layouts(2, None, per_node=True)) == len(free) - 3  # 1 layer is an eighth, a quarter and half
 
 
 def test_builder_options_name_the_most_sensitive_layers_nodes():
