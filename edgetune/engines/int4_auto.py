@@ -1,12 +1,12 @@
 """quantize.auto for decoders: search int4 layouts under verify's int4 budgets, keep the fastest that holds them.
 
 A layout is one onnxruntime-genai model-builder int4 export of the merged model with some options: the block
-size (128/64/32, and 16 with lm_head int8), MatMulNBits' accuracy level (4: int8 activations, the fast CPU kernel; 0: float compute), the
-rounding (the builder's symmetric round-to-nearest, asymmetric, or k_quant), the output projection and embedding
-table (lm_head int4 with the table sharing its int4 weights; lm_head int4 with a table of its own; lm_head int8),
-and which decoder layers stay int8: none, the N most sensitive (an eighth, a quarter, half of them) by a measured
-sensitivity, or the builder's own
-'mixed_layers' preset (llama.cpp's rule: first/last eighth and every third layer).
+size (128/64/32, and 16 with lm_head int8), MatMulNBits' accuracy level (4: int8 activations, the fast CPU
+kernel; 0: float compute), the rounding (the builder's symmetric round-to-nearest, asymmetric, or k_quant), the
+output projection and embedding table (lm_head int4 with the table sharing its int4 weights; lm_head int4 with a
+table of its own; lm_head int8), and which decoder layers stay int8: none, the N most sensitive (an eighth, a
+quarter, half of them) by a measured sensitivity, or the builder's own 'mixed_layers' preset (llama.cpp's rule:
+first/last eighth and every third layer).
 
 Per-layer sensitivity (measured, not guessed): on a few selection rows, in PyTorch, the mean KL divergence of the
 next-token distribution at the response positions when only that layer's linears are rounded as MatMulNBits
