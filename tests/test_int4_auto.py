@@ -10,6 +10,7 @@ from test_recipe import assert_one_line_error
 from edgetune.cli import cli
 from edgetune.core.errors import CheckFailed
 from edgetune.core.recipe import BenchmarkConfig, load_recipe
+from edgetune.engines import gptq
 from edgetune.engines.int4_auto import (
     SELECT_ROWS,
     Layout,
@@ -17,6 +18,8 @@ from edgetune.engines.int4_auto import (
     builder_options,
     builder_takes_node_overrides,
     choose,
+    drop_se,
+    layer_nodes,
     layer_sensitivity,
     layouts,
     search_int4,
@@ -122,14 +125,12 @@ def test_the_search_builds_what_each_layout_names_prunes_and_explains_a_failure(
     def evaluate(folder, rows, generate):
         # a stand-in figure: exact match rises with int8 nodes and falls with block size; the reference has 1.0
         if folder.name == "export":
-            return {"perplexity": 2.0, "tokens": 10, "json_exact_match": 1.0}
+            return {"perplexity": 2.0, "tokens": 10, "json_exact_match": 1.0, "json_exact_match_rows": [1] * len(rows)}
         block, eights, level = _bits(folder)
         seen[folder.name] = (block, eights, level)
-        return {
-            "perplexity": 2.0,
-            "tokens": 10,
-            "json_exact_match": min(cap[0], 0.5 + 0.1 * len(eights) - block / 1000),
-        }
+        score = min(cap[0], 0.5 + 0.1 * len(eights) - block / 1000)
+        hits = [1] * round(score * len(rows)) + [0] * (len(rows) - round(score * len(rows)))
+        return {"perplexity": 2.0, "tokens": 10, "json_exact_match": score, "json_exact_match_rows": hits}
 
     def selection(max_drop):
         return LMSelection(
@@ -148,8 +149,11 @@ def test_the_search_builds_what_each_layout_names_prunes_and_explains_a_failure(
             num_layers=2,
             metric="json_exact_match",
             budget={"max_drop": max_drop, "max_perplexity_ratio": 1.25},
+            calibration=[tok.decode(ex["ids"]) for ex in p.data.train],
+            calibration_len=32,
         )
 
+    tok = p.task.load_tokenizer(run / "merge" / "model")
     out = tmp_path / "q"
     out.mkdir()
     model = search_int4(run / "merge" / "model", run / "export", out, selection(0.3), "auto", None)
@@ -176,6 +180,12 @@ def test_the_search_builds_what_each_layout_names_prunes_and_explains_a_failure(
         assert rows[auto["chosen"]]["status"] == "passed"
         assert rows["b32, asymmetric, lm_head int8, 1 sensitive layer int8"]["status"] == "pruned"
         assert len(auto["sensitivity"]) == 2
+        # the exact-match drop is held by more than its noise: a gate of its own, on every decoded layout
+        passed = rows["b32, lm_head int8, 1 sensitive layer int8"]
+        assert ["json_exact_match_drop_plus_se", 0.0, 0.3, "<="] in passed["gates"]
+        if gptq.available():  # GPTQ (Olive) layouts: built and measured, or pruned behind a passing layout
+            assert rows["b32, gptq, lm_head int8"]["status"] == "failed"
+            assert rows["b32, gptq, lm_head int8, 1 sensitive layer int8"]["status"] == "pruned"
     assert (out / "int4" / "genai_config.json").is_file() and not (out / "candidates").exists()
 
     cap[0] = 0.9  # no layout reaches the reference's 1.0
@@ -238,3 +248,60 @@ def test_auto_for_causal_lm_needs_int4(tiny_chat_recipe):
     edit_recipe(tiny_chat_recipe, quantize={"precisions": ["int8"], "auto": True})
     r = CliRunner().invoke(cli, ["build", str(tiny_chat_recipe), "--out", str(tiny_chat_recipe.parent / "run")])
     assert_one_line_error(r, 2, "quantize.auto", "int4")
+
+
+@pytest.mark.skipif(not gptq.available(), reason="needs Olive: pip install 'edgetune[gptq]' (the test extra has it)")
+def test_gptq_layout_is_built_as_named_and_rounds_closer_than_round_to_nearest(tiny_chat_recipe, tmp_path):
+    """A GPTQ layout (Olive's pass, calibrated on the training rows) goes through the model builder as named:
+    blocks of 32, lm_head and the named layer's MatMuls in int8, the rest int4; and on its calibration rows its
+    logits are closer to the fp32 export's than the same layout rounded to nearest (what GPTQ minimizes)."""
+    import numpy as np
+
+    from edgetune.engines.builder import build_genai
+    from edgetune.runtime.genai import GenaiLM
+
+    run = tmp_path / "run"
+    build(load_recipe(tiny_chat_recipe), run, progress=False, until="export")
+    p = prepare(load_recipe(tiny_chat_recipe))
+    merged = run / "merge" / "model"
+    tok = p.task.load_tokenizer(merged)
+    texts = [tok.decode(ex["ids"]) for ex in p.data.train]
+    int8 = gptq.layer_linears(merged, [1])
+    assert int8 and all(".layers.1." in n for n in int8) and not any(n.endswith("norm") for n in int8)
+    layout = Layout(32, rounding="gptq", head="int8", int8_layers=1)
+    extra, target = builder_options(layout, {}, [1, 0])
+    assert target is None and extra["matmul_mixed_precision"] == "last_matmul:int8"
+    source = gptq.gptq(merged, tmp_path / "g", 32, texts, 32, int8)
+    folders = {"gptq": tmp_path / "gptq", "plain": tmp_path / "plain", "rtn": tmp_path / "rtn"}
+    for f in folders.values():
+        f.mkdir()
+    build_genai(source, folders["gptq"], "int4", extra)
+    # the same layout rounded to nearest: asymmetric, lm_head and layer 1 int8 (the builder's per-node overrides)
+    rtn = Layout(32, rounding="asymmetric", head="int8", int8_layers=1)
+    build_genai(merged, folders["plain"], "int4", builder_options(Layout(32, rounding="asymmetric"), {}, [])[0])
+    opts, target = builder_options(rtn, layer_nodes(folders["plain"] / "model.onnx"), [1])
+    build_genai(merged, folders["rtn"], "int4", opts, target=target)
+
+    def int8_ops(folder):  # the int8 MatMuls, by their place in the graph (pre-quantized ones are named apart)
+        return {n.rsplit("/", 1)[0] for n in _bits(folder)[1]}
+
+    assert int8_ops(folders["rtn"]) == int8_ops(folders["gptq"]) or not builder_takes_node_overrides()
+    block, eights, _ = _bits(folders["gptq"])
+    assert block == 32 and "/lm_head/MatMul_Q8" in eights
+    assert sum("/model/layers.1/" in n for n in eights) >= 3 and not any("/model/layers.0/" in n for n in eights)
+
+    def logits(folder):
+        return np.concatenate([p.task.evaluate(GenaiLM(folder, 1), tok, p.data.train, 4, 128)[0]], axis=0)
+
+    ref = logits(run / "export")
+    err = {name: float(np.mean((logits(folders[name]) - ref) ** 2)) for name in ("gptq", "rtn")}
+    assert err["gptq"] < err["rtn"], err
+
+
+def test_the_drop_is_held_by_more_than_its_noise():
+    """The exact-match drop's standard error on paired rows counts the rows where one model hits and the other
+    misses: a layout that changes no answer has none; one that trades answers has more than its net drop says."""
+    assert drop_se([1, 1, 0, 0], [1, 1, 0, 0]) == 0.0
+    assert drop_se([1, 1, 0, 0], [1, 0, 1, 0]) == pytest.approx(2**0.5 / 4)  # drop 0, noise of 2 changed rows
+    assert drop_se([1, 1, 1, 1], [1, 1, 1, 0]) == pytest.approx(1 / 4)
+    assert drop_se([], []) == 0.0

@@ -11,7 +11,7 @@ from edgetune.core.artifacts import MergedModel, Quantized
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import ModelInfo
 from edgetune.core.recipe import Recipe
-from edgetune.engines import autoquant, int4_auto
+from edgetune.engines import autoquant, gptq, int4_auto
 from edgetune.engines.autoquant import SELECT_COPIES, SEQ, Selection, search, selection_split
 from edgetune.engines.bench.inputs import encoder_inputs
 from edgetune.engines.builder import BUILD_OPTIONS
@@ -93,6 +93,7 @@ class GenaiQuantize(BaseStage):
             budgets = {k: getattr(r.verify, k) for k in ("int4_max_accuracy_drop", "max_perplexity_ratio")}
             timing = [r.benchmark.threads, r.benchmark.sequence_lengths[0], r.benchmark.new_tokens]
             parts += [budgets, timing, int4_training_block(r), r.training.seed, r.verify.greedy_tokens]
+            parts.append(gptq.available())  # installing Olive later adds the GPTQ layouts: search again
         return Key(parts)
 
     def run(self, ctx: BuildContext, inputs: dict, out: Path) -> Quantized:
@@ -194,4 +195,7 @@ def _lm_selection(ctx: BuildContext, merged: MergedModel) -> LMSelection:
         num_layers=int(config["num_hidden_layers"]),
         metric="json_exact_match" if rows and all(ex.get("score_json") for ex in rows) else None,
         budget={"max_drop": r.verify.int4_max_accuracy_drop, "max_perplexity_ratio": r.verify.max_perplexity_ratio},
+        calibration=[tok.decode(ex["ids"]) for ex in ctx.data.train],  # what finetune trained on
+        # sequences of the training length, or shorter where the rows are few (at least 16 sequences)
+        calibration_len=min(r.training.max_length, max(16, sum(len(ex["ids"]) for ex in ctx.data.train) // 16)),
     )

@@ -389,7 +389,9 @@ class CausalLMTask:
         if generate:
             metrics["generations"] = gens
             if examples and all(ex.get("score_json") for ex in examples):  # dataset.response_format: json
-                metrics["json_exact_match"] = json_exact_match(texts, examples)
+                hits = json_hits(texts, examples)
+                metrics["json_exact_match"] = sum(hits) / max(1, len(hits))
+                metrics["json_exact_match_rows"] = hits  # per row (quantize.auto's paired drop and its noise)
         return np.stack(first), metrics
 
     def load_onnx(self, path: Path, threads: int = 0) -> GenaiLM:
@@ -502,8 +504,13 @@ def _context_length(path: Path) -> int | None:
 
 def json_exact_match(texts: list[str], examples: list[dict]) -> float:
     """Share of generations whose first JSON value equals the reference response's parsed JSON."""
-    hits = 0
+    return sum(json_hits(texts, examples)) / max(1, len(examples))
+
+
+def json_hits(texts: list[str], examples: list[dict]) -> list[int]:
+    """Per generation: 1 where its first JSON value equals the reference response's parsed JSON, else 0."""
+    out = []
     for text, ex in zip(texts, examples):
         want = parse_json(ex["messages"][-1]["content"])
-        hits += int(want is not None and parse_json(text) == want)
-    return hits / max(1, len(examples))
+        out.append(int(want is not None and parse_json(text) == want))
+    return out
