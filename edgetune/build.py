@@ -44,6 +44,8 @@ class Task(Protocol):
 
     name: str
     peft_task_type: str  # peft.TaskType value
+    # quantize.auto measures its candidates on rows carved out of training before finetune (TaskData.selection)
+    auto_carves_selection: bool
 
     def stages(self) -> list[Stage]:
         """The stages of a build of this task, in order (edgetune/stages/)."""

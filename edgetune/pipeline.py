@@ -154,7 +154,7 @@ def prepare(recipe: Recipe) -> Prepared:
     adapter = plan_adapter(info, recipe.task, recipe.lora, remote)
     data = task.load_data(recipe.dataset, recipe.base_dir, source, tr.max_length)
     data = dataclasses.replace(data, warnings=[*data.warnings, *task.check_model(info, source, recipe.package, remote)])
-    if recipe.quantize.auto and recipe.task == "causal-lm":
+    if recipe.quantize.auto and task.auto_carves_selection:
         data = _carve_selection(data, tr.seed)
     extra = {}
     for i, a in enumerate(recipe.adapters):

@@ -108,15 +108,18 @@ def load_splits(
     n_eval = max(1, round(len(train) * cfg.eval_fraction))
     if n_eval >= len(train):
         raise RecipeError(f"dataset.eval_fraction: leaves no training rows ({len(train)} rows in {train_path})")
-    held = set(order[:n_eval])
-    return [e for i, e in enumerate(train) if i not in held], [e for i, e in enumerate(train) if i in held], sources
+    return (*_partition(train, set(order[:n_eval])), sources)
 
 
 def carve(train: list[dict], n: int, seed: int) -> tuple[list[dict], list[dict]]:
     """`n` seeded rows taken out of `train` (at most a fifth of it): (the rest in their order, the rows taken)."""
     n = min(n, len(train) // 5)
-    held = set(random.Random(seed).sample(range(len(train)), n))
-    return [e for i, e in enumerate(train) if i not in held], [e for i, e in enumerate(train) if i in held]
+    return _partition(train, set(random.Random(seed).sample(range(len(train)), n)))
+
+
+def _partition(rows: list[dict], taken: set[int]) -> tuple[list[dict], list[dict]]:
+    """(the rows whose index is not in `taken`, those whose index is), each in file order."""
+    return [e for i, e in enumerate(rows) if i not in taken], [e for i, e in enumerate(rows) if i in taken]
 
 
 LATER_KEYS = ("chat_template",)

@@ -2,7 +2,8 @@
 
 A layout is one onnxruntime-genai model-builder int4 export of the merged model with some options: the block
 size (128/64/32, and 16 with lm_head int8), MatMulNBits' accuracy level (4: int8 activations, the fast CPU
-kernel; 0: float compute), the rounding (the builder's symmetric round-to-nearest, asymmetric, or k_quant), the
+kernel; 0: float compute), the rounding (the builder's symmetric round-to-nearest, asymmetric, or k_quant; or GPTQ
+by Olive's pass, calibrated on the training rows, where Olive is installed: edgetune.engines.gptq), the
 output projection and embedding table (lm_head int4 with the table sharing its int4 weights; lm_head int4 with a
 table of its own; lm_head int8), and which decoder layers stay int8: none, the N most sensitive (an eighth, a
 quarter, half of them) by a measured sensitivity, or the builder's own 'mixed_layers' preset (llama.cpp's rule:
@@ -15,7 +16,8 @@ the ones kept in int8 (the builder's per-node overrides; onnxruntime-genai 0.18 
 
 Each layout is built, measured on the selection rows (a seeded sample of the training rows: never the held-out
 split, which verify reports on) against the fp32 ONNX export (perplexity ratio, and the task's metric: JSON exact
-match drop), and every measured layout is timed (decode tokens/s and prefill, each in a fresh process, rounds
+match drop, which must hold the budget by more than its standard error on those paired rows: drop_se), and every
+measured layout is timed (decode tokens/s and prefill, each in a fresh process, rounds
 interleaved, as `bench` times decoders). The fastest decoder within the budgets is kept; layouts within the timing
 noise of it are ties, won by the first in the list (smaller, simpler).
 
@@ -279,7 +281,7 @@ def search_int4(
     started = time.monotonic()
     per_node = builder_takes_node_overrides()
     with_gptq = gptq.available() and bool(sel.calibration) and trained_block is None
-    log(f"quantize.auto: measuring int4 layouts on {sel.what} (not the held-out split)")
+    log(f"quantize.auto: measuring int4 layouts on {sel.what}; verify's held-out split stays apart")
     if trained_block is None and not gptq.available():
         log("quantize.auto: GPTQ layouts left out: Olive is not installed (pip install 'edgetune[gptq]')")
     ref = _measure(fp32, sel, None)
@@ -358,6 +360,7 @@ def search_int4(
             key=lambda r: (-(r["exact_match_drop"] or 0), -r["perplexity_ratio"]),
         )
         shutil.rmtree(candidates)  # nothing to ship: the files go, their figures stay
+        gptq_hint = "" if with_gptq or trained_block else "; GPTQ layouts need Olive (pip install 'edgetune[gptq]')"
         where = ""
         if figures is not None:
             atomic_write_json(figures, _auto_notes(None, rows, sel, ref, sensitivity, time.monotonic() - started))
@@ -365,7 +368,7 @@ def search_int4(
         raise CheckFailed(
             f"quantize.auto: no int4 layout keeps verify's int4 budgets on the selection rows (best: {best['name']}"
             f", {_gate_text(best)}); train against the rounding (training.int4_aware_epochs: 2) or ship int8 "
-            f"(quantize.precisions: [int8]){where}"
+            f"(quantize.precisions: [int8]){gptq_hint}{where}"
         )
     _time(measured_rows, sel, log)
     chosen = choose(measured_rows)

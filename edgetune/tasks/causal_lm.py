@@ -99,6 +99,7 @@ def parse_json(text: str) -> Any:
 class CausalLMTask:
     name = "causal-lm"
     peft_task_type = "CAUSAL_LM"
+    auto_carves_selection = True  # its int4 layout search (engines/int4_auto.py)
 
     def stages(self) -> list[Stage]:
         from edgetune.stages.adapters import ShipAdapters, TrainAdapters

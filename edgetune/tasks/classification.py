@@ -54,6 +54,7 @@ def _summarize(warnings: list[str]) -> list[str]:
 class ClassificationTask:
     name = "classification"
     peft_task_type = "SEQ_CLS"
+    auto_carves_selection = False  # its int8 search measures on altered copies of training rows (autoquant.py)
 
     def stages(self) -> list[Stage]:
         from edgetune.stages.bench import EncoderBench
