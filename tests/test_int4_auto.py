@@ -37,6 +37,12 @@ def test_a_layout_doing_more_work_is_pruned_behind_one_that_passed():
     assert not fast.at_least_as_slow_as(Layout(64, level=0))  # int8 compute is not float compute's work
     assert not Layout(32, head="int8", mixed=True).at_least_as_slow_as(Layout(32, head="int8", int8_layers=2))
     assert not Layout(64).at_least_as_slow_as(Layout(64, rounding="asymmetric"))
+    # GPTQ runs the kernels round-to-nearest runs: zero points (asymmetric, k_quant) are the extra work
+    gptq8 = Layout(32, rounding="gptq", head="int8", int8_layers=8)
+    assert Layout(32, head="int8", int8_layers=8).at_least_as_slow_as(gptq8)
+    assert Layout(32, rounding="asymmetric", head="int8", int8_layers=8).at_least_as_slow_as(gptq8)
+    assert gptq8.at_least_as_slow_as(Layout(32, head="int8", int8_layers=4))
+    assert not gptq8.at_least_as_slow_as(Layout(32, rounding="k_quant", head="int8"))
 
 
 def test_the_layouts_of_a_model_trained_against_the_rounding_keep_its_block_and_rounding():
@@ -174,18 +180,29 @@ def test_the_search_builds_what_each_layout_names_prunes_and_explains_a_failure(
         assert sum("/model/layers." in n for n in eights) == 5 * layout.int8_layers or layout.mixed, name
         assert r["decode_tokens_per_s"] > 0 and r["prefill_ms"] > 0
     if per_node:
-        # the first layout to pass; which passing layout is kept is the timing's (choose(), tested above)
-        assert rows["b32, lm_head int8, 1 sensitive layer int8"]["status"] == "passed"
         assert [r["status"] for r in auto["candidates"][:8]] == ["failed"] * 8
         assert rows[auto["chosen"]]["status"] == "passed"
-        assert rows["b32, asymmetric, lm_head int8, 1 sensitive layer int8"]["status"] == "pruned"
         assert len(auto["sensitivity"]) == 2
+        assert rows["b32, asymmetric, lm_head int8, 1 sensitive layer int8"]["status"] == "pruned"
+        if gptq.available():
+            # GPTQ, lm_head int4 (GPTQ's): with the builder's mixed q/k/v + down_proj int8 (layer 0 of 2: 2 int8
+            # nodes, 0.668) it fails; with 1 sensitive layer (5 nodes, 0.968) it is the first to pass, and the
+            # round-to-nearest layouts as slow as it are not built
+            assert rows["b32, gptq, own table, builder's mixed layers int8"]["status"] == "failed"
+            first, score = "b32, gptq, own table, 1 sensitive layer int8", 0.968
+            for slower in (
+                "b32, gptq, lm_head int8, 1 sensitive layer int8",
+                "b32, lm_head int8, 1 sensitive layer int8",
+            ):
+                assert rows[slower]["status"] == "pruned"
+            assert rows["b32, lm_head int8, builder's mixed layers int8"]["status"] != "pruned"  # not as slow
+        else:
+            first, score = "b32, lm_head int8, 1 sensitive layer int8", 1.0
+        assert rows[first]["status"] == "passed"
         # the exact-match drop is held by more than its noise: a gate of its own, on every decoded layout
-        passed = rows["b32, lm_head int8, 1 sensitive layer int8"]
-        assert ["json_exact_match_drop_plus_se", 0.0, 0.3, "<="] in passed["gates"]
-        if gptq.available():  # GPTQ (Olive) layouts: built and measured, or pruned behind a passing layout
-            assert rows["b32, gptq, lm_head int8"]["status"] == "failed"
-            assert rows["b32, gptq, lm_head int8, 1 sensitive layer int8"]["status"] == "pruned"
+        hits = round(score * 8)
+        gate = next(g for g in rows[first]["gates"] if g[0] == "json_exact_match_drop_plus_se")
+        assert gate[1] == pytest.approx(1 - score + (8 - hits) ** 0.5 / 8) and gate[2:] == [0.3, "<="]
     assert (out / "int4" / "genai_config.json").is_file() and not (out / "candidates").exists()
 
     cap[0] = 0.9  # no layout reaches the reference's 1.0
@@ -253,11 +270,13 @@ def test_auto_for_causal_lm_needs_int4(tiny_chat_recipe):
 @pytest.mark.skipif(not gptq.available(), reason="needs Olive: pip install 'edgetune[gptq]' (the test extra has it)")
 def test_gptq_layout_is_built_as_named_and_rounds_closer_than_round_to_nearest(tiny_chat_recipe, tmp_path):
     """A GPTQ layout (Olive's pass, calibrated on the training rows) goes through the model builder as named:
-    blocks of 32, lm_head and the named layer's MatMuls in int8, the rest int4; and on its calibration rows its
-    logits are closer to the fp32 export's than the same layout rounded to nearest (what GPTQ minimizes)."""
+    blocks of 32, lm_head and the named layer's MatMuls in int8, the rest int4, symmetric (no MatMulNBits keeps a
+    zero-point input); an int4 lm_head is GPTQ's too; and on its calibration rows its logits are closer to the
+    fp32 export's than the same layout rounded to nearest (what GPTQ minimizes)."""
     import numpy as np
+    import onnx
 
-    from edgetune.engines.builder import build_genai
+    from edgetune.engines.builder import build_genai, drop_default_zero_points
     from edgetune.runtime.genai import GenaiLM
 
     run = tmp_path / "run"
@@ -268,17 +287,24 @@ def test_gptq_layout_is_built_as_named_and_rounds_closer_than_round_to_nearest(t
     texts = [tok.decode(ex["ids"]) for ex in p.data.train]
     int8 = gptq.layer_linears(merged, [1])
     assert int8 and all(".layers.1." in n for n in int8) and not any(n.endswith("norm") for n in int8)
+    # the builder's mixed preset on 2 layers: both are its first/last eighth; q/k/v and down_proj
+    assert {m.rsplit(".", 1)[-1] for m in gptq.mixed_linears(merged)} == {"q_proj", "k_proj", "v_proj", "down_proj"}
     layout = Layout(32, rounding="gptq", head="int8", int8_layers=1)
     extra, target = builder_options(layout, {}, [1, 0])
     assert target is None and extra["matmul_mixed_precision"] == "last_matmul:int8"
     source = gptq.gptq(merged, tmp_path / "g", 32, texts, 32, int8)
-    folders = {"gptq": tmp_path / "gptq", "plain": tmp_path / "plain", "rtn": tmp_path / "rtn"}
+    folders = {n: tmp_path / n for n in ("gptq", "plain", "rtn", "head4")}
     for f in folders.values():
         f.mkdir()
     build_genai(source, folders["gptq"], "int4", extra)
-    # the same layout rounded to nearest: asymmetric, lm_head and layer 1 int8 (the builder's per-node overrides)
-    rtn = Layout(32, rounding="asymmetric", head="int8", int8_layers=1)
-    build_genai(merged, folders["plain"], "int4", builder_options(Layout(32, rounding="asymmetric"), {}, [])[0])
+    assert drop_default_zero_points(folders["gptq"] / "model.onnx") > 0
+    # lm_head int4 rounded by GPTQ too (the layers as above)
+    head4 = gptq.gptq(merged, tmp_path / "g4", 32, texts, 32, int8, lm_head=True)
+    build_genai(head4, folders["head4"], "int4", builder_options(Layout(32, rounding="gptq", head="int4"), {}, [])[0])
+    drop_default_zero_points(folders["head4"] / "model.onnx")
+    # the same layout rounded to nearest: lm_head and layer 1 int8 (the builder's per-node overrides)
+    rtn = Layout(32, head="int8", int8_layers=1)
+    build_genai(merged, folders["plain"], "int4", builder_options(Layout(32), {}, [])[0])
     opts, target = builder_options(rtn, layer_nodes(folders["plain"] / "model.onnx"), [1])
     build_genai(merged, folders["rtn"], "int4", opts, target=target)
 
@@ -289,6 +315,10 @@ def test_gptq_layout_is_built_as_named_and_rounds_closer_than_round_to_nearest(t
     block, eights, _ = _bits(folders["gptq"])
     assert block == 32 and "/lm_head/MatMul_Q8" in eights
     assert sum("/model/layers.1/" in n for n in eights) >= 3 and not any("/model/layers.0/" in n for n in eights)
+    assert int8_ops(folders["head4"]) == int8_ops(folders["gptq"]) - {"/lm_head"}
+    for name in ("gptq", "head4"):
+        nodes = [n for n in onnx.load(folders[name] / "model.onnx").graph.node if n.op_type == "MatMulNBits"]
+        assert not any(len(n.input) > 3 and n.input[3] for n in nodes), name  # symmetric: no zero points
 
     def logits(folder):
         return np.concatenate([p.task.evaluate(GenaiLM(folder, 1), tok, p.data.train, 4, 128)[0]], axis=0)
@@ -305,3 +335,64 @@ def test_the_drop_is_held_by_more_than_its_noise():
     assert drop_se([1, 1, 0, 0], [1, 0, 1, 0]) == pytest.approx(2**0.5 / 4)  # drop 0, noise of 2 changed rows
     assert drop_se([1, 1, 1, 1], [1, 1, 1, 0]) == pytest.approx(1 / 4)
     assert drop_se([], []) == 0.0
+
+
+def test_default_zero_points_are_dropped_and_the_product_is_unchanged(tmp_path):
+    """MatMulNBits whose zero points all equal the operator's default (8 for int4, 128 for int8) lose that input
+    (the symmetric kernels then run) and compute the same product; any other zero point keeps it."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgetune.engines.builder import drop_default_zero_points
+
+    rng = np.random.default_rng(0)
+    k, n, block = 64, 8, 32
+    blocks = k // block
+    nodes, inits = [], []
+    for name, bits, zp in (("sym4", 4, 0x88), ("sym8", 8, 128), ("asym4", 4, 0x87)):
+        per_byte = 8 // bits
+        inits += [
+            numpy_helper.from_array(rng.integers(0, 256, (n, blocks, block // per_byte), dtype=np.uint8), f"{name}.w"),
+            numpy_helper.from_array(rng.uniform(0.01, 0.1, n * blocks).astype(np.float32), f"{name}.s"),
+            numpy_helper.from_array(np.full(n * -(-blocks // per_byte), zp, dtype=np.uint8), f"{name}.z"),
+        ]
+        nodes.append(
+            helper.make_node(
+                "MatMulNBits",
+                ["a", f"{name}.w", f"{name}.s", f"{name}.z"],
+                [name],
+                name=name,
+                domain="com.microsoft",
+                K=k,
+                N=n,
+                bits=bits,
+                block_size=block,
+                accuracy_level=4,
+            )
+        )
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, k])],
+        [helper.make_tensor_value_info(x, TensorProto.FLOAT, [2, n]) for x in ("sym4", "sym8", "asym4")],
+        inits,
+    )
+    model = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 21), helper.make_opsetid("com.microsoft", 1)]
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path, save_as_external_data=True, location="model.onnx.data")
+    a = rng.standard_normal((2, k)).astype(np.float32)
+
+    def run():
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"a": a})
+
+    before = run()
+    assert drop_default_zero_points(path) == 2
+    kept = {nd.name: list(nd.input) for nd in onnx.load(path).graph.node}
+    assert len(kept["sym4"]) == 3 and len(kept["sym8"]) == 3 and len(kept["asym4"]) == 4
+    for x, y in zip(before, run()):
+        np.testing.assert_array_equal(x, y)
+    assert drop_default_zero_points(path) == 0

@@ -209,6 +209,54 @@ def half_embeddings(path: Path) -> bool:
     return True
 
 
+def drop_default_zero_points(path: Path) -> int:
+    """Drop the zero-point input of every MatMulNBits whose zero points all equal the operator's default,
+    2^(bits-1) (8 for int4, 128 for int8): the same product (the operator takes that default when the input is
+    absent), computed by the kernels' symmetric path. The builder writes such zero points when it packs a
+    symmetric GPTQ checkpoint's q/k/v into one MatMul (engines.gptq.gptq fills them in, since the builder cannot
+    concatenate absent ones). Returns how many nodes changed; leaves the file alone when none does."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(path)
+    graph = model.graph
+    inits = {t.name: t for t in graph.initializer}
+    changed = 0
+    for node in graph.node:
+        if node.op_type != "MatMulNBits" or len(node.input) < 4 or node.input[3] not in inits:
+            continue
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        bits, k, n, block = attrs.get("bits", 4), attrs["K"], attrs["N"], attrs["block_size"]
+        blocks = -(-k // block)
+        packed = numpy_helper.to_array(inits[node.input[3]])
+        if packed.dtype != np.uint8:  # zero points in the scales' float type: not the packed default form
+            continue
+        if bits == 4:
+            rows = packed.reshape(n, -1)
+            values = np.stack([rows & 0x0F, rows >> 4], axis=-1).reshape(n, -1)[:, :blocks]
+        elif bits == 8:
+            values = packed.reshape(n, -1)[:, :blocks]
+        else:
+            continue
+        if not (values == 1 << (bits - 1)).all():
+            continue
+        name = node.input[3]
+        if len(node.input) == 4:
+            del node.input[3]
+        else:
+            node.input[3] = ""
+        if not any(name in other.input for other in graph.node):
+            graph.initializer.remove(inits.pop(name))
+        changed += 1
+    if changed:
+        data = path.with_name(path.name + ".data")
+        path.unlink()
+        data.unlink(missing_ok=True)
+        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    return changed
+
+
 if __name__ == "__main__":  # build_genai's subprocess: the builder's command line, patched
     import runpy
 

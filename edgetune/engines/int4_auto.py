@@ -41,7 +41,7 @@ import numpy as np
 from edgetune.core.artifacts import OnnxModel
 from edgetune.core.errors import CheckFailed
 from edgetune.core.rundir import atomic_write_json
-from edgetune.engines.builder import MODEL_NAME, build_genai, half_embeddings
+from edgetune.engines.builder import MODEL_NAME, build_genai, drop_default_zero_points, half_embeddings
 from edgetune.engines.onnxfile import describe_onnx
 from edgetune.engines.verify import holds
 
@@ -52,6 +52,10 @@ CHUNK = 16  # rows decoded at a time, between checks whether a layout can still 
 TIE = 0.05  # decode-speed differences below this share (or the measured spread) count as noise
 SLOWER = 1.5  # a layout whose perplexity pass takes this many times the fp32 model's is not decoded
 HEADS = {"shared": 0, "int4": 1, "int8": 2}  # lm_head / table layouts, cheapest first
+# roundings whose file carries zero points (the kernels' slower asymmetric path): GPTQ symmetric against
+# asymmetric, b32 + lm_head int8 + 4 sensitive layers int8, decoded at 178.9 vs 161.9 tok/s (SmolLM2-135M, AMD
+# EPYC Zen 3, 2 threads, 5 interleaved rounds)
+ZERO_POINTS = {"rtn": False, "gptq": False, "asymmetric": True, "k_quant": True}
 BLOCKS = (128, 64, 32, 16)
 
 
@@ -59,7 +63,7 @@ BLOCKS = (128, 64, 32, 16)
 class Layout:
     block: int
     level: int = 4  # MatMulNBits accuracy_level
-    rounding: str = "rtn"  # rtn (symmetric round-to-nearest) | asymmetric | k_quant | gptq (Olive, asymmetric)
+    rounding: str = "rtn"  # rtn (symmetric round-to-nearest) | asymmetric | k_quant | gptq (Olive, symmetric)
     head: str = "shared"  # shared: lm_head int4, table shares it | int4: table of its own | int8: lm_head int8
     int8_layers: int = 0  # the N most sensitive decoder layers in int8 (measured)
     mixed: bool = False  # the builder's 'mixed_layers' preset in int8
@@ -80,7 +84,8 @@ class Layout:
 
     def at_least_as_slow_as(self, other: Layout) -> bool:
         """True when this layout does all the work `other` does and more (or the same): smaller or equal blocks,
-        float compute where `other` has int8, more of the model in int8, asymmetric where `other` is symmetric.
+        float compute where `other` has int8, more of the model in int8, zero points where `other` has none (how
+        the weights were rounded does not change the kernel: GPTQ runs as fast as round-to-nearest).
         Such a layout cannot decode faster than `other` (blocks: benchmarks/int4_layouts.py measured 32 within
         0-4% of 64 at one token, never faster)."""
         return (
@@ -89,7 +94,7 @@ class Layout:
             and HEADS[self.head] >= HEADS[other.head]
             and self.int8_layers >= other.int8_layers  # the N most sensitive: a larger N holds a smaller one's
             and (self.mixed or not other.mixed)
-            and (self.rounding == other.rounding or other.rounding == "rtn")
+            and ZERO_POINTS[self.rounding] >= ZERO_POINTS[other.rounding]  # the roundings run the same kernels
         )
 
 
@@ -120,17 +125,22 @@ def layouts(num_layers: int, trained_block: int | None, per_node: bool, gptq: bo
             Layout(32, rounding="k_quant", head="int4"),
             Layout(64, head="int8"),
             Layout(32, head="int8"),
+            # GPTQ (Olive, calibrated on the training rows; symmetric: the zero points Olive leaves out are left
+            # out of the file too) before round-to-nearest with int8 layers: of a given layout it keeps more, so
+            # once one passes the round-to-nearest layouts as slow as it are pruned, not built. On the chat
+            # recipe without int4-aware epochs (96 carved rows, fp32 0.760; held out: PyTorch 0.825) b32 +
+            # lm_head int8 + 8 sensitive layers kept 0.750 (held out 0.825) where round-to-nearest kept 0.708,
+            # and lm_head int4 (GPTQ too) + the builder's mixed layers 0.719 (held out 0.783), decoding 1.15x the
+            # README's hand-found layout (SmolLM2-135M, AMD EPYC Zen 3, 2 threads, 7 interleaved rounds)
+            Layout(32, rounding="gptq", head="int4", mixed=True),
+            Layout(32, rounding="gptq", head="int4", int8_layers=more),
+            Layout(32, rounding="gptq", head="int8", int8_layers=few),
+            Layout(32, rounding="gptq", head="int8", int8_layers=more),
             Layout(32, head="int8", int8_layers=few),
             Layout(32, head="int8", int8_layers=more),
             Layout(32, head="int8", int8_layers=half),
             Layout(32, head="int8", mixed=True),
             Layout(32, rounding="asymmetric", head="int8", int8_layers=more),
-            # GPTQ (Olive, calibrated on the training rows): on the chat recipe without int4-aware epochs it kept
-            # 0.719 of the 96 carved rows' 0.760 at b32 + lm_head int8, where round-to-nearest kept 0.588, and
-            # 0.750 with 4 sensitive layers int8 (SmolLM2-135M, measured: README, quantize.auto)
-            Layout(32, rounding="gptq", head="int8"),
-            Layout(32, rounding="gptq", head="int8", int8_layers=few),
-            Layout(32, rounding="gptq", head="int8", int8_layers=more),
             # blocks of 16, with the layouts that came closest at 32: on the chat recipe without int4-aware epochs
             # (96 rows not trained on, fp32 0.760) b32 + lm_head int8 + 8 sensitive layers kept 0.708 of exact
             # match, b16 the same 0.729 (SmolLM2-135M, measured; held out it then lost 0.075: README, quantize.auto)
@@ -150,7 +160,8 @@ def builder_options(layout: Layout, layer_nodes: dict[int, list[str]], ranking: 
     """The builder's --extra_options (on top of BUILD_OPTIONS) and --target_options for `layout`. `layer_nodes`:
     each decoder layer's MatMul node names as the builder names them; `ranking`: the layers, most sensitive first."""
     extra: dict = {"block_size": layout.block, "accuracy_level": layout.level}
-    if layout.rounding == "gptq":  # Olive rounds the layers (its int8 ones too); the builder quantizes lm_head
+    if layout.rounding == "gptq":  # Olive rounds the layers (int8 ones too) and an int4 lm_head; the
+        # builder quantizes an int8 lm_head
         extra.update({"shared_embeddings": "false"} if layout.head != "shared" else {})
         if layout.head == "int8":
             extra["matmul_mixed_precision"] = "last_matmul:int8"
@@ -315,9 +326,20 @@ def search_int4(
         source = merged
         if layout.rounding == "gptq":
             int8 = gptq.layer_linears(merged, sorted(ranking[: layout.int8_layers]))
-            source = gptq.gptq(merged, folder / "gptq", layout.block, sel.calibration, sel.calibration_len, int8)
+            int8 += gptq.mixed_linears(merged) if layout.mixed else []
+            source = gptq.gptq(
+                merged,
+                folder / "gptq",
+                layout.block,
+                sel.calibration,
+                sel.calibration_len,
+                sorted(set(int8)),
+                lm_head=layout.head == "int4",
+            )
         build_genai(source, folder, "int4", extra, target=target)
         shutil.rmtree(folder / "gptq", ignore_errors=True)
+        if layout.rounding == "gptq":  # the zero points filled in for the builder go: the symmetric kernels run
+            drop_default_zero_points(folder / MODEL_NAME)
         if embeddings != "fp32":
             half_embeddings(folder / MODEL_NAME)
         if not nodes:
