@@ -3,7 +3,7 @@
 A layout is one onnxruntime-genai model-builder int4 export of the merged model with some options: the block
 size (128/64/32, and 16 with lm_head int8), MatMulNBits' accuracy level (4: int8 activations, the fast CPU
 kernel; 0: float compute), the rounding (the builder's symmetric round-to-nearest, asymmetric, or k_quant; or GPTQ
-by Olive's pass, calibrated on the training rows, where Olive is installed: edgetune.engines.gptq), the
+by Olive's pass, symmetric, calibrated on the training rows, where Olive is installed: edgetune.engines.gptq), the
 output projection and embedding table (lm_head int4 with the table sharing its int4 weights; lm_head int4 with a
 table of its own; lm_head int8), and which decoder layers stay int8: none, the N most sensitive (an eighth, a
 quarter, half of them) by a measured sensitivity, or the builder's own 'mixed_layers' preset (llama.cpp's rule:
@@ -22,7 +22,7 @@ interleaved, as `bench` times decoders). The fastest decoder within the budgets 
 noise of it are ties, won by the first in the list (smaller, simpler).
 
 Cost is bounded three ways: a layout that is at least as slow as one that already passed by construction (smaller
-blocks, more int8, float compute, asymmetric rounding of an otherwise equal layout) is not built ('pruned');
+blocks, more int8, float compute, zero points (asymmetric, k_quant) where it had none) is not built ('pruned');
 perplexity is measured first (one forward pass per row) and a layout over the perplexity budget is not decoded;
 decoding stops as soon as the misses already exceed the exact-match budget."""
 
