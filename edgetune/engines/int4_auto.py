@@ -129,9 +129,9 @@ def layouts(num_layers: int, trained_block: int | None, per_node: bool, gptq: bo
             # out of the file too) before round-to-nearest with int8 layers: of a given layout it keeps more, so
             # once one passes the round-to-nearest layouts as slow as it are pruned, not built. On the chat
             # recipe without int4-aware epochs (96 carved rows, fp32 0.760; held out: PyTorch 0.825) b32 +
-            # lm_head int8 + 8 sensitive layers kept 0.750 (held out 0.825) where round-to-nearest kept 0.708,
-            # and lm_head int4 (GPTQ too) + the builder's mixed layers 0.719 (held out 0.783), decoding 1.15x the
-            # README's hand-found layout (SmolLM2-135M, AMD EPYC Zen 3, 2 threads, 7 interleaved rounds)
+            # lm_head int4 (GPTQ too) + 8 sensitive layers int8 kept 0.750 (held out 0.817; round-to-nearest
+            # with lm_head int8 + 8 layers 0.708), decoding 1.07x the README's hand-found layout; with the
+            # builder's mixed layers instead 0.719, 1.15x (SmolLM2-135M, AMD EPYC Zen 3, 2 threads, 7 rounds)
             Layout(32, rounding="gptq", head="int4", mixed=True),
             Layout(32, rounding="gptq", head="int4", int8_layers=more),
             Layout(32, rounding="gptq", head="int8", int8_layers=few),
