@@ -3,11 +3,11 @@ decode shapes, timed in interleaved rounds in one process: the kernel-level answ
 should gate/up be one MatMul, on this CPU", without the noise of whole-model runs in fresh processes.
 
 Usage: python benchmarks/int4_layouts.py [--threads 2] [--tokens 1 64] [--blocks 32 64 128] [--rounds 9]
-                                         [--runs 30] [--level 4] [--smoke]
+                                         [--runs 30] [--levels 4 [1 ...]] [--no-fused] [--smoke]
 
-A layer's projections as the model builder exports them (symmetric int4, no zero points, accuracy level
---level): q/k/v fused (576 -> 960), o (576 -> 576), gate and up (576 -> 1536 each, or fused: 576 -> 3072) and down
-(1536 -> 576), chained in one session per layout. Each round runs every layout --runs times at each token count,
+A layer's projections as the model builder exports them (symmetric int4, no zero points, each accuracy level
+of --levels: 4 = int8 compute, 1 = fp32): q/k/v fused (576 -> 960), o (576 -> 576), gate and up (576 -> 1536 each, or fused: 576 -> 3072) and down
+(1536 -> 576), chained in one session per layout (--no-fused: gate and up apart only). Each round runs every layout --runs times at each token count,
 the order rotated per round; a round's figure is its median, and each layout's ratio to the first layout is
 taken within the round (the machine's load then cancels). The table: median ms per layer over rounds, the
 min-max spread, and the within-round ratio's median and min-max.
@@ -95,18 +95,23 @@ def main() -> None:
     ap.add_argument("--blocks", type=int, nargs="+", default=[32, 64, 128])
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--runs", type=int, default=30)
-    ap.add_argument("--level", type=int, default=4)
+    ap.add_argument("--levels", type=int, nargs="+", default=[4], help="accuracy levels, each a layout axis")
+    ap.add_argument("--no-fused", action="store_true", help="leave out the layouts with gate and up fused")
     ap.add_argument("--smoke", action="store_true", help="1 thread, 2 rounds of 2 runs, for CI")
     args = ap.parse_args()
     if args.smoke:
         args.threads, args.rounds, args.runs = 1, 2, 2
-    layouts = [(b, fused) for fused in (False, True) for b in args.blocks]
-    names = [f"blocks of {b}{', gate+up fused' if fused else ''}" for b, fused in layouts]
+    fusings = (False,) if args.no_fused else (False, True)
+    layouts = [(b, fused, lv) for lv in args.levels for fused in fusings for b in args.blocks]
+    names = [
+        f"blocks of {b}{', gate+up fused' if fused else ''}{f', level {lv}' if len(args.levels) > 1 else ''}"
+        for b, fused, lv in layouts
+    ]
     sessions, references = [], []
-    for block, fused in layouts:
+    for block, fused, level in layouts:
         so = ort.SessionOptions()
         so.intra_op_num_threads = args.threads
-        model, reference = layer_model(block, fused, args.level, np.random.default_rng(0))
+        model, reference = layer_model(block, fused, level, np.random.default_rng(0))
         sessions.append(ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"]))
         references.append(reference)
     rng = np.random.default_rng(1)
@@ -138,7 +143,7 @@ def main() -> None:
                 times[(i, m)].append(median(runs))
     print(
         f"{platform.processor() or platform.machine()}, ONNX Runtime {ort.__version__}, {args.threads} threads, "
-        f"accuracy level {args.level}, {args.rounds} rounds of {args.runs} runs; one SmolLM2-135M layer "
+        f"accuracy level {', '.join(map(str, args.levels))}, {args.rounds} rounds of {args.runs} runs; one SmolLM2-135M layer "
         f"(x30 for the model)"
     )
     print(

@@ -162,3 +162,40 @@ def test_half_embeddings(tmp_path, case):
     ids = np.array([3, 0, 49])
     got = ort.InferenceSession(str(path)).run(["emb"], {"input_ids": ids})[0]
     assert got.dtype == np.float32 and np.abs(got - table[ids]).max() < 1e-3
+
+
+def test_a_failed_rewrite_leaves_the_builders_files_whole(tmp_path, monkeypatch):
+    """half_embeddings / drop_default_zero_points rewrite the builder's model.onnx + model.onnx.data: a save that
+    fails part way (disk full, killed) leaves both files as they were, and no scratch folder behind."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgetune.engines.builder import half_embeddings
+
+    table = np.random.default_rng(0).normal(size=(500, 8)).astype(np.float32)  # over onnx's 1 KB threshold
+    graph = helper.make_graph(
+        [helper.make_node("Gather", ["table", "input_ids"], ["emb"])],
+        "g",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None])],
+        [helper.make_tensor_value_info("emb", TensorProto.FLOAT, None)],
+        initializer=[numpy_helper.from_array(table, "table")],
+    )
+    path = tmp_path / "model.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location="model.onnx.data")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert set(before) == {"model.onnx", "model.onnx.data"}
+
+    real_save = onnx.save
+
+    def failing_save(m, p, **kw):
+        real_save(m, p, **kw)  # the data is written, then the disk fills
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(onnx, "save", failing_save)
+    with pytest.raises(OSError, match="No space"):
+        half_embeddings(path)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    monkeypatch.setattr(onnx, "save", real_save)
+    assert half_embeddings(path) and sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx", "model.onnx.data"]

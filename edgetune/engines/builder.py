@@ -202,10 +202,7 @@ def half_embeddings(path: Path) -> bool:
     gather.input[0], gather.output[0] = half.name, f"{out}.fp16"
     cast = helper.make_node("Cast", [gather.output[0]], [out], name=f"{gather.name}/CastToFloat", to=TensorProto.FLOAT)
     graph.node.insert(list(graph.node).index(gather) + 1, cast)
-    data = path.with_name(path.name + ".data")
-    path.unlink()
-    data.unlink(missing_ok=True)
-    onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+    _resave(model, path)
     return True
 
 
@@ -250,11 +247,32 @@ def drop_default_zero_points(path: Path) -> int:
             graph.initializer.remove(inits.pop(name))
         changed += 1
     if changed:
-        data = path.with_name(path.name + ".data")
-        path.unlink()
-        data.unlink(missing_ok=True)
-        onnx.save(model, path, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name)
+        _resave(model, path)
     return changed
+
+
+def _resave(model, path: Path) -> None:
+    """Write `model` (weights loaded in memory) over the builder's `path` and its `path.data`: first into a
+    scratch folder beside it, then moved in place, so a failed save leaves the old pair whole."""
+    import shutil
+
+    import onnx
+
+    data = path.with_name(path.name + ".data")
+    scratch = path.with_name(f".{path.name}.saving")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    try:
+        onnx.save(
+            model, scratch / path.name, save_as_external_data=True, all_tensors_to_one_file=True, location=data.name
+        )
+        if (scratch / data.name).exists():
+            (scratch / data.name).replace(data)
+        else:  # every tensor under onnx's external-data threshold: all of them inside the graph now
+            data.unlink(missing_ok=True)
+        (scratch / path.name).replace(path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 if __name__ == "__main__":  # build_genai's subprocess: the builder's command line, patched

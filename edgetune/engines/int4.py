@@ -22,7 +22,7 @@ from typing import Any
 
 # int4 blocks of quantize.int4_block_size: auto, by the int8 kernels the model will run on (README, "Against
 # llama.cpp"): where VNNI or AMX add int8 products, blocks of 64 (fewer scales per token) measured faster; on
-# AVX2 without VNNI, blocks of 32 decoded and prefilled faster than 64 (AMD EPYC Zen 3, chat_peers.py).
+# AVX2 without VNNI as fast as 32 (AMD EPYC Zen 3, benchmarks/int4_layouts.py), so 64 on every x86.
 VNNI_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 
 
