@@ -82,3 +82,95 @@ def test_the_builder_table_follows_the_installed_genai(monkeypatch):
     monkeypatch.setattr(families, "version", lambda dist: "0.18.0")
     with pytest.raises(RecipeError, match=r"0\.18\.0's model builder does not support it \(its 0\.15 release does\)"):
         families.check_genai_exportable(ernie)
+
+
+@pytest.mark.both_lines
+def test_rotary_settings_transformers_5_saved_are_read_where_4x_reads_them():
+    """legacy_rope: transformers 5 keeps rope_theta/scaling in rope_parameters, which 4.x ignores (it would use
+    its default base). On the 4.x line they are copied where 4.x reads them; on 5, and without them, nothing."""
+    from types import SimpleNamespace
+
+    flat = SimpleNamespace(
+        rope_theta=10000.0,
+        rope_scaling=None,
+        partial_rotary_factor=1.0,
+        rope_parameters={"rope_theta": 500000.0, "rope_type": "linear", "factor": 2.0, "partial_rotary_factor": 0.5},
+    )
+    lines.legacy_rope(flat, line="transformers 4")
+    assert (flat.rope_theta, flat.rope_scaling, flat.partial_rotary_factor) == (
+        500000.0,
+        {"rope_type": "linear", "factor": 2.0},
+        0.5,
+    )
+    default = SimpleNamespace(
+        rope_theta=10000.0, rope_scaling=None, rope_parameters={"rope_theta": 1e5, "rope_type": "default"}
+    )
+    assert lines.legacy_rope(default, line="transformers 4").rope_theta == 1e5 and default.rope_scaling is None
+    nested = SimpleNamespace(  # per layer type (Gemma 3: rope_local_base_freq; ModernBERT: global/local_rope_theta)
+        global_rope_theta=160000.0,
+        local_rope_theta=10000.0,
+        rope_parameters={
+            "full_attention": {"rope_theta": 80000.0, "rope_type": "default"},
+            "sliding_attention": {"rope_theta": 5000.0, "rope_type": "default"},
+        },
+    )
+    lines.legacy_rope(nested, line="transformers 4")
+    assert (nested.global_rope_theta, nested.local_rope_theta) == (80000.0, 5000.0)
+    on5 = SimpleNamespace(rope_theta=10000.0, rope_parameters={"rope_theta": 500000.0})
+    assert lines.legacy_rope(on5, line="transformers 5").rope_theta == 10000.0
+    none = SimpleNamespace(rope_theta=10000.0)
+    assert lines.legacy_rope(none, line="transformers 4").rope_theta == 10000.0
+
+
+ROPE_SCRIPT = """
+import json, shutil, sys
+from pathlib import Path
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from edgetune.tasks import get_task
+mode, src, dst = sys.argv[1:4]
+if mode == "save":  # the tiny LLaMA's weights under a rotary base and scaling no class default has
+    base = AutoModelForCausalLM.from_pretrained(src)
+    keep = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+            "num_key_value_heads", "max_position_embeddings", "bos_token_id", "eos_token_id", "tie_word_embeddings")
+    cfg = LlamaConfig(**{k: getattr(base.config, k) for k in keep}, rope_theta=500000.0,
+                      rope_scaling={"rope_type": "linear", "factor": 2.0})
+    model = LlamaForCausalLM(cfg)
+    model.load_state_dict(base.state_dict())
+    model.save_pretrained(dst)
+    for f in Path(src).iterdir():
+        if f.name.startswith(("tokenizer", "special_tokens", "chat_template")):
+            shutil.copy(f, dst)
+model = get_task("causal-lm").load_model(Path(dst))
+with torch.no_grad():
+    logits = model(torch.arange(3, 40)[None]).logits[0]
+print(json.dumps(logits.tolist()))
+"""
+
+
+# on the default line only (.ci/run): it runs the other line's python too
+@pytest.mark.skipif(not OTHER, reason="EDGETUNE_OTHER_LINE_PYTHON names the other line's python (.ci/run sets it)")
+def test_a_model_saved_on_one_line_is_the_same_model_on_the_other(tmp_path, tiny_llama):
+    """A model folder saved by either line (a run directory's merged model) computes the same logits on the
+    other: its rotary base and scaling included (transformers 5 saves them where 4.x does not look)."""
+    import json
+
+    import numpy as np
+
+    assert OTHER
+    for saver, reader in ((sys.executable, OTHER), (OTHER, sys.executable)):
+        folder = tmp_path / f"saved-by-{Path(saver).parent.parent.name}"
+
+        def logits(python, mode, folder=folder):
+            r = subprocess.run(
+                [python, "-c", ROPE_SCRIPT, mode, str(tiny_llama), str(folder)],
+                cwd=REPO,
+                capture_output=True,
+                text=True,
+                timeout=300,
+            )
+            assert r.returncode == 0, r.stderr[-3000:]
+            return np.array(json.loads(r.stdout.strip().splitlines()[-1]))
+
+        here, there = logits(saver, "save"), logits(reader, "load")
+        assert np.abs(here - there).max() < 1e-4, (saver, reader, np.abs(here - there).max())

@@ -244,10 +244,12 @@ def _linears(base: Path) -> dict[str, tuple[int, int]]:
     """Every linear of the transformers model at `base`, {name: (in, out)}, from its config alone (no weights
     are read: the model is made on torch's meta device)."""
     import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
+
+    from edgetune.core.lines import auto_config
 
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(base))
+        model = AutoModelForCausalLM.from_config(auto_config(base))
     return {n: (m.in_features, m.out_features) for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
 
 

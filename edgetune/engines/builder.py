@@ -275,9 +275,26 @@ def _resave(model, path: Path) -> None:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _rope_of_either_line() -> None:
+    """Let the builder of the transformers 4.57 line read the rotary settings of a config transformers 5 saved
+    (core/lines.legacy_rope): without it the 0.15.2 builder computes its rotary caches from 4.x's default base."""
+    import transformers
+
+    from edgetune.core.lines import legacy_rope
+
+    original = transformers.AutoConfig.from_pretrained
+
+    def load(*args, **kwargs):
+        out = original(*args, **kwargs)
+        return (legacy_rope(out[0]), *out[1:]) if isinstance(out, tuple) else legacy_rope(out)
+
+    transformers.AutoConfig.from_pretrained = load
+
+
 if __name__ == "__main__":  # build_genai's subprocess: the builder's command line, patched
     import runpy
 
     _one_copy_of_the_weights()
     _tokenizers_of_either_line()
+    _rope_of_either_line()
     runpy.run_module("onnxruntime_genai.models.builder", run_name="__main__", alter_sys=True)

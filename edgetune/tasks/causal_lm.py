@@ -17,7 +17,7 @@ from edgetune.build import TaskData
 from edgetune.core.data import Row, data_fingerprint, file_sha256, load_splits
 from edgetune.core.errors import RecipeError
 from edgetune.core.families import for_genai_builder
-from edgetune.core.lines import auto_tokenizer
+from edgetune.core.lines import auto_config, auto_tokenizer
 from edgetune.core.templates import TOKENS, completion_template, read_template
 from edgetune.engines.verify import fp32_gates
 from edgetune.runtime.decoding import _all_logits, _ids, _logsumexp, _padded, end_ids, greedy_torch
@@ -303,8 +303,9 @@ class CausalLMTask:
             if hasattr(model.config, "quantization_config"):
                 del model.config.quantization_config
         else:
+            config = auto_config(path, trust_remote_code=trust_remote_code)
             model = AutoModelForCausalLM.from_pretrained(
-                path, use_safetensors=any(path.glob("*.safetensors")), **kwargs
+                path, config=config, use_safetensors=any(path.glob("*.safetensors")), **kwargs
             )
         _fill_special_ids(model, self.load_tokenizer(path, trust_remote_code))
         for_genai_builder(model.config)  # the merged model's config.json is what the exporter reads

@@ -12,7 +12,7 @@ import numpy as np
 from edgetune.build import TaskData
 from edgetune.core.data import Row, data_fingerprint, load_splits
 from edgetune.core.errors import RecipeError
-from edgetune.core.lines import auto_tokenizer
+from edgetune.core.lines import auto_config, auto_tokenizer
 from edgetune.engines.verify import fp32_gates
 from edgetune.packaging.graph import EMBEDDABLE_TOKENIZERS
 
@@ -148,11 +148,16 @@ class ClassificationTask:
         verbosity = hf_logging.get_verbosity()
         hf_logging.set_verbosity_error()  # "classifier newly initialized" is expected for a base encoder
         try:
-            model, loading = AutoModelForSequenceClassification.from_pretrained(
+            config = auto_config(
                 path,
                 num_labels=len(labels),
                 id2label=dict(enumerate(labels)),
                 label2id={n: i for i, n in enumerate(labels)},
+                trust_remote_code=trust_remote_code,
+            )
+            model, loading = AutoModelForSequenceClassification.from_pretrained(
+                path,
+                config=config,
                 ignore_mismatched_sizes=True,
                 trust_remote_code=trust_remote_code,
                 use_safetensors=_has_safetensors(path),
