@@ -6,9 +6,9 @@ Usage: python benchmarks/int4_layouts.py [--threads 2] [--tokens 1 64] [--blocks
                                          [--runs 30] [--levels 4 [1 ...]] [--no-fused] [--smoke]
 
 A layer's projections as the model builder exports them (symmetric int4, no zero points, each accuracy level
-of --levels: 4 = int8 compute, 1 = fp32): q/k/v fused (576 -> 960), o (576 -> 576), gate and up (576 -> 1536 each, or fused: 576 -> 3072) and down
-(1536 -> 576), chained in one session per layout (--no-fused: gate and up apart only). Each round runs every layout --runs times at each token count,
-the order rotated per round; a round's figure is its median, and each layout's ratio to the first layout is
+of --levels: 4 = int8 compute, 1 = fp32): q/k/v fused (576 -> 960), o (576 -> 576), gate and up (576 -> 1536
+each, or fused: 576 -> 3072) and down (1536 -> 576), chained in one session per layout (--no-fused: gate and up
+apart only). Each round runs every layout --runs times at each token count, the order rotated per round; a round's figure is its median, and each layout's ratio to the first layout is
 taken within the round (the machine's load then cancels). The table: median ms per layer over rounds, the
 min-max spread, and the within-round ratio's median and min-max.
 
@@ -143,8 +143,8 @@ def main() -> None:
                 times[(i, m)].append(median(runs))
     print(
         f"{platform.processor() or platform.machine()}, ONNX Runtime {ort.__version__}, {args.threads} threads, "
-        f"accuracy level {', '.join(map(str, args.levels))}, {args.rounds} rounds of {args.runs} runs; one SmolLM2-135M layer "
-        f"(x30 for the model)"
+        f"accuracy level {', '.join(map(str, args.levels))}, {args.rounds} rounds of {args.runs} runs; "
+        f"one SmolLM2-135M layer (x30 for the model)"
     )
     print(
         "| layout | tokens | ms per layer (min-max over rounds) | vs first layout, within rounds (min-max) "
